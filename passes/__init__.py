@@ -1,0 +1,16 @@
+"""nrqc's own Relax/TIR passes, exposed to the pipeline through named slots.
+
+`nrqc.pipeline.build_pipeline` calls each slot and splices the steps it returns in
+place: binary-layer rewrites before legalization, schedule application after fusion.
+"""
+from __future__ import annotations
+
+
+def binary_steps() -> list:
+    """Steps that find binary-activation layers and rewrite them to bit-packed operators."""
+    return []
+
+
+def schedule_steps() -> list:
+    """Steps that give the fused TIR kernels schedules (shipped rules, tuning database)."""
+    return []

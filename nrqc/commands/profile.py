@@ -1,0 +1,40 @@
+"""`nrqc profile`: latency, per-operator and memory tables for an artifact or a model."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+
+@click.command("profile")
+@click.argument("subject", type=click.Path())
+@click.option("--target", "-t", default="x86", show_default=True, help="Target, when SUBJECT is an ONNX model.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...", help="Input shape, for an ONNX model.")
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(min=1), help="Timed runs.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Threads for nrqc (TVM_NUM_THREADS) and onnxruntime alike.")
+@click.option("--rpc", default=None, metavar="HOST:PORT", help="Measure on a board through TVM RPC.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(subject, target, shapes, repeat, threads, rpc, as_json):
+    """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
+    # The TVM thread pool reads this once, when it starts.
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    from nrqc.profiler import format_profile, profile_artifact
+
+    path = Path(subject)
+    if path.is_file():
+        from nrqc.compiler import CompileOptions, compile_model
+        from nrqc.onnx_model import parse_shape_options
+
+        tmp = tempfile.mkdtemp(prefix="nrqc-profile-")
+        path = compile_model(subject, target, Path(tmp) / "artifact",
+                             CompileOptions(shapes=parse_shape_options(shapes)),
+                             log=lambda m: click.echo(m, err=True))
+    result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_profile(result))

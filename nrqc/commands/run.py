@@ -1,0 +1,40 @@
+"""`nrqc run`: run a compiled artifact on given inputs, here or on a board."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+@click.command("run")
+@click.argument("out", type=click.Path())
+@click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input tensor (.npy).")
+@click.option("-o", "--output", default=None, type=click.Path(), help="Write the (first) output to this .npy file.")
+@click.option("--rpc", default=None, metavar="HOST:PORT", help="Run on a board through TVM RPC.")
+def command(out, inputs, output, rpc):
+    """Run the artifact OUT and print (or save) its outputs."""
+    from nrqc.artifact import read_manifest
+    from nrqc.errors import NrqcError
+    from nrqc.runtime import load_inputs
+
+    manifest = read_manifest(out)
+    feeds = load_inputs(inputs, manifest)
+    missing = [s["name"] for s in manifest["inputs"] if s["name"] not in feeds]
+    if missing:
+        raise NrqcError(f"missing --input for {', '.join(missing)}")
+    if manifest.get("target_kind") == "bare-metal":
+        from nrqc.cortex_m import run_artifact
+
+        results = run_artifact(Path(out), manifest, feeds)
+    else:
+        from nrqc.runtime import ArtifactSession
+
+        results = ArtifactSession(out, manifest, rpc=rpc).run(feeds)
+    if output:
+        tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
+        np.save(tmp, results[0])
+        os.replace(tmp, output)
+    for spec, arr in zip(manifest["outputs"], results):
+        click.echo(f"{spec['name']} {list(arr.shape)} {arr.dtype}: {np.array2string(arr, threshold=20, precision=6)}")

@@ -1,0 +1,234 @@
+"""`nrqc compile`: ONNX -> Relax -> nrqc pipeline -> library + manifest + report."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nrqc import __version__
+from nrqc.artifact import LIBRARY, MANIFEST, REPORT, staged_directory, write_json
+from nrqc.errors import CheckFailed, NrqcError
+from nrqc.layer_table import build_layer_table, resolve_tvm_kernels
+from nrqc.onnx_model import (TensorSpec, check_supported_ops, graph_inputs, graph_outputs, infer_shapes,
+                             load_onnx, random_inputs)
+from nrqc.pipeline import CompileContext, run_pipeline
+from nrqc.targets import TargetDescription, get_target
+
+
+@dataclasses.dataclass
+class CompileOptions:
+    shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    check: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    db: str | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """The validated ONNX model with static shapes, ready for import."""
+
+    path: Path
+    onnx_model: object  # original
+    shaped: object  # shape-inferred copy
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    path = Path(path)
+    model = load_onnx(path)
+    check_supported_ops(model, path)
+    inputs = graph_inputs(model, shapes, path)
+    try:
+        shaped = infer_shapes(model, inputs)
+    except Exception as e:
+        raise NrqcError(f"{path}: shapes {_fmt_specs(inputs)} do not fit the model: {str(e).splitlines()[0]}") from None
+    return LoadedModel(path, model, shaped, inputs, graph_outputs(shaped))
+
+
+def _fmt_specs(specs) -> str:
+    return ", ".join(f"{s.name}={','.join(map(str, s.shape))}" for s in specs)
+
+
+def import_relax(m: LoadedModel):
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(m.onnx_model, shape_dict={s.name: list(s.shape) for s in m.inputs},
+                         dtype_dict={s.name: s.dtype for s in m.inputs}, keep_params_in_input=False)
+    except tvm.error.OpNotImplemented as e:
+        raise NrqcError(f"{m.path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the frontend raises plain ValueError/TVMError for shape clashes
+        node = _first_line(e)
+        raise NrqcError(f"{m.path}: import failed with shapes {_fmt_specs(m.inputs)}: {node}") from None
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def compile_model(model_path: str | Path, target_name: str, out: str | Path | None,
+                  options: CompileOptions | None = None, log=print) -> Path:
+    options = options or CompileOptions()
+    target = get_target(target_name)
+    m = load_model(model_path, options.shapes)
+    out = Path(out) if out else Path(f"{m.path.stem}-{target.name}")
+    layers = build_layer_table(m.shaped)
+    ctx = CompileContext(target=target, onnx_model=m.shaped, layers=layers,
+                         options={"db": options.db, "source_model": str(m.path)})
+    if target.kind == "bare-metal":
+        from nrqc.cortex_m import build_artifact  # noqa: the Cortex-M back end
+
+        return build_artifact(m, ctx, out, options, log=log)
+
+    t0 = time.perf_counter()
+    mod = import_relax(m)
+    log(f"imported {m.path.name}: {len(m.onnx_model.graph.node)} ONNX nodes, {len(layers)} layers")
+    mod = _run_pipeline_checked(mod, ctx, m)
+    resolve_tvm_kernels(layers, ctx.kernels_in_order)
+    weights = constant_bytes_by_dtype(mod)
+    import tvm
+
+    ex = tvm.compile(mod, target=target.tvm(), relax_pipeline=None)
+    build_seconds = time.perf_counter() - t0
+    log(f"built for {target.name} in {build_seconds:.1f} s")
+
+    with staged_directory(out) as stage:
+        lib_path = stage / LIBRARY
+        export_library(ex, lib_path, target)
+        manifest = make_manifest(m, ctx, weights, lib_path, build_seconds)
+        check = {"ran": False, "reason": "--no-check"}
+        if options.check:
+            check = numerical_check(stage, m, manifest, options, target)
+            log(check["summary"])
+        manifest["check"] = check
+        write_json(stage / MANIFEST, manifest)
+        from nrqc.report import compile_report
+
+        (stage / REPORT).write_text(compile_report(manifest))
+        if target.kind == "linux-cross":
+            from nrqc.deploy_bundle import write_deploy_md
+
+            write_deploy_md(stage, manifest)
+        if check.get("ran") and not check["passed"]:
+            raise CheckFailed(check["summary"])
+    log(f"wrote {out}/ ({LIBRARY}, {MANIFEST}, {REPORT})")
+    return out
+
+
+def _run_pipeline_checked(mod, ctx, m: LoadedModel):
+    try:
+        return run_pipeline(mod, ctx)
+    except NrqcError:
+        raise
+    except Exception as e:
+        raise NrqcError(f"{m.path}: compilation failed in the pass pipeline "
+                        f"(after {ctx.steps_run[-1]['name'] if ctx.steps_run else 'import'}): {_first_line(e)}") from None
+
+
+def export_library(ex, path: Path, target: TargetDescription) -> None:
+    import tvm
+
+    if target.cross_compiler:
+        ex.export_library(str(path), fcompile=tvm.support.cc.cross_compiler(target.cross_compiler))
+    else:
+        ex.export_library(str(path))
+
+
+def constant_bytes_by_dtype(mod) -> dict[str, int]:
+    """Weights as the built model stores them (after packing/quantization passes)."""
+    import tvm
+    from tvm import relax
+
+    seen: list = []
+    out: dict[str, int] = {}
+
+    def visit(e):
+        # Relax constants are tvm.ir.GenericConst in TVM 0.27.
+        # (GenericConst also wraps dtypes and strings: keep tensors only.)
+        if (isinstance(e, tvm.ir.GenericConst) and hasattr(e.value, "numpy")
+                and not any(e.same_as(s) for s in seen)):
+            seen.append(e)
+            arr = e.value.numpy()
+            out[str(arr.dtype)] = out.get(str(arr.dtype), 0) + int(arr.nbytes)
+
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return out
+
+
+def make_manifest(m: LoadedModel, ctx: CompileContext, weights: dict[str, int], lib_path: Path,
+                  build_seconds: float) -> dict:
+    import tvm
+
+    io_bytes = sum(s.nbytes for s in m.inputs) + sum(s.nbytes for s in m.outputs)
+    plan = ctx.memory_plan
+    peak = plan.get("planned_storage_bytes", 0) + plan.get("max_kernel_scratch_bytes", 0) + io_bytes
+    return {
+        "nrqc_version": __version__,
+        "tvm_version": tvm.__version__,
+        "target": ctx.target.name,
+        "target_kind": ctx.target.kind,
+        "tvm_target": ctx.target.tvm_target,
+        "source_model": str(m.path.resolve()),
+        "library": LIBRARY,
+        "inputs": [s.to_json() for s in m.inputs],
+        "outputs": [s.to_json() for s in m.outputs],
+        "weights_bytes": int(sum(weights.values())),
+        "weights_bytes_by_dtype": weights,
+        "peak_activation_bytes": int(peak),
+        "memory_plan": {**plan, "io_bytes": io_bytes},
+        "library_bytes": lib_path.stat().st_size,
+        "macs": int(sum(layer["macs"] for layer in ctx.layers)),
+        "passes": [s["name"] for s in ctx.steps_run],
+        "pass_seconds": {s["name"]: s["seconds"] for s in ctx.steps_run},
+        "build_seconds": round(build_seconds, 2),
+        "tuning": {"tuned": bool(ctx.options.get("db")), "database": ctx.options.get("db")},
+        "layers": ctx.layers,
+        "notes": ctx.notes,
+    }
+
+
+def numerical_check(stage: Path, m: LoadedModel, manifest: dict, options: CompileOptions,
+                    target: TargetDescription) -> dict:
+    """Run the built library on a seeded input and compare with onnxruntime."""
+    if target.kind != "host":
+        return {"ran": False, "reason": f"{target.name} library cannot run on this host; "
+                                        f"check it on a board or emulator with `nrqc deploy OUT --rpc HOST:PORT`"}
+    from nrqc.reference import run_onnxruntime
+    from nrqc.runtime import ArtifactSession
+
+    inputs = random_inputs(m.inputs, options.seed)
+    ref = run_onnxruntime(m.path, inputs)
+    got = ArtifactSession(stage, manifest).run(inputs)
+    return compare_outputs(got, ref, [o.name for o in m.outputs], options.atol, options.rtol, options.seed)
+
+
+def compare_outputs(got: list[np.ndarray], ref: list[np.ndarray], names: list[str], atol: float, rtol: float,
+                    seed: int) -> dict:
+    worst = 0.0
+    passed = True
+    per_output = {}
+    for name, g, r in zip(names, got, ref):
+        g = np.asarray(g, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if g.shape != r.shape:
+            per_output[name] = {"max_abs_error": None, "shape": list(g.shape), "expected_shape": list(r.shape)}
+            passed = False
+            continue
+        err = float(np.max(np.abs(g - r))) if g.size else 0.0
+        ok = bool(np.all(np.abs(g - r) <= atol + rtol * np.abs(r)))
+        per_output[name] = {"max_abs_error": err, "passed": ok}
+        worst = max(worst, err)
+        passed &= ok
+    summary = (f"numerical check vs onnxruntime (seed {seed}): max abs error {worst:.3g} "
+               f"({'within' if passed else 'OVER'} atol {atol:g} + rtol {rtol:g})")
+    return {"ran": True, "passed": passed, "max_abs_error": worst, "atol": atol, "rtol": rtol, "seed": seed,
+            "outputs": per_output, "summary": summary}

@@ -1,0 +1,170 @@
+"""Loading and validating the user's ONNX model before anything reaches TVM.
+
+Everything here turns a bad input into an NrqcError naming the file, node or option at
+fault, so the compiler proper can assume a well-formed, statically shaped graph.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.errors import NrqcError
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def parse_shape_options(options: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
+    """`--shape NAME=1,900,120` (repeatable) -> {NAME: (1, 900, 120)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for opt in options or ():
+        name, sep, dims = opt.partition("=")
+        if not sep or not name or not dims:
+            raise NrqcError(f"malformed --shape '{opt}': expected NAME=D1,D2,... (for example input_1=1,900,120)")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise NrqcError(f"malformed --shape '{opt}': dimensions must be integers separated by commas") from None
+        if any(d <= 0 for d in shape):
+            raise NrqcError(f"malformed --shape '{opt}': dimensions must be positive")
+        shapes[name] = shape
+    return shapes
+
+
+def load_onnx(path: str | Path):
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise NrqcError(f"{path}: no such file")
+    if path.is_dir():
+        raise NrqcError(f"{path}: is a directory, expected an ONNX model file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises several types for garbage input
+        raise NrqcError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unparsable'})") from None
+    if not model.graph.node:
+        raise NrqcError(f"{path}: not an ONNX model (no graph nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise NrqcError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
+    return model
+
+
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+def _initializer_names(model) -> set[str]:
+    return {i.name for i in model.graph.initializer}
+
+
+def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str | Path) -> list[TensorSpec]:
+    """Static input specs: model dims, with symbolic ones taken from --shape."""
+    inits = _initializer_names(model)
+    specs = []
+    names = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        names.append(inp.name)
+        tt = inp.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tt.elem_type)
+        if dtype is None:
+            raise NrqcError(f"{path}: input '{inp.name}' has unsupported element type {tt.elem_type}")
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+        if inp.name in overrides:
+            want = overrides[inp.name]
+            if len(want) != len(dims):
+                raise NrqcError(f"--shape {inp.name}={','.join(map(str, want))}: model input '{inp.name}' has rank "
+                                f"{len(dims)} ({_fmt_dims(dims)}), not {len(want)}")
+            for i, (d, w) in enumerate(zip(dims, want)):
+                if isinstance(d, int) and d > 0 and d != w:
+                    raise NrqcError(f"--shape {inp.name}={','.join(map(str, want))}: dimension {i} of model input "
+                                    f"'{inp.name}' is fixed to {d} ({_fmt_dims(dims)})")
+            shape = want
+        else:
+            if any(not (isinstance(d, int) and d > 0) for d in dims):
+                # Batch-like symbolic dims default to 1; any other unknown dimension needs --shape.
+                if all(isinstance(d, int) and d > 0 for d in dims[1:]):
+                    shape = (1, *dims[1:])
+                else:
+                    raise NrqcError(f"{path}: input '{inp.name}' has dynamic shape ({_fmt_dims(dims)}): "
+                                    f"give it with --shape {inp.name}=D1,D2,...")
+            else:
+                shape = tuple(dims)
+        specs.append(TensorSpec(inp.name, tuple(int(s) for s in shape), dtype))
+    unknown = set(overrides) - set(names)
+    if unknown:
+        raise NrqcError(f"--shape names unknown input(s) {', '.join(sorted(unknown))}: the model's inputs are "
+                        f"{', '.join(names)}")
+    return specs
+
+
+def _fmt_dims(dims) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def check_supported_ops(model, path: str | Path) -> None:
+    """Name the first node whose op the Relax ONNX frontend cannot import."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = set(_get_convert_map()) | {"If", "Constant"}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node '{node.name or node.output[0]}'")
+        if node.op_type not in known:
+            raise NrqcError(f"{path}: unsupported op {node.op_type} at node '{node.name or node.output[0]}'")
+
+
+def infer_shapes(model, inputs: list[TensorSpec]):
+    """A copy of the model with the static input shapes set and value_info inferred."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    by_name = {s.name: s for s in inputs}
+    for inp in m.graph.input:
+        if inp.name in by_name:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, by_name[inp.name].shape):
+                d.Clear()
+                d.dim_value = v
+    return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+
+
+def graph_outputs(shaped_model) -> list[TensorSpec]:
+    out = []
+    for o in shaped_model.graph.output:
+        tt = o.type.tensor_type
+        dims = tuple(d.dim_value for d in tt.shape.dim)
+        out.append(TensorSpec(o.name, dims, _ONNX_DTYPES.get(tt.elem_type, "float32")))
+    return out
+
+
+def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs in a range typical of normalised speech features."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        if s.dtype.startswith("float"):
+            out[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
+        elif s.dtype == "bool":
+            out[s.name] = rng.integers(0, 2, s.shape).astype(bool)
+        else:
+            info = np.iinfo(s.dtype)
+            out[s.name] = rng.integers(max(info.min, -128), min(info.max, 127) + 1, s.shape).astype(s.dtype)
+    return out

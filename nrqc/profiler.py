@@ -1,0 +1,148 @@
+"""`nrqc profile`: latency against onnxruntime, per-operator breakdown, memory table."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.onnx_model import TensorSpec, random_inputs
+
+
+def _stats(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min()),
+            "runs": len(ms)}
+
+
+def _specs(manifest) -> list[TensorSpec]:
+    return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
+
+
+def time_artifact(session, inputs, repeat: int) -> list[float]:
+    args = session.to_device(inputs)
+    session.vm["main"](*args)  # warm-up: first call pays lazy initialisation
+    timer = session.vm.time_evaluator("main", session.dev, number=1, repeat=repeat)
+    return list(timer(*args).results)
+
+
+def time_onnxruntime(model_path, inputs, repeat: int, threads: int) -> list[float]:
+    from nrqc.reference import ort_session
+
+    sess = ort_session(model_path, threads)
+    sess.run(None, inputs)
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sess.run(None, inputs)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def operator_breakdown(session, inputs, repeat: int) -> list[dict]:
+    """Per-kernel time from the Relax VM's instrumentation hook (called around every
+    call instruction), median over `repeat` runs, largest first."""
+    import tvm
+
+    args = session.to_device(inputs)
+    per_run: list[dict[str, float]] = []
+    started: dict[str, float] = {}
+    current: dict[str, float] = {}
+
+    def instrument(func, name, before, ret, *fargs):
+        if before:
+            started[name] = time.perf_counter()
+        else:
+            current[name] = current.get(name, 0.0) + time.perf_counter() - started.pop(name, time.perf_counter())
+        return 0
+
+    session.vm.set_instrument(tvm.runtime.convert(instrument) if hasattr(tvm.runtime, "convert") else instrument)
+    try:
+        for _ in range(max(1, repeat)):
+            current.clear()
+            session.vm["main"](*args)
+            per_run.append(dict(current))
+    finally:
+        session.vm.set_instrument(None)
+    names = per_run[0].keys()
+    rows = [{"kernel": n, "ms": float(np.median([r.get(n, 0.0) for r in per_run]) * 1e3)} for n in names
+            if not n.startswith("vm.builtin")]
+    total = sum(r["ms"] for r in rows) or 1.0
+    for r in rows:
+        r["percent"] = 100.0 * r["ms"] / total
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
+def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = None, rpc: str | None = None,
+                     breakdown: bool = True) -> dict:
+    from nrqc.artifact import LIBRARY, read_manifest
+    from nrqc.runtime import ArtifactSession
+
+    manifest = read_manifest(out)
+    threads = threads or 1
+    inputs = random_inputs(_specs(manifest), seed=0)
+    session = ArtifactSession(out, manifest, rpc=rpc)
+    lat = _stats(time_artifact(session, inputs, repeat))
+    result = {
+        "artifact": str(out),
+        "target": manifest["target"],
+        "where": f"board at {rpc}" if rpc else "this host",
+        "emulated": False,
+        "threads": threads,
+        "batch": 1,
+        "latency_ms": lat,
+        "tuning": manifest.get("tuning", {"tuned": False, "database": None}),
+    }
+    src = manifest.get("source_model")
+    if src and Path(src).exists() and not rpc:
+        ort = _stats(time_onnxruntime(src, inputs, repeat, threads))
+        result["onnxruntime_latency_ms"] = ort
+        result["speedup_vs_onnxruntime"] = ort["median"] / lat["median"]
+    else:
+        result["onnxruntime_latency_ms"] = None
+        result["speedup_vs_onnxruntime"] = None
+        result["onnxruntime_note"] = ("not measured: onnxruntime runs on this host, the model on the board"
+                                      if rpc else f"source model {src} not found")
+    result["operators"] = operator_breakdown(session, inputs, min(repeat, 5)) if breakdown and not rpc else []
+    lib_bytes = (Path(out) / manifest.get("library", LIBRARY)).stat().st_size
+    result["memory"] = {
+        "weights_bytes": manifest["weights_bytes"],
+        "weights_bytes_by_dtype": manifest["weights_bytes_by_dtype"],
+        "peak_activation_bytes": manifest["peak_activation_bytes"],
+        "library_bytes": lib_bytes,
+        "total_bytes": manifest["weights_bytes"] + manifest["peak_activation_bytes"],
+    }
+    result["macs"] = manifest.get("macs")
+    return result
+
+
+def format_profile(p: dict) -> str:
+    from nrqc.report import _kb
+
+    lat = p["latency_ms"]
+    lines = [f"profile of {p['artifact']} ({p['target']}, {p['where']}{', EMULATED: not a device latency' if p['emulated'] else ''}), "
+             f"batch {p['batch']}, {p['threads']} thread(s), "
+             f"{'tuned with ' + str(p['tuning'].get('database')) if p['tuning'].get('tuned') else 'untuned'}",
+             "",
+             "latency (ms)          median       p90       min   runs",
+             f"  nrqc            {lat['median']:>10.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['runs']:>6}"]
+    ort = p.get("onnxruntime_latency_ms")
+    if ort:
+        lines.append(f"  onnxruntime     {ort['median']:>10.3f} {ort['p90']:>9.3f} {ort['min']:>9.3f} {ort['runs']:>6}")
+        s = p["speedup_vs_onnxruntime"]
+        lines.append(f"  speedup vs onnxruntime: {s:.2f}x" + (f" (nrqc takes {1 / s:.1f}x onnxruntime's time)" if s < 1 else ""))
+    else:
+        lines.append(f"  onnxruntime     {p.get('onnxruntime_note', 'not measured')}")
+    if p.get("operators"):
+        lines += ["", "per-operator time (median of runs, VM instrumentation)",
+                  f"  {'kernel':<48} {'ms':>9} {'%':>6}"]
+        for r in p["operators"][:25]:
+            lines.append(f"  {r['kernel'][:48]:<48} {r['ms']:>9.3f} {r['percent']:>5.1f}%")
+    m = p["memory"]
+    lines += ["", "memory",
+              f"  weights           {_kb(m['weights_bytes']):>12}  "
+              + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(m["weights_bytes_by_dtype"].items())),
+              f"  peak activations  {_kb(m['peak_activation_bytes']):>12}",
+              f"  weights + acts    {_kb(m['total_bytes']):>12}",
+              f"  library           {_kb(m['library_bytes']):>12}"]
+    return "\n".join(lines)

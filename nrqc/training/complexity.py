@@ -1,0 +1,87 @@
+"""Differentiable complexity model: MACs, parameters and bytes as polynomials in the widths.
+
+Closed forms per layer, counted as a profiler counts them (one multiply-accumulate per
+weight tap per output position; pooling and activations are comparisons, not MACs):
+
+- Conv2d / Conv1d, k_in → k_out channels, kernel taps t, P output positions:
+  MACs = k_in·k_out·t·P, params = k_in·k_out·t + k_out (bias, or the folded threshold)
+- Linear: the same with t = P = 1
+- GRU (LSTM): per step g·(k_in·h + h·h) MACs with g = 3 (4) gates, params
+  g·(k_in·h + h·h + 2h) (PyTorch keeps two bias vectors).
+
+The widths k are the continuous K of each :class:`DynamicWidth` (or of the layer feeding
+it), so every count is a polynomial in the Ks and ``task + α·MACs`` trains them.
+BatchNorm is counted as folded (it becomes the bias / threshold).  Bytes count 4 per
+float parameter; an int8 layer stores 1 byte per weight plus a float32 scale and a float32
+bias/threshold per output channel.
+"""
+from __future__ import annotations
+
+import torch
+
+from nrqc.training.net import Block, SeqNet
+
+
+def conv_cost(k_in, k_out, taps: int, positions: int, int8: bool = False) -> dict:
+    weights = k_in * k_out * taps
+    macs = weights * positions
+    params = weights + k_out
+    nbytes = weights * 1 + 8 * k_out if int8 else 4 * params
+    return {"macs": macs, "params": params, "bytes": nbytes}
+
+
+def linear_cost(k_in, k_out, int8: bool = False) -> dict:
+    return conv_cost(k_in, k_out, 1, 1, int8)
+
+
+def rnn_cost(k_in, hidden, steps: int, gates: int = 3) -> dict:
+    """GRU (gates=3) or LSTM (gates=4) with input width k_in and hidden width `hidden`."""
+    per_step = gates * (k_in * hidden + hidden * hidden)
+    params = gates * (k_in * hidden + hidden * hidden + 2 * hidden)
+    return {"macs": per_step * steps, "params": params, "bytes": 4 * params}
+
+
+def _width(net: SeqNet, name: str | None, full: int, mode: str):
+    if name is None or mode == "full":
+        return torch.tensor(float(full))
+    g = net.gates[name]
+    return g.width() if mode == "soft" else torch.tensor(float(g.kept()))
+
+
+def model_cost(net: SeqNet, mode: str = "soft") -> dict:
+    """Totals and per-layer costs of a :class:`SeqNet`.
+
+    mode 'soft': continuous K (differentiable, for the loss); 'kept': ⌈K⌉ (what export
+    keeps); 'full': every unit (the model before pruning).
+    """
+    if mode not in ("soft", "kept", "full"):
+        raise ValueError(f"mode must be soft, kept or full, not {mode!r}")
+    positions = net.output_positions()
+    layers = []
+    total = {"macs": torch.tensor(0.0), "params": torch.tensor(0.0), "bytes": torch.tensor(0.0)}
+    for (i, b), pos in zip(net.blocks(), positions):
+        k_in = _width(net, net.in_gates[i], b.c_in, mode)
+        k_out = _width(net, b.gate, b.c_out, mode)
+        c = conv_cost(k_in, k_out, b.kernel_size, pos, b.weight_mode == "int8")
+        layers.append({"layer": i, "kind": b.kind, "in": float(k_in), "out": float(k_out),
+                       **{k: float(v) for k, v in c.items()}})
+        for k in total:
+            total[k] = total[k] + c[k]
+    return {**total, "layers": layers}
+
+
+def frames_per_second(net: SeqNet, hop_s: float = 0.01) -> float | None:
+    """For frame-level models: frames of input per second of audio (100 at a 10 ms hop)."""
+    return 1.0 / hop_s if net.layout != "features" else None
+
+
+def summary(net: SeqNet, mode: str = "kept") -> dict:
+    """Plain numbers for reports and metrics.json."""
+    c = model_cost(net, mode)
+    out = {"macs": float(c["macs"]), "params": float(c["params"]), "bytes": float(c["bytes"]),
+           "widths": {n: (g.kept() if mode == "kept" else float(g.width()) if mode == "soft" else g.n)
+                      for n, g in net.gates.items()}}
+    if net.layout != "features":
+        # MACs for one input window of meta['frames'] frames; per second at a 10 ms hop.
+        out["mflops_per_s"] = 2 * out["macs"] / net.meta["frames"] * 100 / 1e6
+    return out
