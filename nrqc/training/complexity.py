@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from nrqc.training.net import Block, SeqNet
+from nrqc.training.net import SeqNet
 
 
 def conv_cost(k_in, k_out, taps: int, positions: int, int8: bool = False) -> dict:
@@ -63,8 +63,8 @@ def model_cost(net: SeqNet, mode: str = "soft") -> dict:
         k_in = _width(net, net.in_gates[i], b.c_in, mode)
         k_out = _width(net, b.gate, b.c_out, mode)
         c = conv_cost(k_in, k_out, b.kernel_size, pos, b.weight_mode == "int8")
-        layers.append({"layer": i, "kind": b.kind, "in": float(k_in), "out": float(k_out),
-                       **{k: float(v) for k, v in c.items()}})
+        layers.append({"layer": i, "kind": b.kind, "in": float(k_in.detach()), "out": float(k_out.detach()),
+                       **{k: float(torch.as_tensor(v).detach()) for k, v in c.items()}})
         for k in total:
             total[k] = total[k] + c[k]
     return {**total, "layers": layers}

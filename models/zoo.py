@@ -1,0 +1,149 @@
+"""Builders for the zoo models. Every builder returns a :class:`SeqNet` whose ``meta``
+records task, arch, variant, input shape and output meaning (it is saved in checkpoints
+and drives the exporter)."""
+from __future__ import annotations
+
+from nrqc.training.net import Block, GlobalMaxPool, MaxPool, SeqNet
+from nrqc.training.reparam import DynamicWidth
+
+VARIANTS = ("float", "bam", "reparam", "bam-reparam")
+
+
+class _Spec:
+    """Turns a variant name into the per-layer choices."""
+
+    def __init__(self, variant: str, beta: float, bn: bool):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+        self.bam = variant.startswith("bam")
+        self.reparam = variant.endswith("reparam")
+        self.beta, self.bn = beta, bn
+        self.gates: dict[str, DynamicWidth] = {}
+
+    def gate(self, name: str, n: int, k_min: float = 2.0, dim: int = 1) -> str | None:
+        if not self.reparam:
+            return None
+        self.gates[name] = DynamicWidth(n, k_min=k_min, dim=dim)
+        return name
+
+    def feature_block(self, kind, c_in, c_out, first: bool, gate: str | None, kernel=3) -> Block:
+        """A feature-extracting conv: binary activation in BAM models, int8 weights when
+        its input is a binary map (every conv but the first)."""
+        weight = "int8" if (self.bam and not first) else "float"
+        act = "heaviside" if self.bam else "relu"
+        return Block(kind, c_in, c_out, kernel, weight=weight, act=act, bn=self.bn, beta=self.beta,
+                     gate=self.gate(gate, c_out) if gate else None)
+
+    def head_block(self, kind, c_in, c_out, gate: str | None, last: bool = False, kernel=1) -> Block:
+        """Full-precision head layer (float weights, ReLU, or no activation on the output)."""
+        return Block(kind, c_in, c_out, kernel, weight="float", act="none" if last else "relu",
+                     gate=self.gate(gate, c_out) if gate and not last else None)
+
+
+def quality_bam4(variant="float", frames=200, bands=64, channels=(32, 32, 32, 64), head=64,
+                 beta=5.0, bn=False) -> SeqNet:
+    """The BAM paper's speech-quality CNN: four 3×3 convs (32, 32, 32, 64), each followed by
+    the activation and a 2×2 max-pool, a global max-pool and a dense head 64→64→64→1."""
+    s = _Spec(variant, beta, bn)
+    layers, c_in = [], 1
+    for i, c in enumerate(channels):
+        layers += [s.feature_block("conv2d", c_in, c, i == 0, f"conv{i + 1}"), MaxPool("conv2d", 2)]
+        c_in = c
+    layers += [GlobalMaxPool(),
+               s.head_block("linear", c_in, head, "dense1"),
+               s.head_block("linear", head, head, "dense2"),
+               s.head_block("linear", head, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "image", None, False,
+                  {"task": "quality", "arch": "bam4", "variant": variant, "frames": frames, "bands": bands,
+                   "output": "MOS-like quality score [1, 1]"})
+
+
+def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=False) -> SeqNet:
+    """The DNSMOS P.808 architecture (model_v8.onnx): conv 1→32 + pool, 32→32 + pool,
+    32→32, 32→32 + pool, 32→64, global max-pool, dense 64→64→64→1.  The published model
+    reads 900 frames × 120 bands; the default here is a shorter, narrower input."""
+    s = _Spec(variant, beta, bn)
+    plan = [(1, 32, True), (32, 32, True), (32, 32, False), (32, 32, True), (32, 64, False)]
+    layers = []
+    for i, (ci, co, pool) in enumerate(plan):
+        layers.append(s.feature_block("conv2d", ci, co, i == 0, f"conv{i + 1}"))
+        if pool:
+            layers.append(MaxPool("conv2d", 2))
+    layers += [GlobalMaxPool(),
+               s.head_block("linear", 64, 64, "dense1"),
+               s.head_block("linear", 64, 64, "dense2"),
+               s.head_block("linear", 64, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "image", None, False,
+                  {"task": "quality", "arch": "dnsmos", "variant": variant, "frames": frames, "bands": bands,
+                   "output": "MOS-like quality score [1, 1]"})
+
+
+def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=False) -> SeqNet:
+    """Frame-level VAD for a Cortex-M: 1-D convs over time with the mel bands as channels
+    (3 taps each), a 1×1 full-precision head, one logit per frame.  About 14 k parameters
+    (≈ 14 kB with int8 weights), ≈ 14 k MACs per 10 ms frame.  The reparameterized
+    variants learn how many of the 80 mel bands they need (lowest bands first)."""
+    s = _Spec(variant, beta, bn)
+    in_gate = None
+    if s.reparam:
+        s.gates["bands"] = DynamicWidth(bands, k_min=4, dim=-1)
+        in_gate = "bands"
+    layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
+              s.feature_block("conv1d", channels, channels, False, "conv2"),
+              s.feature_block("conv1d", channels, channels, False, "conv3"),
+              s.head_block("conv1d", channels, 16, "head1"),
+              s.head_block("conv1d", 16, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
+                  {"task": "vad", "arch": "vad_tiny", "variant": variant, "frames": frames, "bands": bands,
+                   "output": "speech logit per frame [1, frames]"})
+
+
+def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), head=32, beta=5.0,
+                  bn=False) -> SeqNet:
+    """Bona fide vs spoofed speech: three 3×3 convs with 2×2 max-pools, a global max-pool
+    and a dense head; the output is a bona-fide logit."""
+    s = _Spec(variant, beta, bn)
+    layers, c_in = [], 1
+    for i, c in enumerate(channels):
+        layers += [s.feature_block("conv2d", c_in, c, i == 0, f"conv{i + 1}"), MaxPool("conv2d", 2)]
+        c_in = c
+    layers += [GlobalMaxPool(), s.head_block("linear", c_in, head, "dense1"),
+               s.head_block("linear", head, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "image", None, False,
+                  {"task": "antispoof", "arch": "antispoof_cnn", "variant": variant, "frames": frames,
+                   "bands": bands, "output": "bona fide logit [1, 1]"})
+
+
+def synthetic_mlp(variant="float", features=16, hidden=32, beta=5.0, bn=False) -> SeqNet:
+    """The case study: a dense model whose input features and hidden units are gated; the
+    synthetic task makes only the first k features informative, so the learned input width
+    should settle near k."""
+    s = _Spec(variant, beta, bn)
+    in_gate = None
+    if s.reparam:
+        s.gates["features"] = DynamicWidth(features, k_min=1, dim=-1)
+        in_gate = "features"
+    layers = [s.feature_block("linear", features, hidden, True, "hidden"),
+              s.head_block("linear", hidden, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "features", in_gate, False,
+                  {"task": "synthetic", "arch": "synthetic_mlp", "variant": variant, "features": features,
+                   "output": "regression target [1, 1]"})
+
+
+ARCHS = {
+    "bam4": quality_bam4, "dnsmos": quality_dnsmos, "vad_tiny": vad_tiny,
+    "antispoof_cnn": antispoof_cnn, "synthetic_mlp": synthetic_mlp,
+}
+_DEFAULT_ARCH = {"quality": "bam4", "vad": "vad_tiny", "antispoof": "antispoof_cnn", "synthetic": "synthetic_mlp"}
+
+
+def default_arch(task: str) -> str:
+    return _DEFAULT_ARCH[task]
+
+
+def build(arch: str, variant: str = "float", **kwargs) -> SeqNet:
+    """Build a zoo model by arch name (or by task name, which picks the default arch)."""
+    arch = _DEFAULT_ARCH.get(arch, arch)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown model {arch!r}; choose from {', '.join(ARCHS)}")
+    return ARCHS[arch](variant=variant, **kwargs)
