@@ -1,0 +1,13 @@
+"""An emulated Raspberry Pi (aarch64) for running and checking arm_cpu artifacts without a board.
+
+- ``rootfs``: the cached arm64 Debian root file system with the official aarch64 TVM wheel;
+- ``board``: TVM's RPC server inside it under qemu-aarch64-static (``EmulatedBoard``,
+  ``emulated_board()``, ``board_info()``);
+- ``icount``: a stable, board-free measure of a build (guest instructions executed).
+"""
+from nrqc.emulator.board import (EmulatedBoard, board_info, emulated_board, remote_board_info,
+                                 serve_foreground, unavailable_reason)
+from nrqc.emulator.rootfs import build_rootfs, cache_dir, rootfs_dir
+
+__all__ = ["EmulatedBoard", "board_info", "emulated_board", "remote_board_info", "serve_foreground",
+           "unavailable_reason", "build_rootfs", "cache_dir", "rootfs_dir"]

@@ -66,9 +66,10 @@ def guest_python(root: Path, env_extra: dict[str, str] | None = None,
         "PYTHONDONTWRITEBYTECODE": "1",
         "NRQC_EMULATOR": _emulator_label(qemu),
     }
-    if os.geteuid() == 0 and shutil.which("chroot"):
+    chroot = shutil.which("chroot")
+    if os.geteuid() == 0 and chroot:
         prefix = ""
-        argv = ["chroot", str(root), "/usr/bin/qemu-aarch64-static", "-cpu", GUEST_CPU, *qemu_args,
+        argv = [chroot, str(root), "/usr/bin/qemu-aarch64-static", "-cpu", GUEST_CPU, *qemu_args,
                 "/usr/bin/python3"]
     else:
         prefix = str(root)

@@ -1,0 +1,35 @@
+"""`nrqc emulate`: an emulated board running TVM's RPC server (qemu user mode)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("emulate")
+@click.argument("target")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535),
+              help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--tracker", default=None, metavar="HOST:PORT", help="Register the board to this TVM RPC tracker.")
+@click.option("--key", default="", help="Device key on the tracker (needed with --tracker).")
+@click.option("--rebuild", is_flag=True, help="Rebuild the cached root file system first.")
+def command(target, port, tracker, key, rebuild):
+    """Start an emulated TARGET board (arm_cpu: aarch64 Debian + the official TVM wheel
+    under qemu-aarch64-static) and serve TVM RPC on 127.0.0.1 until stopped (Ctrl-C).
+
+    The first start builds the root file system (cached in $NRQC_CACHE, default
+    ~/.cache/nrqc); later starts reuse it.
+    """
+    from nrqc.errors import NrqcError
+    from nrqc.targets import get_target
+
+    desc = get_target(target)
+    if desc.name != "arm_cpu":
+        raise NrqcError(f"nrqc emulate {target}: only arm_cpu has an emulated board "
+                        f"(armv7: no official 32-bit ARM TVM wheel; Cortex-M runs under `nrqc run`)")
+    if tracker and not key:
+        raise NrqcError("--tracker needs --key (the device key the board registers under)")
+    from nrqc.emulator import rootfs
+    from nrqc.emulator.board import serve_foreground
+
+    if rebuild:
+        rootfs.build_rootfs(force=True)
+    raise SystemExit(serve_foreground(port=port, tracker=tracker, key=key))
