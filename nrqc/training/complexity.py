@@ -85,3 +85,21 @@ def summary(net: SeqNet, mode: str = "kept") -> dict:
         # MACs for one input window of meta['frames'] frames; per second at a 10 ms hop.
         out["mflops_per_s"] = 2 * out["macs"] / net.meta["frames"] * 100 / 1e6
     return out
+
+
+def activation_peak_bytes(net: SeqNet) -> int:
+    """Largest input + output activation of any layer for one input window, float32
+    (the working memory of a layer-by-layer runtime without in-place reuse)."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].numel() + out.numel()))
+             for m in net.layers]
+    was = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(net.input_shape(1)))
+    finally:
+        net.train(was)
+        for h in hooks:
+            h.remove()
+    return 4 * max(sizes)
