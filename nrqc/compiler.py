@@ -12,7 +12,7 @@ from nrqc.artifact import LIBRARY, MANIFEST, REPORT, staged_directory, write_jso
 from nrqc.errors import CheckFailed, NrqcError
 from nrqc.layer_table import build_layer_table, resolve_tvm_kernels
 from nrqc.onnx_model import (TensorSpec, check_supported_ops, graph_inputs, graph_outputs, infer_shapes,
-                             load_onnx, random_inputs)
+                             load_onnx, random_inputs, validate_onnx)
 from nrqc.pipeline import CompileContext, run_pipeline
 from nrqc.targets import TargetDescription, get_target
 
@@ -42,6 +42,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedMo
     path = Path(path)
     model = load_onnx(path)
     check_supported_ops(model, path)
+    validate_onnx(model, path)
     inputs = graph_inputs(model, shapes, path)
     try:
         shaped = infer_shapes(model, inputs)
@@ -106,7 +107,7 @@ def compile_model(model_path: str | Path, target_name: str, out: str | Path | No
         check = {"ran": False, "reason": "--no-check"}
         if options.check:
             check = numerical_check(stage, m, manifest, options, target)
-            log(check["summary"])
+            log(check.get("summary") or f"numerical check not run: {check['reason']}")
         manifest["check"] = check
         write_json(stage / MANIFEST, manifest)
         from nrqc.report import compile_report

@@ -58,11 +58,17 @@ def load_onnx(path: str | Path):
         raise NrqcError(f"{path}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unparsable'})") from None
     if not model.graph.node:
         raise NrqcError(f"{path}: not an ONNX model (no graph nodes)")
+    return model
+
+
+def validate_onnx(model, path: str | Path) -> None:
+    """onnx.checker, after check_supported_ops so an unknown op is named as such."""
+    import onnx
+
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise NrqcError(f"{path}: invalid ONNX model: {str(e).splitlines()[0]}") from None
-    return model
 
 
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}

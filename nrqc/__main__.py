@@ -1,0 +1,3 @@
+from nrqc.cli import main
+
+main()
