@@ -1,0 +1,253 @@
+"""A stable, board-free measure of a build: aarch64 instructions executed in the model's code.
+
+Emulated latency says nothing about a Pi. What qemu can give exactly is *what the guest
+executed*. Debian's qemu-aarch64-static (7.2) has no TCG plugins (no ``libinsn.so``: the
+static build cannot load plugins), so the count comes from qemu's own logging:
+
+- ``-d in_asm`` prints each translation block (TB) once, when it is translated: its
+  guest instructions, hence its length;
+- ``-d exec,nochain`` prints one line per TB *execution* (``nochain`` stops qemu from
+  jumping TB-to-TB without logging);
+- ``-dfilter START+SIZE`` restricts both to the executable segment of ``model.so``.
+
+instructions = sum over TBs of (executions x length). The log (GBs for a real model)
+streams through a FIFO into a parser and is never stored.
+
+What is counted: one load of the library + creating the Relax VM + one call of
+``main``, single-threaded (TVM_NUM_THREADS=1), in model.so's own code (the compiled
+kernels). Not counted: libtvm_runtime (the VM interpreter, allocations), libc/libm calls
+made by kernels. The count is deterministic for a given library and input shape (two
+runs give the same number; checked by the tests); it compares two builds of a model,
+it is not a cycle count.
+
+The library's load address is found by a first (unlogged) run; qemu-user's guest
+address allocation is deterministic, and the counted run re-checks it.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.emulator import rootfs as _rootfs
+from nrqc.emulator.board import guest_python
+from nrqc.errors import NrqcError
+
+_TRACE_RE = re.compile(rb"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
+_IN_ASM_RE = re.compile(rb"^IN:[^\n]*\n((?:0x[0-9a-f]+:[^\n]*\n)+)", re.M)
+
+
+def exec_segment(lib: Path) -> tuple[int, int]:
+    """(vaddr, memsz) of the executable PT_LOAD segment of an ELF64 little-endian library."""
+    import struct
+
+    data = Path(lib).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise NrqcError(f"{lib}: not a 64-bit little-endian ELF library")
+    e_phoff = struct.unpack_from("<Q", data, 0x20)[0]
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(e_phnum):
+        p_type, p_flags, _off, p_vaddr, _paddr, _filesz, p_memsz, _align = struct.unpack_from(
+            "<IIQQQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == 1 and p_flags & 1:  # PT_LOAD, PF_X
+            return p_vaddr, p_memsz
+    raise NrqcError(f"{lib}: no executable segment")
+
+
+class _LogCounter:
+    """Parses the qemu log stream: TB lengths from in_asm, TB executions from exec."""
+
+    def __init__(self):
+        self.tb_len: dict[bytes, int] = {}
+        self.line_count: collections.Counter = collections.Counter()
+        self.bytes_read = 0
+        self._rest = b""
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        self.bytes_read += len(chunk)
+        buf = self._rest + chunk
+        if final:
+            cut = len(buf)
+        else:
+            # Cut before the last "Trace" line: an in_asm block never spans it.
+            cut = buf.rfind(b"\nTrace ")
+            if cut < 0:
+                self._rest = buf
+                return
+            cut += 1
+        part, self._rest = buf[:cut], buf[cut:]
+        if b"IN:" in part:
+            for block in _IN_ASM_RE.findall(part):
+                first = block.split(b":", 1)[0]
+                self.tb_len[int(first, 16).to_bytes(8, "big")] = block.count(b"\n")
+        # Identical TB executions give identical lines: count lines at C speed, parse later.
+        self.line_count.update(part.split(b"\n"))
+
+    def total(self) -> tuple[int, int, int]:
+        insns = 0
+        execs = 0
+        missing = 0
+        for line, n in self.line_count.items():
+            m = _TRACE_RE.match(line)
+            if m is None:
+                continue
+            key = int(m.group(1), 16).to_bytes(8, "big")
+            length = self.tb_len.get(key)
+            if length is None:
+                missing += n
+                continue
+            insns += n * length
+            execs += n
+        return insns, execs, missing
+
+
+def _guest_paths(root: Path) -> tuple[Path, str]:
+    """A work dir visible to the guest: (host path, guest path)."""
+    _argv, _env, prefix = guest_python(root)
+    if prefix == "":  # chroot: inside the root file system
+        host = Path(tempfile.mkdtemp(prefix="nrqc-icount-", dir=root / "tmp"))
+        return host, "/tmp/" + host.name
+    host = Path(tempfile.mkdtemp(prefix="nrqc-icount-"))
+    return host, str(host)
+
+
+def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray] | None = None,
+                         seed: int = 0, timeout: float = 3600, log=lambda m: None) -> dict:
+    """Count the aarch64 instructions one inference executes in the artifact's model.so.
+
+    Returns ``{"instructions", "tb_executions", "distinct_tbs", "outputs", "seconds",
+    "log_bytes", "what"}``; ``outputs`` are the counted run's outputs (check them against a
+    reference to know the count belongs to a correct run).
+    """
+    from nrqc.artifact import LIBRARY, read_manifest
+    from nrqc.onnx_model import TensorSpec, random_inputs
+
+    out = Path(artifact_dir)
+    manifest = read_manifest(out)
+    lib = out / manifest.get("library", LIBRARY)
+    if not lib.exists():
+        raise NrqcError(f"{out}: missing {lib.name}")
+    if not str((manifest.get("tvm_target") or {}).get("mtriple", "")).startswith("aarch64"):
+        raise NrqcError(f"{out}: built for {manifest.get('target')}; the instruction count needs an aarch64 library")
+    reason = _rootfs.missing_host_tools()
+    if reason:
+        raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
+    specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
+    feeds = dict(inputs or {})
+    rand = random_inputs(specs, seed)
+    for s in specs:
+        feeds.setdefault(s.name, rand[s.name])
+        feeds[s.name] = np.ascontiguousarray(feeds[s.name], dtype=s.dtype)
+
+    root = _rootfs.build_rootfs()
+    t0 = time.monotonic()
+    host_dir, guest_dir = _guest_paths(root)
+    try:
+        shutil.copyfile(lib, host_dir / "model.so")
+        shutil.copyfile(Path(__file__).with_name("icount_guest.py"), host_dir / "icount_guest.py")
+        np.savez(host_dir / "inputs.npz", **feeds)
+        g_lib, g_script = f"{guest_dir}/model.so", f"{guest_dir}/icount_guest.py"
+        env_extra = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+        # 1) where does model.so land?
+        argv, env, _ = guest_python(root, env_extra)
+        probe = subprocess.run([*argv, g_script, g_lib, "probe"], env=env, cwd="/", capture_output=True,
+                               text=True, timeout=600)
+        m = re.search(r"NRQC_ICOUNT_BASE (0x[0-9a-f]+)", probe.stdout)
+        if probe.returncode != 0 or not m:
+            raise NrqcError(f"emulated probe of {lib} failed: {(probe.stderr or probe.stdout).strip()[-300:]}")
+        base = int(m.group(1), 16)
+        vaddr, size = exec_segment(lib)
+        start = base + vaddr
+        log(f"model.so code at {start:#x}+{size:#x}; counting (one inference, logged by qemu)")
+
+        # 2) the counted run, qemu's log streamed through a FIFO
+        fifo_host = host_dir / "qemu.log"
+        os.mkfifo(fifo_host)
+        fifo_guest = f"{guest_dir}/qemu.log"
+        qemu_args = ("-d", "in_asm,exec,nochain", "-dfilter", f"{start:#x}+{size:#x}", "-D", fifo_guest)
+        argv, env, _ = guest_python(root, env_extra, qemu_args=qemu_args)
+        fd = os.open(fifo_host, os.O_RDONLY | os.O_NONBLOCK)
+        counter = _LogCounter()
+        proc = subprocess.Popen([*argv, g_script, g_lib, "run", f"{guest_dir}/inputs.npz",
+                                 f"{guest_dir}/outputs.npz", *[s.name for s in specs]],
+                                env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        out_text: list[str] = []
+        err_text: list[str] = []
+        threads = [threading.Thread(target=lambda: out_text.append(proc.stdout.read()), daemon=True),
+                   threading.Thread(target=lambda: err_text.append(proc.stderr.read()), daemon=True)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        last_report = time.monotonic()
+        try:
+            while True:
+                r, _, _ = select.select([fd], [], [], 0.5)
+                chunk = b""
+                if r:
+                    try:
+                        chunk = os.read(fd, 1 << 24)
+                    except BlockingIOError:
+                        chunk = b""
+                if chunk:
+                    counter.feed(chunk)
+                    if time.monotonic() - last_report > 15:
+                        last_report = time.monotonic()
+                        log(f"  ... {counter.bytes_read / 1e9:.1f} GB of qemu log parsed")
+                    continue
+                if proc.poll() is not None:
+                    break
+                if r:
+                    time.sleep(0.05)  # EOF before qemu opened the FIFO (or between writers)
+                if time.monotonic() > deadline:
+                    raise NrqcError(f"instruction count of {lib} did not finish within {timeout:.0f} s")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+            os.close(fd)
+        counter.feed(b"", final=True)
+        for t in threads:
+            t.join(5)
+        stdout = "".join(out_text)
+        m2 = re.search(r"NRQC_ICOUNT_BASE (0x[0-9a-f]+)", stdout)
+        if proc.returncode != 0 or "NRQC_ICOUNT_DONE" not in stdout:
+            raise NrqcError(f"counted emulated run of {lib} failed (exit {proc.returncode}): "
+                            f"{''.join(err_text).strip()[-300:]}")
+        if not m2 or int(m2.group(1), 16) != base:
+            raise NrqcError(f"model.so loaded at a different address in the counted run "
+                            f"({m2.group(1) if m2 else '?'} vs {base:#x}): count not reliable")
+        insns, execs, missing = counter.total()
+        if missing:
+            raise NrqcError(f"{missing} logged TB executions had no translation record; count not reliable")
+        with np.load(host_dir / "outputs.npz") as z:
+            outputs = [z[f"arr_{i}"] for i in range(len(z.files))]
+        return {
+            "instructions": int(insns),
+            "tb_executions": int(execs),
+            "distinct_tbs": len(counter.tb_len),
+            "log_bytes": counter.bytes_read,
+            "seconds": round(time.monotonic() - t0, 1),
+            "outputs": outputs,
+            "what": ("aarch64 instructions executed in model.so (load + VM creation + one call of main, "
+                     "1 thread), counted by qemu-aarch64 TB logging; excludes libtvm_runtime and libc/libm"),
+            "emulator": env.get("NRQC_EMULATOR", "qemu-aarch64-static"),
+        }
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def emulated_instruction_count(artifact_dir: str | Path, inputs: dict[str, np.ndarray] | None = None,
+                               seed: int = 0) -> int:
+    """Instructions one inference executes in the artifact's code under emulation (see module doc)."""
+    return measure_instructions(artifact_dir, inputs, seed)["instructions"]
