@@ -1,0 +1,69 @@
+"""Task metrics in numpy: correlation for speech quality, F1/AUC for VAD, EER for spoofing."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def pearson(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    d = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / d) if d > 0 else 0.0
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i: j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a, b) -> float:
+    return pearson(rankdata(a), rankdata(b))
+
+
+def mse(a, b) -> float:
+    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def f1(scores, labels, threshold: float = 0.0) -> float:
+    """F1 of the positive class for `scores > threshold` (logits: threshold 0 = p 0.5)."""
+    pred = np.asarray(scores).reshape(-1) > threshold
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    tp = float((pred & lab).sum())
+    denom = pred.sum() + lab.sum()
+    return 2 * tp / denom if denom > 0 else 1.0
+
+
+def auc(scores, labels) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties ½."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    npos, nneg = lab.sum(), (~lab).sum()
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[lab].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def eer(scores, labels) -> float:
+    """Equal error rate with positives = bona fide (label 1, high scores).  Sweeps the
+    threshold over every score; returns the mean of FAR and FRR where they cross."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    if lab.all() or not lab.any():
+        return float("nan")
+    thr = np.concatenate([[-np.inf], np.unique(s), [np.inf]])
+    far = np.array([((s >= t) & ~lab).sum() / (~lab).sum() for t in thr])  # spoof accepted
+    frr = np.array([((s < t) & lab).sum() / lab.sum() for t in thr])  # bona fide rejected
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2)

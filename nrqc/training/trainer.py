@@ -1,0 +1,306 @@
+"""Training loop shared by every task: data, loss with the complexity term, metrics,
+checkpoints every epoch, resumption and early stopping.
+
+The complexity term (only when the model has learned widths) is
+``α · MACs(K) / MACs(full)`` for ``complexity_weight=α``, or, to hold a budget,
+``10 · relu(MACs(K) − B) / MACs(full)`` for ``budget_macs=B``; both are differentiable
+in every K through :func:`nrqc.training.complexity.model_cost`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nrqc.errors import NrqcError
+from nrqc.training import metrics as M
+from nrqc.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from nrqc.training.complexity import model_cost, summary
+
+TASKS = ("quality", "vad", "antispoof", "synthetic")
+# Small defaults that train in minutes on 2 CPU cores.
+DEFAULTS = {
+    "quality": {"epochs": 12, "batch_size": 16, "lr": 2e-3, "samples": 400},
+    "vad": {"epochs": 15, "batch_size": 32, "lr": 3e-3, "samples": 800},
+    "antispoof": {"epochs": 10, "batch_size": 16, "lr": 2e-3, "samples": 400},
+    "synthetic": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "samples": 4096},
+}
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    variant: str = "float"
+    arch: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_k: float = 0.05
+    complexity_weight: float = 0.0
+    budget_macs: float | None = None
+    patience: int = 5
+    seed: int = 0
+    samples: int | None = None
+    build_kwargs: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        if self.task not in TASKS:
+            raise NrqcError(f"unknown task '{self.task}' (choose {', '.join(TASKS)})")
+        d = DEFAULTS[self.task]
+        for k in ("epochs", "batch_size", "lr", "samples"):
+            if getattr(self, k) is None:
+                setattr(self, k, d[k])
+        from nrqc.models import default_arch
+
+        self.arch = self.arch or default_arch(self.task)
+        return self
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress: bool = True) -> dict:
+    """{'x': tensor [N, ...], 'y': tensor, 'split': array, 'manifest': dict}."""
+    if cfg.task == "synthetic":
+        from nrqc.training.synthetic import make_synthetic
+
+        x, y = make_synthetic(cfg.samples, seed=cfg.seed)
+        from nrqc.data.corpus import split_indices
+
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(y), "split": split_indices(len(x), cfg.seed),
+                "manifest": {"source": {"kind": "synthetic teacher"}, "features": x.shape[1]}}
+    from nrqc.data.corpus import load_corpus, synthesize
+    from nrqc.data.loaders import prepare_corpus
+
+    target = data_dir if data_dir is not None else cache_dir
+    if not (target / "manifest.json").is_file():
+        real = data_dir is not None and data_dir.is_dir() and any(data_dir.iterdir())
+        frames, bands = cfg.build_kwargs.get("frames"), cfg.build_kwargs.get("bands")
+        if real:
+            from nrqc.data.corpus import DEFAULT_SHAPES
+
+            frames = frames or DEFAULT_SHAPES[cfg.task][0]
+            bands = bands or DEFAULT_SHAPES[cfg.task][1]
+            target = cache_dir
+            if not (target / "manifest.json").is_file():
+                _log(f"nrqc train: reading the corpus in {data_dir} into {target}")
+                prepare_corpus(cfg.task, data_dir, target, frames, bands, cfg.seed)
+        else:
+            _log(f"nrqc train: synthesizing {cfg.samples} {cfg.task} examples into {target} (espeak-ng + sox)")
+            t0 = time.time()
+            bar = _Bar(cfg.samples, "synthesize") if progress else None
+            synthesize(cfg.task, target, cfg.samples, seed=cfg.seed, frames=frames, bands=bands,
+                       progress=bar.update if bar else None)
+            if bar:
+                bar.close()
+            _log(f"nrqc train: synthesized in {time.time() - t0:.0f} s")
+    c = load_corpus(target)
+    if c["manifest"]["task"] != cfg.task:
+        raise NrqcError(f"data folder '{target}' holds a {c['manifest']['task']} corpus, not {cfg.task}")
+    return {"x": torch.from_numpy(c["features"]), "y": torch.from_numpy(c["labels"].astype(np.float32)),
+            "split": c["split"], "manifest": c["manifest"]}
+
+
+class _Bar:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.n, self.label, self.t0 = max(1, total), 0, label, time.time()
+        self.tty = sys.stderr.isatty()
+        self._last = -1
+
+    def update(self, k: int = 1, extra: str = ""):
+        self.n += k
+        pct = int(100 * self.n / self.total)
+        if self.tty or pct // 25 != self._last // 25 or self.n == self.total:
+            filled = int(30 * self.n / self.total)
+            end = "\r" if self.tty else "\n"
+            print(f"  {self.label:<11} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
+                  f"{time.time() - self.t0:5.1f}s {extra}", end=end, file=sys.stderr, flush=True)
+        self._last = pct
+
+    def close(self):
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _loss(task, out, y):
+    if task in ("quality", "synthetic"):
+        return F.mse_loss(out.reshape(-1), y.reshape(-1))
+    return F.binary_cross_entropy_with_logits(out.reshape(-1), y.reshape(-1))
+
+
+def evaluate(task: str, net, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> dict:
+    net.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(net(x[i: i + batch]))
+    pred = torch.cat(outs).reshape(len(x), -1).squeeze(1).numpy()
+    yy = y.numpy()
+    if task in ("quality", "synthetic"):
+        m = {"pearson": M.pearson(pred, yy), "spearman": M.spearman(pred, yy), "mse": M.mse(pred, yy)}
+        if task == "synthetic":
+            m["r2"] = 1 - m["mse"] / float(np.var(yy))
+        return m
+    if task == "vad":
+        return {"f1": M.f1(pred, yy), "auc": M.auc(pred, yy), "accuracy": float(((pred > 0) == (yy > 0.5)).mean())}
+    return {"eer": M.eer(pred, yy), "auc": M.auc(pred, yy)}
+
+
+def _score(task: str, m: dict) -> float:
+    """Higher is better: the early-stopping / best-checkpoint criterion."""
+    key, sign = {"quality": ("pearson", 1), "synthetic": ("mse", -1), "vad": ("auc", 1), "antispoof": ("eer", -1)}[task]
+    v = m[key]
+    return -math.inf if v != v else sign * v  # NaN (e.g. one class only) never counts as better
+
+
+def _complexity_term(net, cfg: TrainConfig, full_macs: float):
+    if len(net.gates) == 0:
+        return None
+    macs = model_cost(net, "soft")["macs"]
+    if cfg.budget_macs is not None:
+        return 10.0 * F.relu(macs - cfg.budget_macs) / full_macs
+    if cfg.complexity_weight:
+        return cfg.complexity_weight * macs / full_macs
+    return None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = None, resume: bool = True,
+          progress: bool = True, threads: int | None = None) -> dict:
+    """Train, writing out_dir/checkpoint.pt (best on validation), out_dir/last.pt (for
+    resumption) and out_dir/metrics.json; returns the metrics dict."""
+    from nrqc.models import build
+
+    cfg = cfg.resolved()
+    if cfg.budget_macs is not None and cfg.complexity_weight:
+        raise NrqcError("give either --complexity-weight or --budget-macs, not both")
+    if (cfg.budget_macs is not None or cfg.complexity_weight) and "reparam" not in cfg.variant:
+        raise NrqcError(f"--complexity-weight/--budget-macs need a reparameterized variant (reparam or bam-reparam), not '{cfg.variant}'")
+    # Tiny models run faster on one thread than on two contended ones.
+    torch.set_num_threads(threads or (1 if cfg.task in ("synthetic", "vad") else 2))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg, Path(data_dir) if data_dir else None, out / "data", progress)
+    x, y, split = data["x"], data["y"], data["split"]
+    if cfg.task == "synthetic":
+        cfg.build_kwargs.setdefault("features", int(x.shape[1]))
+    else:
+        cfg.build_kwargs.setdefault("frames", int(x.shape[1]))
+        cfg.build_kwargs.setdefault("bands", int(x.shape[2]))
+    torch.manual_seed(cfg.seed)
+    net = build(cfg.arch, cfg.variant, **cfg.build_kwargs)
+    weights = [p for n, p in net.named_parameters() if not n.startswith("gates.")]
+    opt = torch.optim.Adam([{"params": weights, "lr": cfg.lr},
+                            {"params": [g.k for g in net.gates.values()], "lr": cfg.lr_k}])
+    full_macs = float(model_cost(net, "full")["macs"])
+    history, start_epoch, best, bad_epochs = [], 0, -math.inf, 0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        state = load_checkpoint(last)
+        if state["train_config"]["task"] != cfg.task or state["variant"] != cfg.variant or state["arch"] != cfg.arch:
+            raise NrqcError(f"'{last}' is a {state['arch']}/{state['variant']} run; use another --out or --no-resume")
+        net.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        history, start_epoch = state["history"], state["epoch"]
+        best, bad_epochs = state["best"], state["bad_epochs"]
+        torch.set_rng_state(state["rng"])
+        _log(f"nrqc train: resuming {last} after epoch {start_epoch}")
+    tr, va, te = (torch.from_numpy(np.flatnonzero(split == s)) for s in (0, 1, 2))
+    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.epochs):
+        if bad_epochs >= cfg.patience and cfg.task == "quality":
+            stopped_early = True
+            break
+        net.train()
+        perm = tr[torch.randperm(len(tr))]
+        nb = math.ceil(len(perm) / cfg.batch_size)
+        bar = _Bar(nb, f"epoch {epoch + 1}/{cfg.epochs}") if progress else None
+        tot, n = 0.0, 0
+        for b in range(nb):
+            idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            loss = _loss(cfg.task, net(x[idx]), y[idx])
+            term = _complexity_term(net, cfg, full_macs)
+            total = loss + term if term is not None else loss
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            for g in net.gates.values():
+                g.clamp_()
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+            if bar:
+                bar.update(1, f"loss {tot / n:.4f}")
+        if bar:
+            bar.close()
+        val = evaluate(cfg.task, net, x[va], y[va])
+        comp = summary(net, "kept")
+        soft = float(model_cost(net, "soft")["macs"].detach())
+        rec = {"epoch": epoch + 1, "train_loss": tot / max(1, n), "val": val, "macs_soft": soft,
+               "macs": comp["macs"], "params": comp["params"], "bytes": comp["bytes"],
+               "widths": {k: round(float(g.width()), 3) for k, g in net.gates.items()},
+               "elapsed_s": time.time() - t_start}
+        history.append(rec)
+        score = _score(cfg.task, val)
+        improved = score > best
+        # With learned widths the final epoch is the model (an earlier "best" would undo the
+        # width learning); early stopping and best-of still decide for fixed-width models.
+        keep = improved or len(net.gates) > 0
+        if improved:
+            best, bad_epochs = score, 0
+        else:
+            bad_epochs += 1
+        if keep:
+            save_checkpoint(out / "checkpoint.pt", net, cfg.arch, cfg.variant, cfg.build_kwargs,
+                            epoch=epoch + 1, val=val, train_config=asdict(cfg))
+        save_checkpoint(last, net, cfg.arch, cfg.variant, cfg.build_kwargs, optimizer=opt.state_dict(),
+                        epoch=epoch + 1, best=best, bad_epochs=bad_epochs, history=history,
+                        rng=torch.get_rng_state(), train_config=asdict(cfg))
+        vs = " ".join(f"{k} {v:.4f}" for k, v in val.items())
+        ws = " ".join(f"{k}={v:.2f}" for k, v in rec["widths"].items())
+        _log(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f} | val {vs} | MACs {comp['macs']:,.0f}"
+             f"{' | K ' + ws if ws else ''}{' *' if improved else ''}")
+        _write_json(out / "metrics.json", _metrics(cfg, history, None, None, full_macs, data, out, False))
+    # Final: the best checkpoint on validation, evaluated on the test split.
+    from nrqc.training.checkpoint import model_from_checkpoint
+
+    if not (out / "checkpoint.pt").is_file():
+        raise NrqcError(f"no checkpoint in '{out}': --epochs {cfg.epochs} trained nothing")
+    best_state = load_checkpoint(out / "checkpoint.pt")
+    best_net = model_from_checkpoint(best_state)
+    test = evaluate(cfg.task, best_net, x[te], y[te])
+    result = _metrics(cfg, history, test, best_state, full_macs, data, out, stopped_early, best_net)
+    _write_json(out / "metrics.json", result)
+    return result
+
+
+def _metrics(cfg, history, test, best_state, full_macs, data, out, stopped_early, best_net=None) -> dict:
+    r = {"task": cfg.task, "arch": cfg.arch, "variant": cfg.variant, "config": asdict(cfg),
+         "data": {"source": data["manifest"].get("source"), "count": int(len(data["x"])),
+                  "splits": {k: int((data["split"] == v).sum()) for k, v in (("train", 0), ("val", 1), ("test", 2))}},
+         "epochs_run": len(history), "stopped_early": stopped_early,
+         "train_seconds": round(history[-1]["elapsed_s"], 1) if history else 0.0,
+         "full_macs": full_macs, "history": history}
+    if best_state is not None:
+        r["best_epoch"] = best_state["epoch"]
+        r["val"] = best_state["val"]
+        r["test"] = test
+        r["complexity"] = summary(best_net, "kept")
+        r["checkpoint"] = str(out / "checkpoint.pt")
+    return r
