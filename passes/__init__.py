@@ -13,4 +13,8 @@ def binary_steps() -> list:
 
 def schedule_steps() -> list:
     """Steps that give the fused TIR kernels schedules (shipped rules, tuning database)."""
-    return []
+    from nrqc.passes import schedule_database, schedule_shipped
+
+    # A tuning database (`--db`, else the default one we ship) first; shipped rules and
+    # the generic fallback for every kernel it did not cover.
+    return [schedule_database.step(), schedule_shipped.step()]

@@ -1,0 +1,146 @@
+"""Tuning databases keyed by target and CPU features.
+
+Layout of a database directory DIR (what `nrqc tune --db DIR` writes and
+`nrqc compile --db DIR` reads):
+
+    DIR/<target name>-<key>/key.json                      what the key was made from
+    DIR/<target name>-<key>/database_workload.json        MetaSchedule JSONDatabase
+    DIR/<target name>-<key>/database_tuning_record.json
+    DIR/<target name>-<key>/progress.json                 per-task trials done, best latency
+
+`key` hashes the target JSON (kind, mtriple, mcpu, mattr), the CPU features LLVM enables
+for it and, for the host target, the CPU flags of /proc/cpuinfo. A compile for another
+target, CPU model or feature set computes another key, finds no sub-directory, and
+ignores the database (with a note): records are never applied across targets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+KEY_FILE = "key.json"
+PROGRESS_FILE = "progress.json"
+
+
+def default_database_dir() -> Path:
+    """The database shipped with nrqc (model zoo / DNSMOS model_v8 records)."""
+    return Path(__file__).resolve().parent / "default_db"
+
+
+def key_material(target) -> dict:
+    """What a record's key is made of, for an nrqc TargetDescription."""
+    import tvm
+
+    t = dict(target.tvm_target)
+    core = {k: t[k] for k in ("kind", "mtriple", "mcpu", "mattr") if k in t}
+    if "mattr" in core:
+        core["mattr"] = sorted(core["mattr"])
+    llvm_features: list[str] = []
+    if core.get("kind") == "llvm":
+        try:
+            llvm_features = sorted(str(f) for f in tvm.target.codegen.llvm_get_cpu_features(target.tvm()))
+        except Exception:  # noqa: BLE001 - LLVM without this backend: the JSON alone keys it
+            llvm_features = []
+    host_flags: list[str] = []
+    if target.kind == "host":
+        from nrqc.targets.x86 import host_cpu_flags
+
+        host_flags = sorted(host_cpu_flags())
+    return {
+        "target_name": target.name,
+        "target": core,
+        "llvm_features_sha256": hashlib.sha256(" ".join(llvm_features).encode()).hexdigest()[:16],
+        "host_cpu_flags_sha256": hashlib.sha256(" ".join(host_flags).encode()).hexdigest()[:16] if host_flags else None,
+    }
+
+
+def target_key(target) -> str:
+    m = key_material(target)
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def target_dir(db_dir: str | Path, target) -> Path:
+    return Path(db_dir) / f"{target.name}-{target_key(target)}"
+
+
+def open_for_target(db_dir: str | Path, target, create: bool = False):
+    """(JSONDatabase, description) for this target's records in db_dir; (None, why) if absent."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db_dir = Path(db_dir)
+    sub = target_dir(db_dir, target)
+    material = key_material(target)
+    if not sub.is_dir():
+        if not create:
+            if not db_dir.is_dir():
+                return None, f"{db_dir} does not exist"
+            others = sorted(p.name for p in db_dir.iterdir() if (p / KEY_FILE).is_file())
+            return None, (f"no records for target {target.name} with key {sub.name.rsplit('-', 1)[-1]} "
+                          f"(this target/CPU feature set); the database holds "
+                          f"{', '.join(others) if others else 'no keyed records'}")
+        sub.mkdir(parents=True)
+    key_path = sub / KEY_FILE
+    if key_path.is_file():
+        stored = json.loads(key_path.read_text())
+        if stored != material:  # a hash collision or a hand-edited directory
+            return None, f"{sub} key.json does not match this target ({stored} != {material})"
+    else:
+        if not create:
+            return None, f"{sub} has no {KEY_FILE}"
+        key_path.write_text(json.dumps(material, indent=2, sort_keys=True) + "\n")
+    db = ms.database.JSONDatabase(path_workload=str(sub / "database_workload.json"),
+                                  path_tuning_record=str(sub / "database_tuning_record.json"),
+                                  allow_missing=True, module_equality="structural")
+    return db, f"records {sub.name}"
+
+
+def workload_mod(func):
+    """The IRModule a kernel is tuned and looked up as (same form in tune and compile)."""
+    import tvm
+
+    func = func.without_attr("global_symbol") if func.attrs is not None and "global_symbol" in func.attrs else func
+    return tvm.IRModule({"main": func})
+
+
+def apply_records(mod, db, target):
+    """Replace each unscheduled PrimFunc of mod that has a record in db by its best schedule.
+
+    Returns (mod, kernels applied, kernels considered)."""
+    import tvm
+    from tvm import tirx
+
+    tvm_target = target.tvm()
+    updates = {}
+    total = 0
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
+            continue
+        total += 1
+        wl = workload_mod(func)
+        if not db.has_workload(wl):
+            continue
+        sch = db.query_schedule(wl, tvm_target, "main")
+        if sch is None:
+            continue
+        new = sch.mod["main"]
+        if func.attrs is not None and "global_symbol" in func.attrs:
+            new = new.with_attr("global_symbol", func.attrs["global_symbol"])
+        updates[gv] = new.with_attr("tirx.is_scheduled", True)
+    if updates:
+        mod = tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()}, attrs=mod.attrs)
+    return mod, len(updates), total
+
+
+def read_progress(sub: Path) -> dict:
+    p = Path(sub) / PROGRESS_FILE
+    return json.loads(p.read_text()) if p.is_file() else {"tasks": {}}
+
+
+def write_progress(sub: Path, progress: dict) -> None:
+    p = Path(sub) / PROGRESS_FILE
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n")
+    tmp.replace(p)

@@ -1,0 +1,41 @@
+"""Pipeline step: apply tuning records (from `nrqc compile --db DIR`, else the default
+database shipped in `nrqc/tuning/default_db`) to the fused TIR kernels.
+
+Records live in a per-target sub-directory whose name is a hash of the target JSON
+(kind, mtriple, mcpu, mattr) and of the CPU feature flags (`nrqc.tuning.keys`), so a record
+tuned for one target / CPU feature set is never looked up for another. A `--db` without a
+sub-directory for this target is ignored with a note (and the artifact is not marked tuned).
+"""
+from __future__ import annotations
+
+from nrqc.pipeline import CompileContext, Step
+
+
+def apply_database(mod, ctx: CompileContext):
+    from nrqc.tuning.database import apply_records, default_database_dir, open_for_target
+
+    user_db = ctx.options.get("db")
+    applied_user = 0
+    if user_db:
+        db, why = open_for_target(user_db, ctx.target)
+        if db is None:
+            ctx.notes.append(f"tuning database {user_db} ignored: {why}")
+            ctx.options["db"] = None
+            ctx.options["db_requested"] = user_db
+        else:
+            mod, applied_user, total = apply_records(mod, db, ctx.target)
+            ctx.notes.append(f"tuning database {user_db} ({why}): {applied_user} of {total} kernels "
+                             f"from tuning records")
+            if applied_user == 0:
+                ctx.options["db"] = None
+                ctx.options["db_requested"] = user_db
+    db, why = open_for_target(default_database_dir(), ctx.target)
+    if db is not None:
+        mod, applied, total = apply_records(mod, db, ctx.target)
+        if applied:
+            ctx.notes.append(f"shipped default database ({why}): {applied} more kernels")
+    return mod
+
+
+def step() -> Step:
+    return Step("nrqc.ApplyTuningDatabase", "schedule", apply_database)

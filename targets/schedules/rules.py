@@ -1,0 +1,367 @@
+"""Schedules for fused CPU kernels (NCHW conv2d / NCW conv1d, dense/matmul, pooling,
+generic injective and reduction kernels).
+
+Convolution (the bulk of a speech CNN's time): a register tile of F output channels
+(F = lanes or 2*lanes, one vector each) by X output columns. The innermost loop
+broadcasts one input pixel per column and FMAs it with a vector of F weights; the X*F/lanes
+accumulators live in registers for the whole reduction (channels x kernel window). The
+weights are repacked once per call into [F-blocks, C_in, KH, KW, F] so the weight vector
+is one contiguous load; the fused epilogue (bias, ReLU, ...) is applied to the tile in
+registers and written back to NCHW. Rows are the parallel axis.
+"""
+from __future__ import annotations
+
+from nrqc.targets.schedules.common import VectorSpec
+
+
+def _iter_kinds(block) -> str:
+    from tvm.tirx import IterVar
+
+    return "".join("S" if iv.iter_type == IterVar.DataPar else "R" if iv.iter_type == IterVar.CommReduce else "O"
+                   for iv in block.iter_vars)
+
+
+def _extent(x) -> int | None:
+    try:
+        return int(x)
+    except TypeError:
+        return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _largest_divisor_le(n: int, cap: int) -> int:
+    return max(d for d in _divisors(n) if d <= max(cap, 1))
+
+
+def _blocks(sch):
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    return sch.get_child_blocks(root) if root is not None else []
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:  # noqa: BLE001 - no root block
+        return False
+
+
+def _static(func) -> bool:
+    for p in func.params:
+        shape = getattr(p, "shape", None)
+        if shape is not None and any(_extent(d) is None for d in shape):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- conv
+
+
+def _find_conv(sch, blocks):
+    """The NCHW (4 spatial + 3 reduce) or NCW (3 + 2) convolution block, if any."""
+    for b in blocks:
+        st = sch.get(b)
+        kinds = _iter_kinds(st)
+        if kinds not in ("SSSSRRR", "SSSRR") or len(st.reads) != 2 or len(st.writes) != 1:
+            continue
+        if not st.init:
+            continue
+        # weight: indexed by [f, rc, (ry,) rx] directly with the block's vars
+        ivs = [iv.var for iv in st.iter_vars]
+        ns = 4 if kinds == "SSSSRRR" else 3
+        f_var = ivs[1]
+        red = ivs[ns:]
+        for wi, region in enumerate(st.reads):
+            idx = [r.min for r in region.region]
+            if len(idx) == 1 + len(red) and idx[0].same_as(f_var) and all(a.same_as(v) for a, v in zip(idx[1:], red)):
+                return b, wi, 1 - wi, ns
+    return None
+
+
+def _epilogue_chain(sch, conv, blocks):
+    """The injective blocks after conv, in order, if the kernel is conv -> elementwise*."""
+    after = blocks[[sch.get(b).name_hint == sch.get(conv).name_hint for b in blocks].index(True) + 1:]
+    for b in after:
+        if "R" in _iter_kinds(sch.get(b)) or len(sch.get(b).writes) != 1:
+            return None
+    return after
+
+
+def schedule_conv(sch, spec: VectorSpec) -> bool:
+    blocks = _blocks(sch)
+    found = _find_conv(sch, blocks)
+    if found is None:
+        return False
+    conv, w_idx, d_idx, ns = found
+    epi = _epilogue_chain(sch, conv, blocks)
+    if epi is None:
+        return False
+    st = sch.get(conv)
+    dom = [_extent(iv.dom.extent) for iv in st.iter_vars]
+    if any(d is None for d in dom):
+        return False
+    n_f, n_x = dom[1], dom[ns - 1]
+    lanes = spec.lanes
+    if n_f % lanes:
+        return False  # channel counts that are not a multiple of the vector: generic rule
+    vecs = 2 if n_f % (2 * lanes) == 0 else 1
+    # accumulator budget: vecs * X registers
+    x_tile = _largest_divisor_le(n_x, spec.acc_budget // vecs)
+    if x_tile < 4 and vecs == 2:
+        vecs = 1
+        x_tile = _largest_divisor_le(n_x, spec.acc_budget)
+    import os
+    if os.environ.get("NRQC_CONV_TILE"):  # experiments: "vecs,x_tile,unroll_kw"
+        v_, x_, u_ = (int(v) for v in os.environ["NRQC_CONV_TILE"].split(","))
+        vecs, x_tile, unroll_kw = v_, _largest_divisor_le(n_x, x_), bool(u_)
+    else:
+        unroll_kw = False
+    f_tile = vecs * lanes
+
+    # 1. Output stage: inline all epilogue blocks but the last into it.
+    if not epi:
+        sch.cache_write(conv, 0, "global")
+        blocks = _blocks(sch)
+        epi = blocks[[sch.get(b).name_hint == sch.get(conv).name_hint for b in blocks].index(True) + 1:]
+    for b in epi[:-1]:
+        sch.compute_inline(b)
+    out = epi[-1]
+    if len(sch.get_loops(out)) != ns:
+        return False
+
+    # 2. Weight repack (before compute_at so that the copy stays at the root).
+    wcache = sch.cache_read(conv, w_idx, "global")
+    if ns == 4:
+        sch.transform_layout(wcache, ("write", 0),
+                             lambda f, c, kh, kw: (f // f_tile, c, kh, kw, f % f_tile))
+    else:
+        sch.transform_layout(wcache, ("write", 0), lambda f, c, kw: (f // f_tile, c, kw, f % f_tile))
+
+    # 3. Accumulator layout: [.., x, f] innermost f, so the tile is F-contiguous.
+    if ns == 4:
+        sch.transform_layout(conv, ("write", 0),
+                             lambda n, f, y, x: (n, f // f_tile, y, x // x_tile, x % x_tile, f % f_tile))
+    else:
+        sch.transform_layout(conv, ("write", 0),
+                             lambda n, f, x: (n, f // f_tile, x // x_tile, x % x_tile, f % f_tile))
+    sch.set_scope(conv, 0, "local")
+
+    # 4. Tile the output stage.
+    loops = sch.get_loops(out)
+    if ns == 4:
+        n, f, y, x = loops
+    else:
+        n, f, x = loops
+        y = None
+    fo, fi = sch.split(f, [None, f_tile])
+    xo, xi = sch.split(x, [None, x_tile])
+    if y is not None:
+        sch.reorder(n, fo, y, xo, fi, xi)
+        outer = sch.fuse(n, fo, y)
+    else:
+        sch.reorder(n, fo, xo, fi, xi)
+        outer = sch.fuse(n, fo)
+    sch.parallel(outer)
+    sch.compute_at(conv, xo, preserve_unit_loops=True)
+    # write-back: contiguous stores along x
+    sch.unroll(fi)
+    if x_tile > 1:
+        sch.vectorize(xi)
+
+    # 5. Conv tile: reduction loops outside, x unrolled, f vectorized.
+    cl = sch.get_loops(conv)
+    k = 2  # the fused parallel loop and xo
+    tile = cl[k:]
+    # tile loops: ns spatial (unit n, f, [y], x) then reductions
+    sp = tile[:ns]
+    rd = tile[ns:]
+    c_f, c_x = sp[1], sp[ns - 1]
+    sch.reorder(*rd, c_x, c_f)
+    if vecs > 1:
+        cfo, cfi = sch.split(c_f, [vecs, lanes])
+        sch.reorder(*rd, c_x, cfo, cfi)
+        sch.unroll(cfo)
+        c_f = cfi
+    sch.vectorize(c_f)
+    sch.unroll(c_x)
+    if unroll_kw:
+        sch.unroll(rd[-1])  # kernel width
+    init = sch.decompose_reduction(conv, rd[0])
+    il = sch.get_loops(init)[k:]
+    sch.vectorize(il[-1])
+    for lp in il[:-1]:
+        sch.unroll(lp)
+
+    # 6. Padding and the weight copy: parallel rows, vectorized inner loop.
+    for b in _blocks(sch):
+        st2 = sch.get(b)
+        if st2.name_hint in (sch.get(out).name_hint, sch.get(conv).name_hint, sch.get(init).name_hint):
+            continue
+        if len(sch.get_loops(b)) >= 2 and "R" not in _iter_kinds(st2):
+            _parallel_vectorize(sch, b, spec)
+    return True
+
+
+# ------------------------------------------------------------------- generic rules
+
+
+def _parallel_vectorize(sch, block, spec: VectorSpec, max_vec: int = 64) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ext = [_extent(sch.get(lp).extent) for lp in loops]
+    if any(e is None for e in ext):
+        return
+    inner = loops[-1]
+    if ext[-1] > max_vec:
+        f = _largest_divisor_le(ext[-1], max(spec.lanes * 2, 1))
+        if f > 1:
+            _, inner = sch.split(inner, [None, f])
+    elif len(loops) == 1:
+        sch.vectorize(inner)
+        return
+    outer_loops = sch.get_loops(block)[:-1]
+    if outer_loops:
+        sch.parallel(sch.fuse(*outer_loops) if len(outer_loops) > 1 else outer_loops[0])
+    if _extent(sch.get(inner).extent) > 1:
+        sch.vectorize(inner)
+
+
+def schedule_pool(sch, spec: VectorSpec) -> bool:
+    """Pooling (SSSS + RR window): parallel over rows, window unrolled, columns vectorized."""
+    blocks = _blocks(sch)
+    for b in blocks:
+        st = sch.get(b)
+        kinds = _iter_kinds(st)
+        if kinds not in ("SSSSRR", "SSSR") or len(st.reads) != 1:
+            continue
+        loops = sch.get_loops(b)
+        ns = kinds.count("S")
+        sp, rd = loops[:ns], loops[ns:]
+        x = sp[-1]
+        nx = _extent(sch.get(x).extent)
+        if nx is None:
+            return False
+        sch.reorder(*sp[:-1], *rd, x)
+        outer = sch.fuse(*sp[:-1])
+        sch.parallel(outer)
+        for r in rd:
+            sch.unroll(r)
+        sch.vectorize(x)  # before decompose_reduction (compact dataflow)
+        init = sch.decompose_reduction(b, rd[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        for other in _blocks(sch):
+            if sch.get(other).name_hint not in (sch.get(b).name_hint, sch.get(init).name_hint):
+                if "R" not in _iter_kinds(sch.get(other)):
+                    try:
+                        sch.reverse_compute_at(other, outer)
+                    except Exception:  # noqa: BLE001 - leave it at the root
+                        _parallel_vectorize(sch, other, spec)
+        return True
+    return False
+
+
+def schedule_dense(sch, spec: VectorSpec) -> bool:
+    """Matmul/dense (S..SR): output columns vectorized, reduction outside, rows parallel."""
+    blocks = _blocks(sch)
+    for b in blocks:
+        st = sch.get(b)
+        kinds = _iter_kinds(st)
+        if not (kinds.endswith("SSR") and kinds.count("R") == 1 and len(st.reads) == 2):
+            continue
+        dom = [_extent(iv.dom.extent) for iv in st.iter_vars]
+        if any(d is None for d in dom):
+            return False
+        after = blocks[[sch.get(x).name_hint == st.name_hint for x in blocks].index(True) + 1:]
+        if any("R" in _iter_kinds(sch.get(x)) for x in after):
+            return False
+        for x in after[:-1]:
+            sch.compute_inline(x)
+        n_col = dom[-2]
+        col_tile = _largest_divisor_le(n_col, spec.lanes * 4)
+        if after:
+            out = after[-1]
+            sch.set_scope(b, 0, "global")
+            lo = sch.get_loops(out)
+            co, ci = sch.split(lo[-1], [None, col_tile])
+            rows = lo[:-1]
+            if rows:
+                outer = sch.fuse(*rows, co) if rows else co
+            else:
+                outer = co
+            sch.parallel(outer)
+            sch.compute_at(b, outer, preserve_unit_loops=True)
+            sch.vectorize(ci)
+        cl = sch.get_loops(b)
+        if after:
+            k = len(sch.get_loops(after[-1])) - 1
+            tile = cl[k:]
+        else:
+            tile = cl
+            *rows, c, r = tile
+            co, ci = sch.split(c, [None, col_tile])
+            if rows:
+                sch.parallel(sch.fuse(*rows, co))
+            tile = [ci, r]
+        r = tile[-1]
+        c = tile[-2]
+        sch.reorder(r, c)
+        sch.vectorize(c)
+        init = sch.decompose_reduction(b, r)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return True
+    return False
+
+
+def schedule_generic(sch, spec: VectorSpec) -> bool:
+    """Every block: outer loops fused and parallel, inner loop vectorized when spatial."""
+    done = False
+    for b in _blocks(sch):
+        st = sch.get(b)
+        kinds = _iter_kinds(st)
+        if "O" in kinds:
+            continue
+        loops = sch.get_loops(b)
+        if not loops:
+            continue
+        try:
+            if "R" in kinds:
+                # reduction: parallel over the leading spatial loops only
+                lead = []
+                for lp, kind in zip(loops, kinds):
+                    if kind != "S":
+                        break
+                    lead.append(lp)
+                if len(lead) == len(loops[:kinds.index("R")]) and lead:
+                    sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+                    done = True
+            else:
+                _parallel_vectorize(sch, b, spec)
+                done = True
+        except Exception:  # noqa: BLE001 - a block we cannot transform stays as is
+            continue
+    return done
+
+
+RULES = (("conv", schedule_conv), ("pool", schedule_pool), ("dense", schedule_dense), ("generic", schedule_generic))
+
+
+def schedule_primfunc(func, spec: VectorSpec):
+    """(rule name, scheduled PrimFunc) for the first rule that applies, else (None, None)."""
+    import tvm
+    from tvm import s_tir
+
+    if not _static(func):
+        return None, None
+    for name, rule in RULES:
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        try:
+            ok = rule(sch, spec)
+        except Exception:  # noqa: BLE001 - a rule that does not fit this kernel
+            ok = False
+        if ok:
+            return name, sch.mod["main"]
+    return None, None
