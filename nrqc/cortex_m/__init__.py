@@ -1,0 +1,259 @@
+"""Cortex-M back end: a self-contained C library (+ test firmware run in QEMU).
+
+`build_artifact` runs the shared Relax pipeline up to the static memory plan (so the
+binary-layer and schedule slots apply to microcontrollers too), gives every kernel a
+memory-first schedule (nrqc.cortex_m.schedule), generates the kernels with TVM's C code
+generator and a caller from the planned `main` (nrqc.cortex_m.emit), compiles them with
+arm-none-eabi-gcc, checks the footprint against the target's flash/RAM budget, links a
+test firmware and (unless --no-check) runs it in QEMU against onnxruntime.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.errors import CheckFailed, NrqcError
+
+FIRMWARE_DIR = "firmware"
+FIRMWARE_ELF = "firmware/firmware.elf"
+
+
+def _steps():
+    from nrqc.cortex_m.schedule import schedule_step_run
+    from nrqc.pipeline import Step, build_pipeline
+
+    steps = build_pipeline()
+    names = [s.name for s in steps]
+    steps = steps[: names.index("nrqc.RecordMemoryPlan") + 1]
+    at = names.index("relax.RewriteDataflowReshape")
+    steps.insert(at, Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run))
+    return steps
+
+
+def _register_popcount() -> None:
+    """tirx.popcount has no C lowering by default: lower it to the GCC builtins."""
+    import tvm
+    from tvm import tirx
+
+    def lower(op):
+        x = op.args[0]
+        bits = int(tvm.runtime.DataType(str(x.ty.dtype)).bits) if hasattr(x, "ty") else 32
+        name = "__builtin_popcountll" if bits > 32 else "__builtin_popcount"
+        return tirx.call_pure_extern("int32", name, x).astype(str(op.ty.dtype)) if hasattr(op, "ty") else \
+            tirx.call_pure_extern("int32", name, x)
+
+    try:
+        tirx.register_intrin_lowering("tirx.popcount", "c", f=lower, level=99)
+    except Exception:  # noqa: already registered in this process
+        pass
+
+
+def generate_kernels(mod, called: set[str], target) -> str:
+    """TVM C source of the kernels main calls (asserts off: no error strings in flash)."""
+    import tvm
+    from tvm import tirx
+
+    _register_popcount()
+    funcs = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
+             if isinstance(f, tirx.PrimFunc) and gv.name_hint in called}
+    with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+        lib = tvm.tirx.build(tvm.IRModule(funcs), target=tvm.target.Target(target.tvm_target))
+    return lib.inspect_source()
+
+
+def _include_dirs() -> list[Path]:
+    import tvm
+
+    root = Path(tvm.__file__).parent
+    return [root / "include", root.parent / "tvm_ffi" / "include"]
+
+
+def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
+    from nrqc.artifact import MANIFEST, REPORT, staged_directory, write_json
+    from nrqc.compiler import constant_bytes_by_dtype, import_relax, make_manifest
+    from nrqc.cortex_m import emit, firmware
+    from nrqc.layer_table import resolve_tvm_kernels
+    from nrqc.onnx_model import random_inputs
+    from nrqc.pipeline import run_pipeline
+
+    target = ctx.target
+    missing = firmware.env_available()
+    if missing:
+        raise NrqcError(f"--target {target.name} needs {', '.join(missing)} on PATH "
+                        f"(apt install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)")
+    t0 = time.perf_counter()
+    mod = import_relax(m)
+    log(f"imported {m.path.name}: {len(m.onnx_model.graph.node)} ONNX nodes, {len(ctx.layers)} layers")
+    try:
+        mod = run_pipeline(mod, ctx, _steps())
+    except NrqcError:
+        raise
+    except Exception as e:
+        last = ctx.steps_run[-1]["name"] if ctx.steps_run else "import"
+        raise NrqcError(f"{m.path}: compilation failed in the pass pipeline (after {last}): "
+                        f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
+    resolve_tvm_kernels(ctx.layers, ctx.kernels_in_order)
+    weights = constant_bytes_by_dtype(mod)
+    plan = emit.plan_caller(mod, m.inputs, m.outputs)
+    source = generate_kernels(mod, {name for name, _ in plan.calls}, target)
+    with staged_directory(out) as stage:
+        lib_info = emit.write_library(stage, source, plan, m.inputs, m.outputs, m.path.name, _include_dirs())
+        build = stage / FIRMWARE_DIR / "build"
+        objs, foreign = firmware.compile_library(stage, build, target.name)
+        if foreign:
+            ctx.notes.append("cortex-m: the library calls " + ", ".join(foreign) + " (libm/libgcc)")
+        sizes = firmware.library_sizes(objs, build)
+        build_seconds = time.perf_counter() - t0
+        log(f"built C library for {target.name} in {build_seconds:.1f} s: flash {sizes['flash_bytes']:,} B "
+            f"(text+rodata {sizes['text']:,} + data {sizes['data']:,}), RAM {sizes['ram_bytes']:,} B "
+            f"(data+bss, arena {lib_info['arena_bytes']:,}) + stack {sizes['stack_bytes']:,} B")
+        flash_limit = int(target.figures["flash_bytes"].value)
+        ram_limit = int(target.figures["ram_bytes"].value)
+        if sizes["flash_bytes"] > flash_limit:
+            raise NrqcError(f"{m.path.name} does not fit {target.name}: flash {sizes['flash_bytes']:,} B "
+                            f"(code+weights) > {flash_limit:,} B")
+        if sizes["ram_bytes"] + sizes["stack_bytes"] > ram_limit:
+            raise NrqcError(f"{m.path.name} does not fit {target.name}: RAM {sizes['ram_bytes']:,} B "
+                            f"(arena {lib_info['arena_bytes']:,}) + stack {sizes['stack_bytes']:,} B > {ram_limit:,} B")
+        stored = random_inputs(m.inputs, options.seed)
+        fw = stage / FIRMWARE_DIR
+        firmware.write_firmware_sources(fw, m.inputs, m.outputs, stored)
+        for i, s in enumerate(m.inputs):
+            np.save(fw / f"stored_input{i}.npy", stored[s.name])
+        elf = firmware.link_firmware(objs, fw, stage, build, target.name)
+        manifest = make_manifest(m, ctx, weights, stage / emit.HEADER, build_seconds)
+        manifest.update({
+            "library": emit.HEADER,
+            "library_bytes": sizes["flash_bytes"],
+            "sources": list(emit.SOURCES),
+            "firmware": FIRMWARE_ELF,
+            "flash_bytes": sizes["flash_bytes"],
+            "ram_bytes": sizes["ram_bytes"],
+            "arena_bytes": lib_info["arena_bytes"],
+            "stack_bytes": sizes["stack_bytes"],
+            "limits": {"flash_bytes": flash_limit, "ram_bytes": ram_limit},
+            "cortex_m": {**lib_info, "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
+                         "firmware_sizes": firmware.firmware_sizes(elf), "library_calls": foreign,
+                         "seed": options.seed},
+        })
+        check = {"ran": False, "reason": "--no-check"}
+        if options.check:
+            from nrqc.compiler import compare_outputs
+            from nrqc.reference import run_onnxruntime
+
+            got = firmware.run_firmware(target, elf, m.outputs)
+            ref = run_onnxruntime(m.path, stored)
+            check = compare_outputs(got["outputs"], ref, [o.name for o in m.outputs], options.atol, options.rtol,
+                                    options.seed)
+            check["summary"] = check["summary"].replace("numerical check", f"numerical check in QEMU ({target.name})")
+            check["instructions"] = got["instructions"]
+            manifest["instructions"] = got["instructions"]
+            log(check["summary"])
+            log(f"executed instructions per inference (QEMU icount): {got['instructions']:,}")
+        manifest["check"] = check
+        write_json(stage / MANIFEST, manifest)
+        (stage / REPORT).write_text(compile_report(manifest))
+        if check.get("ran") and not check["passed"]:
+            raise CheckFailed(check["summary"])
+    log(f"wrote {out}/ ({emit.HEADER}, {', '.join(emit.SOURCES)}, {FIRMWARE_ELF}, manifest.json, report.txt)")
+    return out
+
+
+def compile_report(manifest: dict) -> str:
+    from nrqc.report import compile_report as base
+
+    lim = manifest["limits"]
+    cm = manifest["cortex_m"]
+    lines = [
+        "",
+        f"cortex-m footprint (arm-none-eabi-size of the library objects, {manifest['target']})",
+        f"  flash: {manifest['flash_bytes']:>9,} B of {lim['flash_bytes']:,} "
+        f"({100 * manifest['flash_bytes'] / lim['flash_bytes']:.1f}%)  text+rodata {cm['text']:,} + data {cm['data']:,}",
+        f"  RAM:   {manifest['ram_bytes']:>9,} B of {lim['ram_bytes']:,} "
+        f"({100 * manifest['ram_bytes'] / lim['ram_bytes']:.1f}%)  data {cm['data']:,} + bss {cm['bss']:,} "
+        f"(arena {manifest['arena_bytes']:,} = plan {cm['storage_bytes']:,} + workspace {cm['workspace_bytes']:,})",
+        f"  stack: {manifest['stack_bytes']:>9,} B (deepest frame chain, -fstack-usage; counted in the RAM fit check)",
+    ]
+    if manifest.get("instructions") is not None:
+        lines.append(f"  executed instructions per inference (QEMU -icount): {manifest['instructions']:,}")
+    return base(manifest) + "\n".join(lines) + "\n"
+
+
+def _target_of(manifest):
+    from nrqc.targets import get_target
+
+    return get_target(manifest["target"])
+
+
+def _specs(manifest, key):
+    from nrqc.onnx_model import TensorSpec
+
+    return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest[key]]
+
+
+def run_artifact(out: Path, manifest: dict, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the artifact's firmware in QEMU on `feeds` (read through semihosting files)."""
+    from nrqc.cortex_m import firmware
+
+    elf = Path(out) / manifest.get("firmware", FIRMWARE_ELF)
+    if not elf.exists():
+        raise NrqcError(f"{out}: no {FIRMWARE_ELF}; recompile with `nrqc compile`")
+    indexed = {}
+    for i, spec in enumerate(_specs(manifest, "inputs")):
+        arr = np.asarray(feeds[spec.name])
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise NrqcError(f"--input {spec.name}: shape {list(arr.shape)}, the artifact expects {list(spec.shape)}")
+        indexed[i] = arr.astype(spec.dtype if spec.dtype != "bool" else "uint8")
+    return firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"), indexed)["outputs"]
+
+
+def profile_artifact(out: Path, manifest: dict) -> dict:
+    """Footprint (from the manifest's arm-none-eabi-size figures) and a fresh QEMU
+    executed-instruction count on the stored input."""
+    from nrqc.cortex_m import firmware
+
+    out = Path(out)
+    elf = out / manifest.get("firmware", FIRMWARE_ELF)
+    build = out / FIRMWARE_DIR / "build"
+    objs = sorted(build.glob("*.o"))
+    if not elf.exists() or not objs:
+        raise NrqcError(f"{out}: firmware or library objects missing; recompile with `nrqc compile`")
+    sizes = firmware.library_sizes(objs, build)
+    run = firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"))
+    lim = manifest["limits"]
+    return {
+        "target": manifest["target"],
+        "model": manifest["source_model"],
+        "memory": {"flash_bytes": sizes["flash_bytes"], "ram_bytes": sizes["ram_bytes"],
+                   "arena_bytes": manifest["arena_bytes"], "stack_bytes": sizes["stack_bytes"],
+                   "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
+                   "flash_limit_bytes": lim["flash_bytes"], "ram_limit_bytes": lim["ram_bytes"],
+                   "fits": sizes["flash_bytes"] <= lim["flash_bytes"]
+                   and sizes["ram_bytes"] + sizes["stack_bytes"] <= lim["ram_bytes"]},
+        "instructions": run["instructions"],
+        "instruction_measure": "QEMU -icount shift=0 (1 ns virtual time per executed instruction), SysTick "
+                               "around nrqc_run, calibrated on a 2,000,000-instruction loop",
+        "ticks": run["ticks"],
+        "macs": manifest.get("macs"),
+    }
+
+
+def format_profile(result: dict) -> str:
+    mem = result["memory"]
+    return "\n".join([
+        f"{result['target']}: {result['model']}",
+        f"  flash  {mem['flash_bytes']:>10,} B / {mem['flash_limit_bytes']:,} "
+        f"({100 * mem['flash_bytes'] / mem['flash_limit_bytes']:.1f}%)  text+rodata {mem['text']:,} + data {mem['data']:,}",
+        f"  RAM    {mem['ram_bytes']:>10,} B / {mem['ram_limit_bytes']:,} "
+        f"({100 * mem['ram_bytes'] / mem['ram_limit_bytes']:.1f}%)  data+bss, arena {mem['arena_bytes']:,}; "
+        f"stack {mem['stack_bytes']:,}",
+        f"  fits   {'yes' if mem['fits'] else 'NO'}",
+        f"  instructions/inference {result['instructions']:>12,}  ({result['instruction_measure']})",
+        *([f"  MACs/inference         {result['macs']:>12,}"] if result.get("macs") else []),
+    ])
+
+
+__all__ = ["build_artifact", "run_artifact", "profile_artifact", "format_profile", "json"]

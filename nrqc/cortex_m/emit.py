@@ -1,0 +1,373 @@
+"""C emission: TVM's C kernels + a caller generated from the planned Relax main.
+
+The caller walks the bindings of `main` after `relax.StaticPlanBlockMemory`:
+`alloc_storage` blocks become offsets in one static arena (`nrqc_arena`, size known at
+compile time), `alloc_tensor` views become DLTensors on those offsets, reshapes alias
+their input, the tensor returned by main is written straight into the caller's output
+buffer, and every kernel call becomes a direct call of the generated
+`__tvm_ffi_<kernel>` function with `TVMFFIAny` arguments carrying `DLTensor*`.
+Weights become `const` arrays (flash). Kernel temporaries still requested through
+`TVMBackendAllocWorkspace` come from the tail of the same arena (a LIFO bump allocator
+in nrqc_runtime.c), sized from the requests in the generated kernels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.errors import NrqcError
+
+ALIGN = 16
+SOURCES = ("nrqc_kernels.c", "nrqc_model.c", "nrqc_weights.c", "nrqc_runtime.c")
+HEADER = "nrqc_model.h"
+
+
+def _align(n: int, a: int = ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+def c_ident(name: str) -> str:
+    s = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return s if s and not s[0].isdigit() else f"_{s}"
+
+
+_DL_CODES = {"int": "kDLInt", "uint": "kDLUInt", "float": "kDLFloat", "bool": "kDLBool"}
+_C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t",
+            "uint16": "uint16_t", "int32": "int32_t", "uint32": "uint32_t", "int64": "int64_t",
+            "uint64": "uint64_t", "bool": "uint8_t"}
+
+
+def dl_dtype(dtype: str) -> str:
+    if dtype == "bool":
+        return "{kDLBool, 8, 1}"
+    m = re.fullmatch(r"([a-z]+?)(\d+)", dtype)
+    if not m or m.group(1) not in _DL_CODES:
+        raise NrqcError(f"cortex-m: tensor dtype {dtype} has no C representation")
+    return f"{{{_DL_CODES[m.group(1)]}, {m.group(2)}, 1}}"
+
+
+def c_type(dtype: str) -> str:
+    if dtype not in _C_TYPES:
+        raise NrqcError(f"cortex-m: tensor dtype {dtype} has no C representation")
+    return _C_TYPES[dtype]
+
+
+@dataclasses.dataclass
+class Buf:
+    """Where a Relax tensor lives: arena offset, a weight, an input or the output."""
+
+    kind: str  # "arena" | "weight" | "input" | "output"
+    ref: object  # arena byte offset, weight index, input index, output index
+    shape: tuple[int, ...]
+    dtype: str
+
+    def data_expr(self) -> str:
+        if self.kind == "arena":
+            return f"(void *)(nrqc_arena + {self.ref})"
+        if self.kind == "weight":
+            return f"(void *)nrqc_w{self.ref}"
+        if self.kind == "input":
+            return f"(void *)in{self.ref}"
+        return f"(void *)out{self.ref}"
+
+
+@dataclasses.dataclass
+class CallerPlan:
+    calls: list[tuple[str, list[Buf]]]
+    weights: list[np.ndarray]
+    storage_bytes: int  # planned arena part (activations)
+    copies: list[tuple[Buf, int, int]]  # (source, output index, nbytes): outputs not written in place
+
+
+def plan_caller(mod, inputs, outputs) -> CallerPlan:
+    """Turn main's bindings into arena offsets and an ordered list of kernel calls."""
+    import tvm
+    from tvm import relax
+
+    ops = {n: tvm.ir.Op.get(n) for n in ("relax.memory.alloc_storage", "relax.memory.alloc_tensor",
+                                         "relax.builtin.alloc_tensor", "relax.reshape")}
+    main = mod["main"]
+    env: dict = {}
+    for i, p in enumerate(main.params):
+        env[p] = Buf("input", i, tuple(inputs[i].shape), inputs[i].dtype)
+    ret = main.body.body
+    ret_vars = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+    # Vars that (through aliases) are returned: their builtin.alloc_tensor writes the output.
+    aliases: dict = {}
+    for block in main.body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Var):
+                aliases[b.var] = b.value
+            elif isinstance(b.value, relax.Call) and b.value.op.same_as(ops["relax.reshape"]):
+                aliases[b.var] = b.value.args[0]
+
+    def root(v):
+        while v in aliases:
+            v = aliases[v]
+        return v
+
+    out_index = {}
+    for k, v in enumerate(ret_vars):
+        if isinstance(v, relax.Var):
+            out_index.setdefault(root(v), k)
+
+    storage: dict = {}
+    offset = 0
+    weights: list[np.ndarray] = []
+    weight_ids: dict = {}
+    calls = []
+
+    def shape_of(sinfo):
+        return tuple(int(d) for d in sinfo.shape)
+
+    def arg_buf(a):
+        if isinstance(a, relax.Var):
+            if a not in env:
+                raise NrqcError(f"cortex-m: kernel argument {a.name_hint} has no planned buffer")
+            return env[a]
+        if isinstance(a, tvm.ir.GenericConst) and hasattr(a.value, "numpy"):
+            for key, idx in weight_ids.items():
+                if key.same_as(a):
+                    return Buf("weight", idx, weights[idx].shape, str(weights[idx].dtype))
+            arr = a.value.numpy()
+            weight_ids[a] = len(weights)
+            weights.append(arr)
+            return Buf("weight", len(weights) - 1, arr.shape, str(arr.dtype))
+        raise NrqcError(f"cortex-m: unsupported kernel argument {type(a).__name__} in main")
+
+    for block in main.body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Var):
+                env[b.var] = env[v]
+            elif isinstance(v, relax.Call) and v.op.same_as(ops["relax.memory.alloc_storage"]):
+                nbytes = int(v.args[0].values[0])
+                storage[b.var] = offset
+                offset = _align(offset + nbytes)
+            elif isinstance(v, relax.Call) and v.op.same_as(ops["relax.memory.alloc_tensor"]):
+                sinfo = b.var.ty
+                env[b.var] = Buf("arena", storage[v.args[0]] + int(v.args[1].value), shape_of(sinfo),
+                                 str(sinfo.dtype))
+            elif isinstance(v, relax.Call) and v.op.same_as(ops["relax.builtin.alloc_tensor"]):
+                sinfo = b.var.ty
+                shape, dtype = shape_of(sinfo), str(sinfo.dtype)
+                if b.var in out_index:
+                    env[b.var] = Buf("output", out_index[b.var], shape, dtype)
+                else:  # an unplanned temporary: give it its own arena block
+                    env[b.var] = Buf("arena", offset, shape, dtype)
+                    offset = _align(offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(_np(dtype)).itemsize)
+            elif isinstance(v, relax.Call) and v.op.same_as(ops["relax.reshape"]):
+                src = env[v.args[0]]
+                env[b.var] = dataclasses.replace(src, shape=shape_of(b.var.ty))
+            elif isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.GlobalVar):
+                calls.append((v.op.name_hint, [arg_buf(a) for a in v.args]))
+            else:
+                what = v.op.name if isinstance(v, relax.Call) and hasattr(v.op, "name") else type(v).__name__
+                raise NrqcError(f"cortex-m: main binds {what}, which the bare-metal caller cannot emit")
+    copies = []
+    for k, v in enumerate(ret_vars):
+        if not isinstance(v, relax.Var) or v not in env:
+            raise NrqcError("cortex-m: main returns something other than planned tensors")
+        buf = env[v]
+        if not (buf.kind == "output" and buf.ref == k):
+            nbytes = int(np.prod(outputs[k].shape, dtype=np.int64)) * np.dtype(outputs[k].dtype).itemsize
+            copies.append((buf, k, nbytes))
+    return CallerPlan(calls, weights, offset, copies)
+
+
+def _np(dtype: str) -> str:
+    return "uint8" if dtype == "bool" else dtype
+
+
+def workspace_bytes(kernel_source: str) -> int:
+    """Bytes the bump allocator must hold: per kernel, the sum of its workspace requests
+    (each rounded up to the allocator's alignment); kernels run one at a time."""
+    worst = 0
+    for body in re.split(r"\nTVM_DLL int32_t ", kernel_source):
+        sizes = [int(s) for s in re.findall(r"TVMBackendAllocWorkspace\([^,]+,[^,]+,\s*\(uint64_t\)(\d+)ULL", body)]
+        worst = max(worst, sum(_align(s) for s in sizes))
+    return worst
+
+
+def _c_array(arr: np.ndarray) -> str:
+    flat = arr.reshape(-1)
+    if flat.dtype == np.float32:
+        items = [_float_literal(x) for x in flat.tolist()]
+    elif flat.dtype == np.bool_:
+        items = [str(int(x)) for x in flat.tolist()]
+    elif flat.dtype.kind == "u":
+        items = [f"{int(x)}u" + ("LL" if flat.dtype.itemsize == 8 else "") for x in flat.tolist()]
+    elif flat.dtype.kind == "i":
+        items = [(f"({int(x)}LL)" if flat.dtype.itemsize == 8 else f"({int(x)})") for x in flat.tolist()]
+    elif flat.dtype == np.float64:
+        items = [float(x).hex() for x in flat.tolist()]
+    else:
+        raise NrqcError(f"cortex-m: weights of dtype {flat.dtype} are not supported")
+    lines = []
+    for i in range(0, len(items), 8):
+        lines.append("  " + ", ".join(items[i:i + 8]) + ",")
+    return "\n".join(lines) if lines else "  0"
+
+
+def _float_literal(x: float) -> str:
+    """Exact C99 hex-float literal of a float32 value."""
+    if np.isnan(x):
+        return "(0.0f / 0.0f)"
+    if np.isinf(x):
+        return "(1.0f / 0.0f)" if x > 0 else "(-1.0f / 0.0f)"
+    return float(x).hex() + "f"
+
+
+def c_array_literal(arr: np.ndarray) -> str:
+    return _c_array(np.ascontiguousarray(arr))
+
+
+def _io_decl(specs, prefix, const) -> list[str]:
+    return [f"{'const ' if const else ''}{c_type(s.dtype)} *{prefix}{i}" for i, s in enumerate(specs)]
+
+
+def write_library(stage: Path, kernel_source: str, plan: CallerPlan, inputs, outputs, model_name: str,
+                  include_dirs: list[Path]) -> dict:
+    """Write the C library into `stage` and return its sizes (arena, workspace, weights)."""
+    ws = workspace_bytes(kernel_source)
+    arena = _align(plan.storage_bytes) + _align(ws)
+    arena = max(arena, ALIGN)
+    # Kernels: TVM's C codegen output, verbatim but for the header prelude.
+    (stage / "nrqc_kernels.c").write_text(
+        "/* Generated by TVM's C code generator (target kind \"c\") for nrqc; do not edit. */\n" + kernel_source)
+    in_params = ", ".join(_io_decl(inputs, "in", True) + _io_decl(outputs, "out", False))
+    doc_in = "\n".join(f" *   in{i}: {s.name} {list(s.shape)} {s.dtype}" for i, s in enumerate(inputs))
+    doc_out = "\n".join(f" *   out{i}: {s.name} {list(s.shape)} {s.dtype}" for i, s in enumerate(outputs))
+    header = f"""/* nrqc bare-metal model library: {model_name}
+ *
+ * int nrqc_run({in_params});
+{doc_in}
+{doc_out}
+ * Returns 0 on success, the failing kernel's nonzero status otherwise.
+ * Memory: weights are const (flash); activations live in one static arena of
+ * NRQC_ARENA_BYTES bytes (no heap); not reentrant.
+ */
+#ifndef NRQC_MODEL_H_
+#define NRQC_MODEL_H_
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {{
+#endif
+#define NRQC_ARENA_BYTES {arena}u
+#define NRQC_NUM_INPUTS {len(inputs)}
+#define NRQC_NUM_OUTPUTS {len(outputs)}
+{"".join(f"#define NRQC_INPUT{i}_ELEMS {int(np.prod(s.shape, dtype=np.int64))}u{chr(10)}" for i, s in enumerate(inputs))}{"".join(f"#define NRQC_OUTPUT{i}_ELEMS {int(np.prod(s.shape, dtype=np.int64))}u{chr(10)}" for i, s in enumerate(outputs))}
+int nrqc_run({in_params});
+#ifdef __cplusplus
+}}
+#endif
+#endif
+"""
+    (stage / HEADER).write_text(header)
+
+    # Weights.
+    w = ['/* Model weights (const: linked into flash). */', '#include <stdint.h>', ""]
+    for i, arr in enumerate(plan.weights):
+        ct = c_type(str(arr.dtype))
+        w.append(f"const {ct} nrqc_w{i}[{max(arr.size, 1)}] __attribute__((aligned({ALIGN}))) = {{")
+        w.append(c_array_literal(arr))
+        w.append("};")
+    (stage / "nrqc_weights.c").write_text("\n".join(w) + "\n")
+
+    # Runtime stubs: the arena, the workspace allocator, error reporting.
+    (stage / "nrqc_runtime.c").write_text(f"""/* The few TVM backend functions the generated kernels call, for bare metal:
+ * workspace requests are served LIFO from the tail of the static arena. No heap. */
+#include <stddef.h>
+#include <stdint.h>
+#include "tvm/ffi/c_api.h"
+#include "tvm/runtime/c_backend_api.h"
+
+#define NRQC_STORAGE_BYTES {_align(plan.storage_bytes)}u
+#define NRQC_WORKSPACE_BYTES {_align(ws)}u
+uint8_t nrqc_arena[{arena}] __attribute__((aligned({ALIGN})));
+static size_t nrqc_ws_top = 0;
+const char *nrqc_last_error = 0;
+
+void *TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, int dtype_code_hint,
+                               int dtype_bits_hint) {{
+  (void)device_type; (void)device_id; (void)dtype_code_hint; (void)dtype_bits_hint;
+  size_t n = (size_t)((nbytes + {ALIGN - 1}u) & ~(uint64_t){ALIGN - 1}u);
+  if (nrqc_ws_top + n > NRQC_WORKSPACE_BYTES) {{ nrqc_last_error = "workspace exhausted"; return NULL; }}
+  void *p = nrqc_arena + NRQC_STORAGE_BYTES + nrqc_ws_top;
+  nrqc_ws_top += n;
+  return p;
+}}
+
+int TVMBackendFreeWorkspace(int device_type, int device_id, void *ptr) {{
+  (void)device_type; (void)device_id;
+  uint8_t *base = nrqc_arena + NRQC_STORAGE_BYTES;
+  if ((uint8_t *)ptr >= base && (uint8_t *)ptr < base + NRQC_WORKSPACE_BYTES) nrqc_ws_top = (size_t)((uint8_t *)ptr - base);
+  return 0;
+}}
+
+void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t num_parts) {{
+  (void)parts; (void)num_parts;
+  nrqc_last_error = kind;
+}}
+
+void TVMFFIErrorSetRaisedFromCStr(const char *kind, const char *message) {{
+  (void)message;
+  nrqc_last_error = kind;
+}}
+""")
+
+    # The caller.
+    lines = ['/* Generated caller: kernels in the order of the static memory plan. */',
+             "#include <stdint.h>", "#include <string.h>", '#include "tvm/ffi/c_api.h"', f'#include "{HEADER}"', "",
+             "extern uint8_t nrqc_arena[];"]
+    for i, arr in enumerate(plan.weights):
+        lines.append(f"extern const {c_type(str(arr.dtype))} nrqc_w{i}[];")
+    kernels = sorted({name for name, _ in plan.calls})
+    for k in kernels:
+        lines.append(f"int32_t __tvm_ffi_{k}(void *self, void *args, int32_t num_args, void *result);")
+    shapes: dict[tuple, str] = {}
+    for _, bufs in plan.calls:
+        for b in bufs:
+            if b.shape not in shapes:
+                shapes[b.shape] = f"nrqc_shape{len(shapes)}"
+    for shp, name in shapes.items():
+        lines.append(f"static const int64_t {name}[{max(len(shp), 1)}] = {{{', '.join(str(d) for d in shp) or '0'}}};")
+    lines.append("")
+    lines.append(f"int nrqc_run({in_params}) {{")
+    lines.append("  TVMFFIAny args[%d];" % max([len(b) for _, b in plan.calls] + [1]))
+    lines.append("  TVMFFIAny ret;")
+    lines.append("  int32_t rc;")
+    for ci, (name, bufs) in enumerate(plan.calls):
+        lines.append(f"  {{ /* {name} */")
+        for j, b in enumerate(bufs):
+            lines.append(f"    DLTensor t{j} = {{{b.data_expr()}, {{kDLCPU, 0}}, {len(b.shape)}, {dl_dtype(b.dtype)}, "
+                         f"(int64_t *){shapes[b.shape]}, NULL, 0}};")
+        lines.append(f"    memset(args, 0, sizeof(TVMFFIAny) * {len(bufs)});")
+        for j in range(len(bufs)):
+            lines.append(f"    args[{j}].type_index = kTVMFFIDLTensorPtr; args[{j}].v_ptr = &t{j};")
+        lines.append(f"    rc = __tvm_ffi_{name}(NULL, args, {len(bufs)}, &ret);")
+        lines.append(f"    if (rc != 0) return rc;")
+        lines.append("  }")
+    for buf, k, nbytes in plan.copies:
+        lines.append(f"  memcpy(out{k}, {buf.data_expr()}, {nbytes});")
+    lines.append("  return 0;")
+    lines.append("}")
+    (stage / "nrqc_model.c").write_text("\n".join(lines) + "\n")
+
+    # The headers the sources include, copied from the wheel: the directory is self-contained.
+    inc = stage / "include"
+    for rel in ("tvm/ffi/c_api.h", "tvm/ffi/extra/c_env_api.h", "dlpack/dlpack.h", "tvm/runtime/base.h",
+                "tvm/runtime/c_backend_api.h"):
+        for d in include_dirs:
+            if (d / rel).exists():
+                (inc / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(d / rel, inc / rel)
+                break
+        else:
+            raise NrqcError(f"cortex-m: header {rel} not found in the TVM wheel ({', '.join(map(str, include_dirs))})")
+    return {"arena_bytes": arena, "workspace_bytes": _align(ws), "storage_bytes": _align(plan.storage_bytes),
+            "weights": len(plan.weights), "kernel_calls": len(plan.calls)}
