@@ -33,6 +33,16 @@ def command(subject, target, shapes, repeat, threads, rpc, as_json):
         path = compile_model(subject, target, Path(tmp) / "artifact",
                              CompileOptions(shapes=parse_shape_options(shapes)),
                              log=lambda m: click.echo(m, err=True))
+    if (path / "manifest.json").exists():
+        from nrqc.artifact import read_manifest
+
+        manifest = read_manifest(path)
+        if manifest.get("target_kind") == "bare-metal":  # Cortex-M: sizes + QEMU instruction count
+            from nrqc.cortex_m import format_profile as format_cm, profile_artifact as profile_cm
+
+            result = profile_cm(path, manifest)
+            click.echo(json.dumps(result, indent=2) if as_json else format_cm(result))
+            return
     result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -59,7 +59,15 @@ def generate_kernels(mod, called: set[str], target) -> str:
     _register_popcount()
     funcs = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
              if isinstance(f, tirx.PrimFunc) and gv.name_hint in called}
-    with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+    # No float vector types on Cortex-M in C: vectorized loops (from shared schedules) become serial.
+    config = {"tirx.disable_assert": True}
+    for key in ("tirx.disable_vectorize", "tir.disable_vectorize"):
+        try:
+            with tvm.transform.PassContext(config={key: True}):
+                config[key] = True
+        except Exception:  # noqa: key not registered in this TVM build
+            pass
+    with tvm.transform.PassContext(opt_level=3, config=config):
         lib = tvm.tirx.build(tvm.IRModule(funcs), target=tvm.target.Target(target.tvm_target))
     return lib.inspect_source()
 
