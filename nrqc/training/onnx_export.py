@@ -126,6 +126,18 @@ def _block(g: _Graph, block: Block, x: str) -> str:
     return g.op("Relu", [y], "relu") if block.act == "relu" else y
 
 
+def _frontend_json(net: SeqNet) -> str | None:
+    """How to compute the input: the log-mel frontend, and which of its bands are kept."""
+    if net.layout == "features":
+        return None
+    import json
+
+    from nrqc.data.features import FRONTEND
+
+    return json.dumps({**FRONTEND, "n_mels": int(net.meta.get("input_bands_of", net.meta["bands"])),
+                       "bands_kept": int(net.meta["bands"]), "frames": int(net.meta["frames"])})
+
+
 def to_onnx(net: SeqNet, input_name: str | None = None):
     """Slice `net` and build the ONNX ModelProto; returns (model, sliced_net)."""
     import onnx
@@ -164,7 +176,8 @@ def to_onnx(net: SeqNet, input_name: str | None = None):
     for k, v in {"nrqc.task": small.meta.get("task"), "nrqc.arch": small.meta.get("arch"),
                  "nrqc.variant": small.meta.get("variant"), "nrqc.input_layout": small.layout,
                  "nrqc.input_shape": ",".join(map(str, small.input_shape(1))),
-                 "nrqc.output": small.meta.get("output")}.items():
+                 "nrqc.output": small.meta.get("output"),
+                 "nrqc.frontend": _frontend_json(small)}.items():
         if v is not None:
             model.metadata_props.add(key=k, value=str(v))
     onnx.checker.check_model(model, full_check=True)
