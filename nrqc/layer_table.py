@@ -141,7 +141,8 @@ def resolve_tvm_kernels(layers: list[dict], kernels_in_order: list[str]) -> None
             continue
         token = _LAYER_OPS[layer["op"]]
         seen = used.get(token, 0)
-        matches = [k for k in kernels_in_order if re.search(token, k)]
+        # nrqc's own kernels (nrqc_*) are claimed by the passes that emit them
+        matches = [k for k in kernels_in_order if re.search(token, k) and not k.startswith("nrqc_")]
         layer["kernel"] = f"tvm:{matches[seen]}" if seen < len(matches) else "tvm:fused"
         used[token] = seen + 1
         if layer["float_reason"] is None and layer["weight_bits"] is not None:

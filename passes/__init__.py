@@ -8,7 +8,15 @@ from __future__ import annotations
 
 def binary_steps() -> list:
     """Steps that find binary-activation layers and rewrite them to bit-packed operators."""
-    return []
+    from nrqc.pipeline import Step
+    from nrqc.passes import binary_fuse_pack, binary_patterns, binary_rewrite, binary_thresholds
+
+    return [
+        Step("nrqc.BinaryPatterns", "binary", binary_patterns.detect),
+        Step("nrqc.BinaryThresholds", "binary", binary_thresholds.fold_thresholds),
+        Step("nrqc.BinaryRewrite", "binary", binary_rewrite.rewrite),
+        Step("nrqc.BinaryFusePack", "binary", binary_fuse_pack.fuse_pack),
+    ]
 
 
 def schedule_steps() -> list:

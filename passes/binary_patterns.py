@@ -1,0 +1,333 @@
+"""Pass 1: find binary-activation layers in the imported Relax module.
+
+One job: read main's dataflow block and write a plan (``ctx.options["binary_plan"]``)
+with one entry per weighted layer (conv1d/conv2d/matmul with a constant weight) that
+either ends in a Heaviside/Sign head or consumes a binary map. Nothing is rewritten here.
+
+Recognized heads (after DecomposeOpsForInference + FoldConstant):
+  astype(greater|greater_equal|less|less_equal(pre, T), float)   -> {0,1} map
+  sign(pre - T) / sign(pre)                                      -> {-1,+1} map
+where ``pre`` is the layer output through a chain of per-channel constant affine ops
+(bias add, folded BatchNorm multiply/add/subtract/divide) and T a constant.
+Weights (from the layer's ONNX node, checked against the folded Relax constant):
+DequantizeLinear of an int8 initializer (per-tensor/per-channel scale, zero point 0),
+QuantizeLinear -> DequantizeLinear of a float initializer, or +-s per output channel.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+CORE_OPS = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d", "relax.matmul": "matmul"}
+AFFINE_OPS = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
+CMP_OPS = {"relax.greater": (False, True), "relax.greater_equal": (False, False),
+           "relax.less": (True, True), "relax.less_equal": (True, False)}  # (flipped, strict)
+
+
+@dataclasses.dataclass
+class Head:
+    var: Any  # the {0,1} / {-1,+1} float map the model computes
+    pre: Any  # the compared value
+    threshold: np.ndarray  # per channel (broadcast), on pre
+    strict: bool
+    flipped: bool  # comparison was T > pre (i.e. pre < T)
+    encoding: str  # "01" or "pm1"
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    layer: dict | None  # the manifest layer entry
+    core: Any  # Relax var bound to the conv/matmul
+    kind: str  # conv2d | conv1d | matmul
+    x: Any  # input var
+    weight: np.ndarray  # folded float weight (OIHW / OIW / [K, O])
+    attrs: dict
+    head: Head | None = None
+    affine: tuple[np.ndarray, np.ndarray] | None = None  # pre = M * core + K per channel
+    weights: str = "float"  # int8 | binary | float
+    wq: np.ndarray | None = None  # integer weights, same layout as `weight`
+    scale: np.ndarray | None = None  # per output channel
+    reason: str | None = None  # why it cannot become a binary layer (if so)
+    # filled by later passes
+    sigma: np.ndarray | None = None
+    t: np.ndarray | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def c_out(self) -> int:
+        return int(self.weight.shape[1] if self.kind == "matmul" else self.weight.shape[0])
+
+
+def op_name(v) -> str | None:
+    from tvm import relax
+
+    return v.op.name if isinstance(v, relax.Call) and hasattr(v.op, "name") else None
+
+
+def const_value(e):
+    import tvm
+
+    if isinstance(e, tvm.ir.GenericConst) and hasattr(e.value, "numpy"):
+        return e.value.numpy()
+    return None
+
+
+def main_bindings(mod):
+    from tvm import relax
+
+    func = mod["main"]
+    blocks = func.body.blocks
+    if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
+        return None
+    return list(blocks[0].bindings)
+
+
+def use_counts(bindings, body) -> dict:
+    from tvm import relax
+
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+
+    for b in bindings:
+        relax.analysis.post_order_visit(b.value, visit)
+    relax.analysis.post_order_visit(body, visit)
+    return counts
+
+
+def _shape(e) -> tuple[int, ...]:
+    return tuple(int(d) for d in e.ty.shape)
+
+
+def parse_head(value, defs) -> Head | None:
+    """A Heaviside/Sign head binding value -> Head (threshold still on `pre`)."""
+    from tvm import relax
+
+    name = op_name(value)
+    if name == "relax.astype" and str(value.attrs.dtype).startswith("float"):
+        inner = defs.get(value.args[0]) if isinstance(value.args[0], relax.Var) else None
+        cmp = op_name(inner) if inner is not None else None
+        if cmp not in CMP_OPS:
+            return None
+        flipped, strict = CMP_OPS[cmp]
+        a, b = inner.args
+        if const_value(b) is not None and isinstance(a, relax.Var):
+            return Head(None, a, const_value(b), strict, flipped, "01")
+        if const_value(a) is not None and isinstance(b, relax.Var):
+            return Head(None, b, const_value(a), strict, not flipped, "01")
+        return None
+    if name == "relax.sign" and isinstance(value.args[0], relax.Var):
+        pre = value.args[0]
+        inner = defs.get(pre)
+        if op_name(inner) == "relax.subtract" and const_value(inner.args[1]) is not None \
+                and isinstance(inner.args[0], relax.Var):
+            return Head(None, inner.args[0], const_value(inner.args[1]), True, False, "pm1")
+        return Head(None, pre, np.zeros((), np.float32), True, False, "pm1")
+    return None
+
+
+def trace_affine(pre, defs, counts, c_out: int, ndim: int):
+    """Walk back from `pre` over single-use constant affine ops to a core op.
+    Returns (core var, ops list innermost-first) or (None, reason)."""
+    from tvm import relax
+
+    ops = []
+    v = pre
+    while True:
+        value = defs.get(v)
+        name = op_name(value)
+        if name in CORE_OPS:
+            return v, list(reversed(ops))
+        if name in AFFINE_OPS:
+            a, b = value.args
+            ca, cb = const_value(a), const_value(b)
+            if cb is not None and isinstance(a, relax.Var):
+                ops.append((name, cb, False))
+                nxt = a
+            elif ca is not None and isinstance(b, relax.Var) and name in ("relax.add", "relax.multiply", "relax.subtract"):
+                ops.append((name, ca, True))
+                nxt = b
+            else:
+                return None, "non-constant operand between the layer and its threshold"
+            if counts.get(nxt, 0) != 1:
+                return None, "intermediate of the threshold chain is used elsewhere"
+            v = nxt
+            continue
+        return None, f"threshold input is produced by {name or 'a non-call'}"
+
+
+def eval_affine(ops, c_out: int, ndim: int, channel_axis: int = 1):
+    """Per-channel (M, K) of the op chain, or None if a constant varies along other axes."""
+    shape = [1] * ndim
+    shape[channel_axis] = c_out
+
+    def run(y):
+        for name, c, const_left in ops:
+            c = np.asarray(c, np.float64)
+            if c.ndim > ndim or any(d not in (1, shape[i - (ndim - c.ndim)]) or
+                                    (d != 1 and i - (ndim - c.ndim) != channel_axis)
+                                    for i, d in enumerate(c.shape)):
+                return None
+            if name == "relax.add":
+                y = y + c
+            elif name == "relax.multiply":
+                y = y * c
+            elif name == "relax.subtract":
+                y = c - y if const_left else y - c
+            else:
+                y = y / c
+        return np.broadcast_to(y, shape).reshape(c_out)
+
+    k = run(np.zeros(shape))
+    m1 = run(np.ones(shape))
+    if k is None or m1 is None:
+        return None
+    return m1 - k, k
+
+
+def channel_vector(arr, c_out: int, ndim: int, channel_axis: int = 1):
+    a = np.asarray(arr, np.float64)
+    shape = [1] * ndim
+    shape[channel_axis] = c_out
+    try:
+        out = np.broadcast_to(a, shape)
+    except ValueError:
+        return None
+    if a.ndim and a.size > 1 and a.size != c_out:
+        return None
+    return np.ascontiguousarray(out).reshape(c_out)
+
+
+# ------------------------------------------------------------------ weights from ONNX
+
+
+def _onnx_weight_info(model, node_name: str):
+    """(kind, wq or None, scale, reason) for the weight of the named ONNX node."""
+    import onnx.numpy_helper as nh
+
+    if model is None:
+        return "float", None, None, "no ONNX graph available"
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: nh.to_array(i) for i in model.graph.initializer}
+    node = next((n for n in model.graph.node if (n.name or "") == node_name), None)
+    if node is None or len(node.input) < 2:
+        return "float", None, None, "layer not found in the ONNX graph"
+    w = node.input[1]
+    p = producers.get(w)
+    if p is not None and p.op_type == "DequantizeLinear":
+        src = p.input[0]
+        scale = inits.get(p.input[1])
+        zp = inits.get(p.input[2]) if len(p.input) > 2 else None
+        if scale is None:
+            return "float", None, None, "DequantizeLinear scale is not an initializer"
+        if zp is not None and np.any(zp != 0):
+            return "float", None, None, "DequantizeLinear zero point is not 0"
+        if src in inits and inits[src].dtype == np.int8:
+            return "int8", inits[src], scale.astype(np.float32), None
+        q = producers.get(src)
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+            zq = inits.get(q.input[2]) if len(q.input) > 2 else None
+            if zq is not None and zq.dtype != np.int8:
+                return "float", None, None, "QuantizeLinear to uint8 weights"
+            return "int8", None, scale.astype(np.float32), None  # wq recovered from the folded constant
+        return "float", None, None, "DequantizeLinear input is not an int8 initializer"
+    if w in inits:
+        return "float-or-binary", None, None, None
+    return "float", None, None, "weight is computed at run time"
+
+
+def classify_weights(plan: LayerPlan, onnx_model) -> None:
+    """Fill plan.weights / wq / scale (per output channel), or plan.reason."""
+    w = plan.weight.astype(np.float32)
+    co = plan.c_out
+    # rows: one per output channel
+    rows = w.reshape(co, -1) if plan.kind != "matmul" else w.T.reshape(co, -1)
+    kind, _, scale, reason = _onnx_weight_info(onnx_model, plan.layer["name"] if plan.layer else "")
+    if kind == "int8":
+        s = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (co,)).astype(np.float32)
+        if np.any(s == 0):
+            plan.reason = "zero weight scale"
+            return
+        q = np.round(rows / s[:, None])
+        if np.all(np.abs(q) <= 127.0) or (np.all(q >= -128) and np.all(q <= 127)):
+            if np.array_equal((q.astype(np.float32) * s[:, None]).astype(np.float32), rows):
+                plan.weights, plan.scale = "int8", s
+                qi = q.astype(np.int8)
+                plan.wq = qi.reshape(w.shape) if plan.kind != "matmul" else qi.T.reshape(w.shape)
+                return
+        plan.reason = "folded weight is not int8 x scale (non-zero zero point or saturation)"
+        return
+    if kind == "float-or-binary":
+        mag = np.abs(rows)
+        if rows.shape[1] > 1 and np.all(mag > 0) and np.all(mag == mag[:, :1]):
+            plan.weights, plan.scale = "binary", mag[:, 0].astype(np.float32)
+            sign = np.sign(rows).astype(np.int8)
+            plan.wq = sign.reshape(w.shape) if plan.kind != "matmul" else sign.T.reshape(w.shape)
+            return
+        plan.weights = "float"
+        plan.reason = "float weights (neither int8 QDQ nor +-1)"
+        return
+    plan.weights = "float"
+    plan.reason = reason
+
+
+def detect(mod, ctx):
+    """Build ctx.options['binary_plan'] (list of LayerPlan), in binding order."""
+    from tvm import relax
+
+    bindings = main_bindings(mod)
+    plan: list[LayerPlan] = []
+    ctx.options["binary_plan"] = plan
+    if bindings is None:
+        ctx.notes.append("binary passes: main is not a single dataflow block; no binary rewrite")
+        return mod
+    defs = {b.var: b.value for b in bindings}
+    counts = use_counts(bindings, mod["main"].body.body)
+    layers_by_op = {"conv": [l for l in ctx.layers if l["op"] in ("Conv",)],
+                    "dense": [l for l in ctx.layers if l["op"] in ("MatMul", "Gemm")]}
+    seen = {"conv": 0, "dense": 0}
+    by_core = {}
+    for b in bindings:
+        name = op_name(b.value)
+        if name in CORE_OPS:
+            kind = CORE_OPS[name]
+            w = const_value(b.value.args[1])
+            fam = "dense" if kind == "matmul" else "conv"
+            layer = layers_by_op[fam][seen[fam]] if seen[fam] < len(layers_by_op[fam]) else None
+            seen[fam] += 1
+            if w is None or not isinstance(b.value.args[0], relax.Var):
+                continue
+            attrs = {}
+            if kind != "matmul":
+                a = b.value.attrs
+                attrs = {"strides": [int(v) for v in a.strides], "padding": [int(v) for v in a.padding],
+                         "dilation": [int(v) for v in a.dilation], "groups": int(a.groups),
+                         "layout": (str(a.data_layout), str(a.kernel_layout))}
+            elif w.ndim != 2 or len(_shape(b.value.args[0])) != 2:
+                continue
+            p = LayerPlan(layer, b.var, kind, b.value.args[0], w, attrs)
+            classify_weights(p, ctx.onnx_model)
+            by_core[b.var] = p
+            plan.append(p)
+            continue
+        head = parse_head(b.value, defs)
+        if head is None:
+            continue
+        head.var = b.var
+        core, ops = trace_affine(head.pre, defs, counts, 0, 0)
+        if core is None or core not in by_core:
+            continue
+        p = by_core[core]
+        ndim = len(_shape(head.pre))
+        aff = eval_affine(ops, p.c_out, ndim)
+        thr = channel_vector(head.threshold, p.c_out, ndim)
+        if aff is None or thr is None:
+            p.reason = "threshold or affine constants vary along non-channel axes"
+            continue
+        p.head, p.affine = head, aff
+        p.head.threshold = thr
+    return mod

@@ -1,0 +1,371 @@
+"""Pass 3: rewrite planned binary layers (and the pooling between them) to bit-packed
+integer operators.
+
+One job: walk main's dataflow block once, keeping a map "float {0,1}/{-1,+1} map var ->
+packed uint32 var". A layer whose input is available packed and whose weights are int8 or
++-1 becomes a call_tir of an nrqc kernel that reads packed words and (when it ends in a
+Heaviside/Sign head) writes packed words: the float map is then unused and removed by
+dead-code elimination, so activations between two binary layers never exist as float or
+int8 tensors. The first (float-input) conv gets a fused float-conv + threshold + pack
+kernel. Max-pools of packed maps become OR-pools, a global max (GlobalMaxPool/ReduceMax)
+a global OR, and a dense layer on that vector a binary-input dense. Anything that cannot
+be converted keeps the model's own float ops, and its layer entry says why.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nrqc.passes.binary_patterns import main_bindings, op_name
+
+
+@dataclasses.dataclass
+class Packed:
+    var: object  # relax var, uint32 [N, H, W, words]
+    n: int
+    c: int
+    h: int
+    w: int
+    encoding: str  # "01" | "pm1"
+    ndim: int  # rank of the float map it stands for (4: NCHW, 3: NCL, 2: NC vector)
+
+
+def _shape(e):
+    return tuple(int(d) for d in e.ty.shape)
+
+
+class Rewriter:
+    def __init__(self, mod, ctx):
+        from tvm import relax
+
+        self.ctx = ctx
+        self.bb_mod = mod
+        self.new_funcs = {}
+        self.counter = 0
+        self.packed: dict = {}
+        self.self_packed: set = set()  # float maps packed from themselves (cannot be unpacked)
+        self.out_bindings = []
+        self.relax = relax
+        self.bb = relax.BlockBuilder(mod)
+        self.plan = ctx.options.get("binary_plan", [])
+        self.by_core = {p.core: p for p in self.plan}
+        self.by_head = {p.head.var: p for p in self.plan if p.head is not None}
+        self.pools = [layer for layer in ctx.layers if layer["op"] == "MaxPool"]
+        self.gpools = [layer for layer in ctx.layers if layer["op"] in ("GlobalMaxPool", "ReduceMax")]
+        self.seen_pool = 0
+        self.seen_gpool = 0
+        self.kernels_used: list[dict] = []
+
+    # ------------------------------------------------------------ helpers
+    def add_kernel(self, func, base: str):
+        import tvm
+        from nrqc.targets.kernels.binary_ops import as_kernel
+
+        name = f"nrqc_{base}_{self.counter}"
+        self.counter += 1
+        gv = self.bb.add_func(as_kernel(func, name), name)
+        return gv, name
+
+    def emit(self, value, shape, dtype, hint):
+        relax = self.relax
+        var = relax.DataflowVar(hint, relax.TensorType(list(shape), dtype))
+        self.out_bindings.append(relax.VarBinding(var, value))
+        return var
+
+    def call(self, gv, args, shape, dtype, hint):
+        relax = self.relax
+        args = [a if isinstance(a, relax.Expr) else relax.const(a) for a in args]
+        value = relax.call_tir(gv, args, relax.TensorType(list(shape), dtype))
+        return self.emit(value, shape, dtype, hint)
+
+    # ------------------------------------------------------------ geometry
+    def conv_geom(self, p, pk: Packed | None, x_shape):
+        from nrqc.targets.kernels.binary_ops import ConvGeom
+
+        if p.kind == "conv2d":
+            n, c, h, w = x_shape
+            co, cg, kh, kw = p.weight.shape
+            a = p.attrs
+            return ConvGeom(n, c, h, w, co, kh, kw, tuple(a["strides"]), tuple(a["padding"]), tuple(a["dilation"]),
+                            a["groups"])
+        if p.kind == "conv1d":
+            n, c, length = x_shape
+            co, cg, k = p.weight.shape
+            a = p.attrs
+            return ConvGeom(n, c, 1, length, co, 1, k, (1, a["strides"][0]), (0, a["padding"][0], 0, a["padding"][1]),
+                            (1, a["dilation"][0]), a["groups"])
+        n, k = x_shape
+        return ConvGeom(n, k, 1, 1, p.c_out, 1, 1)
+
+    def weight_oihw(self, p, arr):
+        if p.kind == "conv2d":
+            return arr
+        if p.kind == "conv1d":
+            return arr[:, :, None, :]
+        return np.ascontiguousarray(arr.T)[:, :, None, None]  # [K, O] -> [O, K, 1, 1]
+
+    # ------------------------------------------------------------ layer kinds
+    def binary_layer(self, p, pk: Packed, out: str):
+        """call_tir of the integer conv kernel; returns the output var."""
+        from nrqc.targets.kernels import select
+
+        g = self.conv_geom(p, pk, (pk.n, pk.c, pk.h, pk.w) if p.kind == "conv2d" else
+                           (pk.n, pk.c, pk.w) if p.kind == "conv1d" else (pk.n, pk.c))
+        wq = self.weight_oihw(p, p.wq)
+        if p.weights == "int8":
+            if pk.encoding != "01":
+                p.reason = "{-1,+1} (Sign) input with int8 weights is not supported by the integer kernels"
+                return None
+            choice = select.choose_int8_strategy(g, self.ctx.target)
+            strategy = choice["strategy"]
+        else:
+            strategy = "and" if pk.encoding == "01" else "xnor"
+            choice = {"strategy": strategy, "method": "rule: input encoding decides (AND for {0,1}, XNOR for {-1,+1})"}
+        func, wargs = select.build_conv(g, p.weights, strategy, out, wq, self.ctx.target)
+        gv, name = self.add_kernel(func, f"bconv_{p.weights}_{strategy}_{out}")
+        pk_x = pk.var
+        if out == "pack":
+            args = [pk_x, *wargs, p.sigma, p.t]
+            shape, dtype = (g.n, g.ho, g.wo, g.words_out), "uint32"
+        else:
+            args = [pk_x, *wargs, p.scale.astype(np.float32)]
+            shape, dtype = (g.n, g.c_out, g.ho, g.wo), "float32"
+        var = self.call(gv, args, shape, dtype, "packed" if out == "pack" else "acc_y")
+        self.annotate(p, name, act_bits=1, weight_bits=8 if p.weights == "int8" else 1,
+                      replaced=p.layer["macs"] if p.layer else 0, choice=choice)
+        return var, g
+
+    def annotate(self, p, kernel, act_bits, weight_bits, replaced, choice=None, reason=None):
+        if p.layer is None:
+            return
+        p.layer.update({"kernel": f"nrqc:{kernel}", "act_bits": act_bits, "weight_bits": weight_bits,
+                        "multiplications_replaced": int(replaced), "float_reason": reason})
+        if choice is not None:
+            p.layer["strategy"] = choice
+        if p.info.get("accumulator"):
+            p.layer["accumulator"] = p.info["accumulator"]
+        if p.head is not None:
+            p.layer["output"] = {"01": "packed {0,1} bits", "pm1": "packed {-1,+1} bits"}[p.head.encoding]
+        self.kernels_used.append({"layer": p.layer["name"], "kernel": kernel})
+
+    # ------------------------------------------------------------ main walk
+    def run(self, mod):
+        import tvm
+        from nrqc.targets.kernels import binary_ops as bo
+
+        relax = self.relax
+        bindings = main_bindings(mod)
+        if bindings is None:
+            return mod
+        for b in bindings:
+            v = b.value
+            name = op_name(v)
+            p_core = self.by_core.get(b.var)
+            # a binary-input layer whose output stays float (dense head, conv + ReLU, ...)
+            if p_core is not None and p_core.head is None and isinstance(p_core.x, relax.Var) \
+                    and p_core.x in self.packed and p_core.reason is None:
+                pk = self.packed[p_core.x]
+                if p_core.weights in ("int8", "binary") and p_core.kind != "matmul" or (
+                        p_core.kind == "matmul" and p_core.weights in ("int8", "binary") and pk.ndim == 2):
+                    res = self.binary_layer(p_core, pk, "float")
+                    if res is not None:
+                        y, g = res
+                        out_shape = _shape(b.var)
+                        self.out_bindings.append(relax.VarBinding(b.var, relax.op.reshape(y, out_shape)))
+                        continue
+            if p_core is not None and p_core.kind == "matmul" and isinstance(p_core.x, relax.Var) \
+                    and p_core.x in self.packed and self.packed[p_core.x].ndim == 2 and p_core.weights == "float" \
+                    and p_core.head is None:
+                pk = self.packed[p_core.x]
+                k, o = p_core.weight.shape
+                func = bo.binary_dense(pk.n, k, o, "float", signed_input=pk.encoding == "pm1")
+                from nrqc.targets.kernels import select
+
+                func = select.schedule_dense(func, self.ctx.target)
+                gv, kname = self.add_kernel(func, "binary_fc_float")
+                value = relax.call_tir(gv, [pk.var, relax.const(p_core.weight.astype(np.float32))],
+                                       relax.TensorType([pk.n, o], "float32"))
+                self.out_bindings.append(relax.VarBinding(b.var, value))
+                self.annotate(p_core, kname, act_bits=1, weight_bits=32, replaced=p_core.layer["macs"] if p_core.layer else 0,
+                              choice={"strategy": "select-add of float weights", "method": "only kernel for float weights"})
+                p_core.layer["float_reason"] = None
+                continue
+            self.out_bindings.append(b)
+            if b.var in self.by_head:
+                self.head(self.by_head[b.var], b)
+            elif name in ("relax.nn.max_pool2d", "relax.nn.max_pool1d"):
+                self.pool(b, name)
+            elif name == "relax.max":
+                self.global_pool(b)
+            elif name == "relax.reshape":
+                src = v.args[0]
+                if isinstance(src, relax.Var) and src in self.packed and self.packed[src].h == 1 \
+                        and self.packed[src].w == 1:
+                    shp = _shape(b.var)
+                    pk = self.packed[src]
+                    if shp in ((pk.n, pk.c), (pk.n, pk.c, 1, 1), (pk.n, pk.c, 1)):
+                        self.packed[b.var] = dataclasses.replace(pk, ndim=len(shp))
+        self.unpack_for_float_consumers(bo)
+        # assemble
+        func = mod["main"]
+        body = func.body
+        new_block = relax.DataflowBlock(self.out_bindings)
+        new_seq = relax.SeqExpr([new_block], body.body)
+        new_main = relax.Function(func.params, new_seq, func.ret_ty, func.is_pure, func.attrs)
+        mod = self.bb.get()
+        mod["main"] = new_main
+        mod = relax.transform.DeadCodeElimination(["main"])(mod)
+        return mod
+
+    def unpack_for_float_consumers(self, bo):
+        """A packed map whose float twin is still read by a non-binary op (for example the
+        model output) is unpacked from the packed words instead of being recomputed in float."""
+        relax = self.relax
+        from nrqc.passes.binary_patterns import use_counts
+
+        counts = use_counts(self.out_bindings, self.bb_mod["main"].body.body)
+        twins: dict = {}
+        for fvar, pk in self.packed.items():
+            if fvar not in self.self_packed and counts.get(fvar, 0) > 0:
+                twins.setdefault(pk.var, []).append(fvar)
+        replaced = {f for fs in twins.values() for f in fs}
+        out = []
+        for b in self.out_bindings:
+            if b.var in replaced:
+                continue  # the float original: re-bound below from the packed words
+            out.append(b)
+            for fvar in twins.get(b.var, []):
+                pk = self.packed[fvar]
+                shape = _shape(fvar)
+                gv, _ = self.add_kernel(bo.unpack(pk.n, pk.c, pk.h, pk.w, signed=pk.encoding == "pm1"), "unpack")
+                value = relax.call_tir(gv, [pk.var], relax.TensorType([pk.n, pk.c, pk.h, pk.w], "float32"))
+                if shape != (pk.n, pk.c, pk.h, pk.w):
+                    tmp = relax.DataflowVar("unpacked", relax.TensorType([pk.n, pk.c, pk.h, pk.w], "float32"))
+                    out.append(relax.VarBinding(tmp, value))
+                    value = relax.op.reshape(tmp, shape)
+                out.append(relax.VarBinding(fvar, value))
+        self.out_bindings = out
+
+    def head(self, p, b):
+        """The Heaviside/Sign map of layer p was just bound: make its packed twin."""
+        from nrqc.targets.kernels import binary_ops as bo
+        from nrqc.targets.kernels import select
+
+        relax = self.relax
+        shape = _shape(b.var)
+        enc = p.head.encoding
+        x = p.x
+        pk_in = self.packed.get(x) if isinstance(x, relax.Var) else None
+        if pk_in is not None and p.weights in ("int8", "binary") and p.sigma is not None and p.reason is None and (
+                p.kind != "matmul" or pk_in.ndim == 2):
+            res = self.binary_layer(p, pk_in, "pack")
+            if res is not None:
+                var, g = res
+                self._set_packed(b.var, var, shape, enc)
+                return
+        if pk_in is None and p.kind in ("conv2d", "conv1d") and p.weights in ("float", "int8", "binary") \
+                and p.affine is not None:
+            # float input (e.g. the log-mel first layer): float conv fused with threshold + pack
+            xs = _shape(x)
+            g = self.conv_geom(p, None, xs)
+            m, k = p.affine
+            t = p.head.threshold
+            if p.head.flipped:
+                m, k, t = -m, -k, -t
+            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict), g, self.ctx.target)
+            gv, kname = self.add_kernel(func, "fconv_threshold_pack")
+            xin = x if p.kind == "conv2d" else self.emit(relax.op.reshape(x, (g.n, g.c_in, 1, g.w)),
+                                                         (g.n, g.c_in, 1, g.w), "float32", "x4d")
+            var = self.call(gv, [xin, self.weight_oihw(p, p.weight).astype(np.float32), m.astype(np.float32),
+                                 k.astype(np.float32), t.astype(np.float32)],
+                            (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
+            self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,
+                          reason="input is not binary (float features): float conv, its threshold and bit packing "
+                                 "fused into one kernel that emits packed bits")
+            self._set_packed(b.var, var, shape, enc)
+            return
+        # not convertible: the layer stays float, but its output map is packed for the consumers
+        if p.layer is not None:
+            p.layer["float_reason"] = p.reason or ("binary input, but " + (
+                "its input map is not available packed" if pk_in is None else "no integer kernel applies"))
+        n, c = shape[0], shape[1]
+        h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2]) if len(shape) == 3 else (1, 1)
+        func = bo.pack_map(n, c, h, w)
+        gv, _ = self.add_kernel(func, "pack_map")
+        xin = b.var if len(shape) == 4 else self.emit(relax.op.reshape(b.var, (n, c, h, w)), (n, c, h, w), "float32", "m4d")
+        var = self.call(gv, [xin], (n, h, w, bo.n_words(c)), "uint32", "packed")
+        self.ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: output map computed in float, then packed")
+        self._set_packed(b.var, var, shape, enc)
+        self.self_packed.add(b.var)
+
+    def _set_packed(self, fvar, pvar, shape, enc):
+        n, c = shape[0], shape[1]
+        h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2]) if len(shape) == 3 else (1, 1)
+        self.packed[fvar] = Packed(pvar, n, c, h, w, enc, len(shape))
+
+    def pool(self, b, name):
+        from nrqc.targets.kernels import binary_ops as bo
+        from nrqc.targets.kernels import select
+
+        layer = self.pools[self.seen_pool] if self.seen_pool < len(self.pools) else None
+        self.seen_pool += 1
+        src = b.value.args[0]
+        pk = self.packed.get(src)
+        a = b.value.attrs
+        if pk is None:
+            return
+        if bool(a.ceil_mode) or any(int(d) != 1 for d in a.dilation) or str(a.layout) not in ("NCHW", "NCW"):
+            if layer:
+                layer["float_reason"] = "max-pool with ceil_mode/dilation/layout the OR-pool does not cover"
+            return
+        if name == "relax.nn.max_pool2d":
+            kernel, stride, pad = [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding]
+        else:
+            kernel = [1, int(a.pool_size[0])]
+            stride = [1, int(a.strides[0])]
+            pad = [0, int(a.padding[0]), 0, int(a.padding[1])]
+        func = select.schedule_elementwise(bo.or_pool(pk.n, pk.h, pk.w, pk.c, kernel, stride, pad), self.ctx.target)
+        gv, kname = self.add_kernel(func, "or_pool")
+        shape = _shape(b.var)
+        ho, wo = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2])
+        var = self.call(gv, [pk.var], (pk.n, ho, wo, bo.n_words(pk.c)), "uint32", "pooled")
+        self.packed[b.var] = Packed(var, pk.n, pk.c, ho, wo, pk.encoding, len(shape))
+        if layer:
+            layer.update({"kernel": f"nrqc:{kname}", "act_bits": 1, "float_reason": None})
+            self.kernels_used.append({"layer": layer["name"], "kernel": kname})
+
+    def global_pool(self, b):
+        from nrqc.targets.kernels import binary_ops as bo
+
+        src = b.value.args[0]
+        pk = self.packed.get(src)
+        if pk is None:
+            return
+        layer = self.gpools[self.seen_gpool] if self.seen_gpool < len(self.gpools) else None
+        self.seen_gpool += 1
+        axes = sorted(int(a) % pk.ndim for a in b.value.attrs.axis) if b.value.attrs.axis is not None else None
+        spatial = list(range(2, pk.ndim))
+        if axes != spatial:
+            if layer:
+                layer["float_reason"] = f"max over axes {axes} is not a global spatial max"
+            return
+        func = bo.global_or(pk.n, pk.h, pk.w, pk.c)
+        gv, kname = self.add_kernel(func, "global_or")
+        var = self.call(gv, [pk.var], (pk.n, 1, 1, bo.n_words(pk.c)), "uint32", "gpooled")
+        self.packed[b.var] = Packed(var, pk.n, pk.c, 1, 1, pk.encoding, len(_shape(b.var)))
+        if layer:
+            layer.update({"kernel": f"nrqc:{kname}", "act_bits": 1, "float_reason": None})
+            self.kernels_used.append({"layer": layer["name"], "kernel": kname})
+
+
+def rewrite(mod, ctx):
+    rw = Rewriter(mod, ctx)
+    mod = rw.run(mod)
+    ctx.options["binary_kernels"] = rw.kernels_used
+    # binary-input layers left float must say so (no silent fallback)
+    for p in rw.plan:
+        if p.layer is not None and not str(p.layer.get("kernel") or "").startswith("nrqc:") and p.reason \
+                and p.layer.get("float_reason") is None and p.layer.get("act_bits") == 1:
+            p.layer["float_reason"] = p.reason
+    return mod

@@ -1,0 +1,318 @@
+"""TE definitions of the bit-packed operators (target independent compute).
+
+Every builder returns a ``tvm.tirx.PrimFunc`` (``te.create_prim_func``) whose parameters
+are listed in its docstring, in order, with the output last. Geometry is 2-d; a Conv1d
+is run as a 2-d conv with H = 1 and a 1-row kernel.
+
+Binary-activation x int8-weight strategies (acc = sum of the weights whose input bit is 1):
+  * ``bitserial``: weights as 8 two's-complement bit-planes packed like the input;
+    acc = sum_{b<7} 2^b popcount(x & P_b) - 128 popcount(x & P_7).
+  * ``masked``: unpack each input bit and add the int8 weight where it is 1 (a select-add,
+    vectorized over output channels; LLVM turns it into masked vector adds).
+Binary x binary (weights +-1, bit 1 = +1, restricted to the output channel's group by a mask M):
+  * ``and`` ({0,1} x {-1,+1}): acc = 2 popcount(x & Wp) - popcount(x & M)
+  * ``xnor`` ({-1,+1} x {-1,+1}): acc = 2 popcount(~(x ^ Wp) & M) - popcount(M) for
+    in-bounds taps; zero-padded taps contribute 0 (ONNX pads a Sign map with 0, not -1).
+Epilogues: ``pack``: bit_o = (sigma_o * acc >= t_o), packed along channels;
+``float``: y = acc * scale_o (float32, NCHW or [N, O]).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tvm
+from tvm import te, tirx
+
+WORD = 32
+
+
+def n_words(c: int) -> int:
+    return (c + WORD - 1) // WORD
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeom:
+    n: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    kh: int
+    kw: int
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def ho(self) -> int:
+        return (self.h + self.pad[0] + self.pad[2] - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + self.pad[1] + self.pad[3] - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
+
+    @property
+    def cg(self) -> int:
+        return self.c_in // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.c_out // self.groups
+
+    @property
+    def words_in(self) -> int:
+        return n_words(self.c_in)
+
+    @property
+    def words_out(self) -> int:
+        return n_words(self.c_out)
+
+
+def _u32(v):
+    return tirx.const(v, "uint32")
+
+
+def _bit(word, b):
+    """Bit b (an index expression) of a uint32 word, as uint32 0/1."""
+    return (word >> b.astype("uint32")) & _u32(1)
+
+
+def _clamp(i, hi):
+    return tirx.max(tirx.min(i, hi - 1), 0)
+
+
+def _tap(g: ConvGeom, oh, ow, r, s):
+    ih = oh * g.stride[0] + r * g.dilation[0] - g.pad[0]
+    iw = ow * g.stride[1] + s * g.dilation[1] - g.pad[1]
+    inb = tirx.all(ih >= 0, ih < g.h, iw >= 0, iw < g.w)
+    return _clamp(ih, g.h), _clamp(iw, g.w), inb
+
+
+def _popc(x):
+    return tirx.popcount(x).astype("int32")
+
+
+# ----------------------------------------------------------------------------- accumulators
+
+def acc_int8_bitserial(g: ConvGeom, X, P):
+    """X uint32 [N,H,W,Wi]; P uint32 [8, Co, kh, kw, Wi] (planes in full-channel space,
+    zero outside the output channel's group)."""
+    r = te.reduce_axis((0, g.kh), "r")
+    s = te.reduce_axis((0, g.kw), "s")
+    j = te.reduce_axis((0, g.words_in), "j")
+
+    def f(n, oh, ow, o):
+        ih, iw, inb = _tap(g, oh, ow, r, s)
+        x = tirx.if_then_else(inb, X[n, ih, iw, j], _u32(0))
+        val = _popc(x & P[0, o, r, s, j])
+        for b in range(1, 7):
+            val = val + (_popc(x & P[b, o, r, s, j]) << b)
+        val = val - (_popc(x & P[7, o, r, s, j]) << 7)
+        return te.sum(val, axis=[r, s, j])
+
+    return te.compute((g.n, g.ho, g.wo, g.c_out), f, name="acc")
+
+
+def acc_int8_masked(g: ConvGeom, X, Wt):
+    """X uint32 [N,H,W,Wi]; Wt int8 [kh, kw, Cg, Co] (group-local input channel)."""
+    r = te.reduce_axis((0, g.kh), "r")
+    s = te.reduce_axis((0, g.kw), "s")
+    c = te.reduce_axis((0, g.cg), "c")
+
+    def f(n, oh, ow, o):
+        ih, iw, inb = _tap(g, oh, ow, r, s)
+        ci = (o // g.og) * g.cg + c
+        bit = _bit(X[n, ih, iw, ci // WORD], ci % WORD)
+        on = tirx.all(inb, bit == _u32(1))
+        return te.sum(tirx.Select(on, Wt[r, s, c, o].astype("int32"), 0), axis=[r, s, c])
+
+    return te.compute((g.n, g.ho, g.wo, g.c_out), f, name="acc")
+
+
+def acc_binary(g: ConvGeom, X, Wp, M, mode: str):
+    """X uint32 [N,H,W,Wi]; Wp, group mask M uint32 [Co, kh, kw, Wi] / [Co, Wi]."""
+    r = te.reduce_axis((0, g.kh), "r")
+    s = te.reduce_axis((0, g.kw), "s")
+    j = te.reduce_axis((0, g.words_in), "j")
+
+    def f(n, oh, ow, o):
+        ih, iw, inb = _tap(g, oh, ow, r, s)
+        x = X[n, ih, iw, j]
+        if mode == "and":
+            v = (_popc(x & Wp[o, r, s, j]) << 1) - _popc(x & M[o, j])
+        elif mode == "xnor":
+            v = (_popc(~(x ^ Wp[o, r, s, j]) & M[o, j]) << 1) - _popc(M[o, j])
+        else:
+            raise ValueError(mode)
+        return te.sum(tirx.if_then_else(inb, v, 0), axis=[r, s, j])
+
+    return te.compute((g.n, g.ho, g.wo, g.c_out), f, name="acc")
+
+
+# ----------------------------------------------------------------------------- epilogues
+
+def pack_bits(bits_fn, n, h, w, c, name="packed"):
+    """uint32 [n,h,w,ceil(c/32)] from bits_fn(n,h,w,ch) -> bool (channels >= c are 0)."""
+    b = te.reduce_axis((0, WORD), "b")
+
+    def f(i, y, x, j):
+        ch = j * WORD + b
+        on = tirx.all(ch < c, bits_fn(i, y, x, tirx.min(ch, c - 1)))
+        return te.sum(tirx.Select(on, _u32(1) << b.astype("uint32"), _u32(0)), axis=b)
+
+    return te.compute((n, h, w, n_words(c)), f, name=name)
+
+
+def epilogue_pack(acc, sigma, t, g: ConvGeom):
+    return pack_bits(lambda n, y, x, o: sigma[o] * acc[n, y, x, o] >= t[o], g.n, g.ho, g.wo, g.c_out)
+
+
+def epilogue_float(acc, scale, g: ConvGeom):
+    return te.compute((g.n, g.c_out, g.ho, g.wo), lambda n, o, y, x: acc[n, y, x, o].astype("float32") * scale[o],
+                      name="y")
+
+
+# ----------------------------------------------------------------------------- whole operators
+
+def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str):
+    """weights "int8" (strategy "bitserial" | "masked") or "binary" (strategy "and" | "xnor").
+    out "pack": params (X, W..., sigma int32[Co], t int32[Co], Y uint32[N,Ho,Wo,Wo32]);
+    out "float": params (X, W..., scale float32[Co], Y float32[N,Co,Ho,Wo])."""
+    X = te.placeholder((g.n, g.h, g.w, g.words_in), "uint32", name="X")
+    if weights == "int8" and strategy == "bitserial":
+        Ws = [te.placeholder((8, g.c_out, g.kh, g.kw, g.words_in), "uint32", name="P")]
+        acc = acc_int8_bitserial(g, X, *Ws)
+    elif weights == "int8" and strategy == "masked":
+        Ws = [te.placeholder((g.kh, g.kw, g.cg, g.c_out), "int8", name="Wt")]
+        acc = acc_int8_masked(g, X, *Ws)
+    elif weights == "binary":
+        Ws = [te.placeholder((g.c_out, g.kh, g.kw, g.words_in), "uint32", name="Wp"),
+              te.placeholder((g.c_out, g.words_in), "uint32", name="M")]
+        acc = acc_binary(g, X, *Ws, mode=strategy)
+    else:
+        raise ValueError((weights, strategy))
+    if out == "pack":
+        sigma = te.placeholder((g.c_out,), "int32", name="sigma")
+        t = te.placeholder((g.c_out,), "int32", name="t")
+        y = epilogue_pack(acc, sigma, t, g)
+        args = [X, *Ws, sigma, t, y]
+    else:
+        scale = te.placeholder((g.c_out,), "float32", name="scale")
+        y = epilogue_float(acc, scale, g)
+        args = [X, *Ws, scale, y]
+    return te.create_prim_func(args)
+
+
+def float_conv_pack(g: ConvGeom, strict: bool = True):
+    """The first (float-input) layer: float conv, per-channel affine y*m + k, compare with
+    T (Greater, or GreaterOrEqual when strict=False), packed. Params (X float32 NCHW,
+    W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32])."""
+    X = te.placeholder((g.n, g.c_in, g.h, g.w), "float32", name="X")
+    W = te.placeholder((g.c_out, g.cg, g.kh, g.kw), "float32", name="W")
+    m = te.placeholder((g.c_out,), "float32", name="m")
+    k = te.placeholder((g.c_out,), "float32", name="k")
+    T = te.placeholder((g.c_out,), "float32", name="T")
+    r = te.reduce_axis((0, g.kh), "r")
+    s = te.reduce_axis((0, g.kw), "s")
+    c = te.reduce_axis((0, g.cg), "c")
+
+    def conv(n, oh, ow, o):
+        ih, iw, inb = _tap(g, oh, ow, r, s)
+        ci = (o // g.og) * g.cg + c
+        return te.sum(tirx.if_then_else(inb, X[n, ci, ih, iw], tirx.const(0.0, "float32")) * W[o, c, r, s],
+                      axis=[c, r, s])
+
+    y = te.compute((g.n, g.ho, g.wo, g.c_out), conv, name="conv")
+    if strict:
+        bits = lambda n, a, b, o: y[n, a, b, o] * m[o] + k[o] > T[o]  # noqa: E731
+    else:
+        bits = lambda n, a, b, o: y[n, a, b, o] * m[o] + k[o] >= T[o]  # noqa: E731
+    out = pack_bits(bits, g.n, g.ho, g.wo, g.c_out)
+    return te.create_prim_func([X, W, m, k, T, out])
+
+
+def or_pool(n, h, w, c, kernel, stride, pad):
+    """Max-pool of a packed {0,1} map = bitwise OR over the window (padding = 0 bits; a
+    window always holds at least one real element). Params (X, Y) uint32."""
+    ho = (h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1
+    wo = (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1
+    X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
+
+    def f(i, y, x, j):
+        v = _u32(0)
+        for r in range(kernel[0]):
+            for s in range(kernel[1]):
+                ih, iw = y * stride[0] + r - pad[0], x * stride[1] + s - pad[1]
+                inb = tirx.all(ih >= 0, ih < h, iw >= 0, iw < w)
+                v = v | tirx.if_then_else(inb, X[i, _clamp(ih, h), _clamp(iw, w), j], _u32(0))
+        return v
+
+    Y = te.compute((n, ho, wo, n_words(c)), f, name="pooled")
+    return te.create_prim_func([X, Y])
+
+
+def global_or(n, h, w, c):
+    """Global max-pool of a packed map: OR over all positions. Params (X, Y uint32 [N,1,1,Wc])."""
+    X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
+    bor = te.comm_reducer(lambda a, b: a | b, lambda dt: tirx.const(0, dt), name="bit_or")
+    y = te.reduce_axis((0, h), "y")
+    x = te.reduce_axis((0, w), "x")
+    Y = te.compute((n, 1, 1, n_words(c)), lambda i, a, b, j: bor(X[i, y, x, j], axis=[y, x]), name="gor")
+    return te.create_prim_func([X, Y])
+
+
+def binary_dense(n, k, o, weights: str, signed_input: bool = False):
+    """Dense layer on a packed binary vector X uint32 [N, 1, 1, ceil(K/32)].
+    weights "float": W float32 [K, O] -> Y = sum_k x_k W[k, :] (select-add);
+    weights "int8": W int8 [K, O], scale float32 [O] -> Y = scale * sum_k x_k W[k, :] (int32 acc).
+    signed_input: x_k in {-1,+1} (bit 1 = +1). Y float32 [N, O]."""
+    X = te.placeholder((n, 1, 1, n_words(k)), "uint32", name="X")
+    kk = te.reduce_axis((0, k), "kk")
+    if weights == "float":
+        W = te.placeholder((k, o), "float32", name="W")
+        zero = tirx.const(0.0, "float32")
+
+        def f(i, j):
+            on = _bit(X[i, 0, 0, kk // WORD], kk % WORD) == _u32(1)
+            wv = W[kk, j]
+            return te.sum(tirx.Select(on, wv, -wv if signed_input else zero), axis=kk)
+
+        Y = te.compute((n, o), f, name="y")
+        return te.create_prim_func([X, W, Y])
+    W = te.placeholder((k, o), "int8", name="W")
+    scale = te.placeholder((o,), "float32", name="scale")
+
+    def g_(i, j):
+        on = _bit(X[i, 0, 0, kk // WORD], kk % WORD) == _u32(1)
+        wv = W[kk, j].astype("int32")
+        return te.sum(tirx.Select(on, wv, -wv if signed_input else 0), axis=kk)
+
+    acc = te.compute((n, o), g_, name="acc")
+    Y = te.compute((n, o), lambda i, j: acc[i, j].astype("float32") * scale[j], name="y")
+    return te.create_prim_func([X, W, scale, Y])
+
+
+def unpack(n, c, h, w, signed: bool = False):
+    """Packed map -> float32 NCHW ({0,1}, or {-1,+1} when signed). Params (X, Y)."""
+    X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
+
+    def f(i, ch, y, x):
+        bit = _bit(X[i, y, x, ch // WORD], ch % WORD).astype("float32")
+        return bit * 2.0 - 1.0 if signed else bit
+
+    return te.create_prim_func([X, te.compute((n, c, h, w), f, name="unpacked")])
+
+
+def as_kernel(func, name: str):
+    """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it)."""
+    # tirx.is_scheduled: nrqc.targets.kernels.select already scheduled it (shipped rules skip it)
+    return func.with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True, "tirx.is_scheduled": True})
+
+
+def pack_map(n, c, h, w):
+    """A float {0,1} / {-1,+1} NCHW map (computed in float by a layer nrqc could not
+    convert) -> packed words (bit = value > 0). Params (X float32, Y uint32)."""
+    X = te.placeholder((n, c, h, w), "float32", name="X")
+    Y = pack_bits(lambda i, y, x, ch: X[i, ch, y, x] > tirx.const(0.0, "float32"), n, h, w, c)
+    return te.create_prim_func([X, Y])

@@ -1,0 +1,98 @@
+"""Host-side (compile-time) packing of weights and activations, and plain numpy references
+for every packed operator (the tests' independent ground truth)."""
+from __future__ import annotations
+
+import numpy as np
+
+WORD = 32
+
+
+def n_words(c: int) -> int:
+    return (c + WORD - 1) // WORD
+
+
+def pack_channels(bits: np.ndarray) -> np.ndarray:
+    """bool/0-1 array [..., C] -> uint32 [..., ceil(C/32)], bit c%32 of word c//32."""
+    bits = np.asarray(bits).astype(bool)
+    c = bits.shape[-1]
+    padded = np.zeros(bits.shape[:-1] + (n_words(c) * WORD,), bool)
+    padded[..., :c] = bits
+    grouped = padded.reshape(bits.shape[:-1] + (n_words(c), WORD)).astype(np.uint64)
+    return (grouped << np.arange(WORD, dtype=np.uint64)).sum(-1).astype(np.uint32)
+
+
+def unpack_channels(words: np.ndarray, c: int) -> np.ndarray:
+    w = np.asarray(words, np.uint32)[..., None] >> np.arange(WORD, dtype=np.uint32)
+    return (w & 1).reshape(words.shape[:-1] + (-1,))[..., :c].astype(np.uint8)
+
+
+def pack_nchw(x: np.ndarray) -> np.ndarray:
+    """{0,1} (or >0 for +1) NCHW map -> packed NHWC words."""
+    return pack_channels(np.moveaxis(np.asarray(x) > 0, 1, -1))
+
+
+def _full_channel(w: np.ndarray, groups: int) -> np.ndarray:
+    """[Co, Cg, kh, kw] -> [Co, kh, kw, C_in] with zeros outside each output's group."""
+    co, cg, kh, kw = w.shape
+    og = co // groups
+    full = np.zeros((co, kh, kw, cg * groups), w.dtype)
+    for o in range(co):
+        g = o // og
+        full[o, :, :, g * cg:(g + 1) * cg] = np.moveaxis(w[o], 0, -1)
+    return full
+
+
+def bitplanes_int8(wq: np.ndarray, groups: int = 1) -> np.ndarray:
+    """int8 [Co,Cg,kh,kw] -> uint32 [8, Co, kh, kw, Wi] two's-complement bit-planes."""
+    full = _full_channel(wq.astype(np.int8), groups).view(np.uint8)
+    return np.stack([pack_channels((full >> b) & 1) for b in range(8)])
+
+
+def masked_weights(wq: np.ndarray) -> np.ndarray:
+    """int8 [Co,Cg,kh,kw] -> int8 [kh, kw, Cg, Co] (the masked-add kernel's layout)."""
+    return np.ascontiguousarray(np.transpose(wq.astype(np.int8), (2, 3, 1, 0)))
+
+
+def binary_weights(wsign: np.ndarray, groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """+-1 [Co,Cg,kh,kw] -> (Wp uint32 [Co,kh,kw,Wi] bit=1 for +1, group mask M [Co, Wi])."""
+    full = _full_channel((wsign > 0).astype(np.uint8), groups)
+    mask = _full_channel(np.ones_like(wsign, np.uint8), groups)[:, 0, 0, :]
+    return pack_channels(full), pack_channels(mask)
+
+
+# ------------------------------------------------------------------ numpy references
+
+
+def ref_conv_acc(x: np.ndarray, w: np.ndarray, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """Exact integer conv: x int [N,C,H,W], w int [Co,Cg,kh,kw] -> int64 [N,Co,Ho,Wo]."""
+    n, c, h, wd = x.shape
+    co, cg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + pad[0] + pad[2], wd + pad[1] + pad[3]), np.int64)
+    xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
+    ho = (xp.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (xp.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out = np.zeros((n, co, ho, wo), np.int64)
+    og = co // groups
+    for g in range(groups):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        ws = w[g * og:(g + 1) * og].astype(np.int64)
+        for r in range(kh):
+            for s in range(kw):
+                patch = xs[:, :, r * dilation[0]:r * dilation[0] + stride[0] * (ho - 1) + 1:stride[0],
+                           s * dilation[1]:s * dilation[1] + stride[1] * (wo - 1) + 1:stride[1]]
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, r, s])
+    return out
+
+
+def ref_or_pool(x01: np.ndarray, kernel, stride, pad) -> np.ndarray:
+    """Max-pool of a {0,1} NCHW map (padding never wins: pads with 0)."""
+    n, c, h, w = x01.shape
+    xp = np.zeros((n, c, h + pad[0] + pad[2], w + pad[1] + pad[3]), x01.dtype)
+    xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x01
+    ho = (xp.shape[2] - kernel[0]) // stride[0] + 1
+    wo = (xp.shape[3] - kernel[1]) // stride[1] + 1
+    out = np.zeros((n, c, ho, wo), x01.dtype)
+    for r in range(kernel[0]):
+        for s in range(kernel[1]):
+            out = np.maximum(out, xp[:, :, r:r + stride[0] * (ho - 1) + 1:stride[0], s:s + stride[1] * (wo - 1) + 1:stride[1]])
+    return out

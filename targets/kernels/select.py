@@ -1,0 +1,216 @@
+"""Per-layer kernel choice and per-target schedules for the binary operators.
+
+Strategy choice for binary x int8 layers: on a target that runs here (kind "host") both
+strategies are built with their schedules and timed on the layer's real shape (median of
+a few runs, random packed input): the faster wins. Elsewhere an op-count cost model over
+the target's figures decides (popcount bits/cycle vs int8 MACs/cycle). Both the numbers
+and the method go to the manifest.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import packing as pk
+
+
+def weight_args(g: bo.ConvGeom, weights: str, strategy: str, wq: np.ndarray) -> list[np.ndarray]:
+    if weights == "int8" and strategy == "bitserial":
+        return [pk.bitplanes_int8(wq, g.groups)]
+    if weights == "int8" and strategy == "masked":
+        return [pk.masked_weights(wq)]
+    wp, m = pk.binary_weights(wq, g.groups)
+    return [wp, m]
+
+
+def _target_family(target) -> str:
+    t = target.tvm_target if target is not None else {}
+    kind = t.get("kind", "llvm")
+    if kind == "c":
+        return "c"
+    triple = str(t.get("mtriple", ""))
+    if "aarch64" in triple or "arm" in triple:
+        return "arm"
+    return "x86"
+
+
+def _vector_lanes(target) -> int:
+    fam = _target_family(target)
+    if fam == "c":
+        return 1
+    if fam == "arm":
+        return 4
+    flags = set(getattr(target, "notes", ()) or ())
+    return 16 if any(f.startswith("avx512f") for f in flags) else 8
+
+
+# ------------------------------------------------------------------ schedules
+
+def _sch(func):
+    from tvm import s_tir
+
+    return s_tir.Schedule(func)
+
+
+def schedule_conv(func, g: bo.ConvGeom, out: str, target):
+    """Output channels innermost (vector lanes), reduction inside, pixel loops outside,
+    the pack / float epilogue computed per output pixel."""
+    if _target_family(target) == "c":
+        return func  # plain loops: the generic C lowering for Cortex-M
+    try:
+        sch = _sch(func)
+        acc = sch.get_sblock("acc")
+        epi = sch.get_sblock("packed" if out == "pack" else "y")
+        n, oh, ow, o = sch.get_loops(acc)[:4]
+        red = sch.get_loops(acc)[4:]
+        lanes = _vector_lanes(target)
+        if out == "pack":
+            en, eh, ew, ej, eb = sch.get_loops(epi)
+            sch.compute_at(acc, ew)
+        else:
+            en, eo, eh, ew = sch.get_loops(epi)
+            sch.reorder(en, eh, ew, eo)
+            sch.compute_at(acc, ew)
+        loops = sch.get_loops(acc)
+        o_loop = loops[3]
+        red = loops[4:]
+        sch.reorder(*red, o_loop)
+        init = sch.decompose_reduction(acc, red[0])
+        if g.c_out % lanes == 0 or g.c_out >= lanes:
+            for blk in (acc, init):
+                lo = sch.get_loops(blk)[-1]
+                if g.c_out % lanes == 0 and g.c_out > lanes:
+                    _, inner = sch.split(lo, [None, lanes])
+                    sch.vectorize(inner)
+                elif g.c_out <= 64:
+                    sch.vectorize(lo)
+        if out == "pack":
+            sch.unroll(sch.get_loops(epi)[-1])
+        outer = sch.get_loops(epi)[1]
+        if g.ho > 1:
+            sch.parallel(outer)
+        return sch.mod["main"]
+    except Exception:  # a schedule is an optimization: fall back to plain loops
+        return func
+
+
+def schedule_float_conv_pack(func, g: bo.ConvGeom, target):
+    if _target_family(target) == "c":
+        return func
+    try:
+        sch = _sch(func)
+        conv = sch.get_sblock("conv")
+        epi = sch.get_sblock("packed")
+        en, eh, ew, ej, eb = sch.get_loops(epi)
+        sch.compute_at(conv, ew)
+        loops = sch.get_loops(conv)
+        o_loop, red = loops[3], loops[4:]
+        sch.reorder(*red, o_loop)
+        init = sch.decompose_reduction(conv, red[0])
+        for r in red[1:]:
+            try:
+                sch.unroll(r)
+            except Exception:
+                pass
+        for blk in (conv, init):
+            lo = sch.get_loops(blk)[-1]
+            if g.c_out <= 64:
+                sch.vectorize(lo)
+        sch.unroll(sch.get_loops(epi)[-1])
+        if g.ho > 1:
+            sch.parallel(eh)
+        return sch.mod["main"]
+    except Exception:
+        return func
+
+
+def schedule_dense(func, target):
+    return func
+
+
+def schedule_elementwise(func, target):
+    if _target_family(target) == "c":
+        return func
+    try:
+        sch = _sch(func)
+        blk = sch.get_sblock("pooled")
+        loops = sch.get_loops(blk)
+        if len(loops) >= 2:
+            sch.parallel(loops[1])
+        return sch.mod["main"]
+    except Exception:
+        return func
+
+
+def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target):
+    func = bo.binary_conv(g, weights, strategy, out)
+    return schedule_conv(func, g, out, target), weight_args(g, weights, strategy, wq)
+
+
+# ------------------------------------------------------------------ choice
+
+def cost_model(g: bo.ConvGeom, target) -> dict:
+    """Cycles estimated from op counts and the target's peak figures."""
+    pix = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw
+    pop_bits = (target.figure("peak_popcount_bits_per_cycle") if target is not None else None) or 64
+    macs = (target.figure("peak_int8_macs_per_cycle") if target is not None else None) or 1
+    # bitserial: 8 planes x words x 32 bits of popcount, plus and/shift/add (x3)
+    bitserial = pix * g.words_in * 8 * 32 / pop_bits * 3
+    # masked: one select-add per (input channel), int32 lanes = macs/4
+    masked = pix * g.cg / max(1.0, macs / 4) * 2
+    return {"bitserial": bitserial, "masked": masked}
+
+
+def _measure(g, strategy, target, repeat=5) -> float:
+    import tvm
+
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    func, wargs = build_conv(g, "int8", strategy, "pack", wq, target)
+    lib = tvm.tirx.build(func, target=target.tvm())
+    x = pk.pack_channels(rng.random((g.n, g.h, g.w, g.c_in)) < 0.4)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in [x, *wargs, np.ones(g.c_out, np.int32), np.zeros(g.c_out, np.int32),
+                                                  np.zeros((g.n, g.ho, g.wo, g.words_out), np.uint32)]]
+    lib(*args)
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        lib(*args)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)) * 1e3
+
+
+@functools.lru_cache(maxsize=256)
+def _choose_cached(g: bo.ConvGeom, target_name: str, kind: str, measure: bool):
+    from nrqc.targets import get_target
+
+    target = get_target(target_name)
+    est = cost_model(g, target)
+    if measure:
+        try:
+            ms = {s: round(_measure(g, s, target), 4) for s in ("bitserial", "masked")}
+            best = min(ms, key=ms.get)
+            return {"strategy": best, "method": "measured on this host (median of 5, ms)", "candidates_ms": ms,
+                    "cost_model_cycles": {k: round(v) for k, v in est.items()}}
+        except Exception as e:  # measurement is an optimization; the cost model still decides
+            err = str(e).splitlines()[0][:120]
+            best = min(est, key=est.get)
+            return {"strategy": best, "method": f"cost model (measurement failed: {err})",
+                    "cost_model_cycles": {k: round(v) for k, v in est.items()}}
+    best = min(est, key=est.get)
+    return {"strategy": best, "method": "cost model from the target's peak figures (target cannot run here)",
+            "cost_model_cycles": {k: round(v) for k, v in est.items()}}
+
+
+def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None) -> dict:
+    if measure is None:
+        measure = target is not None and target.kind == "host"
+    try:
+        name = target.name
+    except AttributeError:
+        name = "x86"
+    return dict(_choose_cached(g, name, target.kind if target is not None else "host", bool(measure)))

@@ -1,0 +1,215 @@
+"""BAM-contract ONNX models built with onnx.helper for the binary-pass tests and the benchmark.
+
+Every variant of docs/bam-onnx-contract.md can be produced: Greater / GreaterOrEqual / Sign
+activations, thresholds as initializers or folded from a conv bias / BatchNormalization
+(negative scales included), int8 weights as DequantizeLinear(int8) (per-tensor or
+per-channel) or QuantizeLinear->DequantizeLinear of float weights, +-1 weights with a scale,
+Conv1d/Conv2d with stride/dilation/padding/groups, MatMul and Gemm heads, MaxPool and
+GlobalMaxPool/ReduceMax.
+
+Thresholds are chosen analytically so that the binary maps are roughly 15-50 % ones, and
+for integer-accumulator layers they sit half-way between two representable accumulator
+values, so float rounding in onnxruntime cannot flip a comparison.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class G:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def name(self, base):
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def const(self, arr, base="c"):
+        n = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), n))
+        return n
+
+    def op(self, op_type, inputs, base=None, **attrs):
+        out = self.name(base or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+
+def _half_threshold(acc_mean, acc_std, z):
+    """Integer-accumulator threshold at a half-integer near mean + z*std."""
+    return np.floor(acc_mean + z * acc_std) + 0.5
+
+
+def binary_conv(g: G, x, c_in, c_out, k=3, *, dims=2, stride=1, dilation=1, pad=None, groups=1, p_in=0.3,
+                z=1.0, act="greater", weights="int8", scale="channel", fold="threshold", neg_channels=0,
+                input_sign=False):
+    """A conv layer whose input is a binary map, followed by its binary activation.
+
+    weights: "int8" (DequantizeLinear of int8), "qdq" (float through Q->DQ), "binary" (+-s).
+    fold: "threshold" (Greater(y, T) with T initializer), "bias" (conv bias, Greater(y, 0)),
+          "bn" (BatchNormalization then Greater(y, 0); `neg_channels` channels get gamma < 0).
+    act: "greater", "greaterequal", "sign" (Sign gives +-1 maps).
+    """
+    rng = g.rng
+    ks = [k] * dims
+    pad = (k // 2) * dilation if pad is None else pad
+    cg = c_in // groups
+    wshape = (c_out, cg, *ks)
+    fan = cg * k ** dims
+    if weights == "binary":
+        wq = rng.choice([-1, 1], size=wshape).astype(np.int8)
+    else:
+        wq = rng.integers(-127, 128, size=wshape).astype(np.int8)
+    s = (rng.uniform(0.002, 0.02, size=c_out) if scale == "channel" else np.full(c_out, 0.01)).astype(np.float32)
+    if weights == "int8":
+        w = g.op("DequantizeLinear", [g.const(wq, "wq"), g.const(s if scale == "channel" else np.float32(s[0]), "ws"),
+                                      g.const(np.zeros(c_out, np.int8) if scale == "channel" else np.int8(0), "wz")],
+                 "w_deq", **({"axis": 0} if scale == "channel" else {}))
+    elif weights == "qdq":
+        wf = (wq.astype(np.float32) * s.reshape(-1, *[1] * (dims + 1))).astype(np.float32)
+        sc, zp = g.const(s, "ws"), g.const(np.zeros(c_out, np.int8), "wz")
+        w = g.op("DequantizeLinear", [g.op("QuantizeLinear", [g.const(wf, "wf"), sc, zp], "wquant", axis=0), sc, zp],
+                 "w_deq", axis=0)
+    else:  # binary +-1 weights with a per-channel scale stored as float
+        w = g.const((wq.astype(np.float32) * s.reshape(-1, *[1] * (dims + 1))).astype(np.float32), "wbin")
+    # accumulator statistics for the threshold (input mean p_in, or +-1 inputs)
+    wsum = wq.reshape(c_out, -1).astype(np.float64)
+    if input_sign:
+        mean, std = np.zeros(c_out), np.sqrt((wsum ** 2).sum(1))
+    else:
+        mean, std = p_in * wsum.sum(1), np.sqrt(p_in * (1 - p_in) * (wsum ** 2).sum(1))
+    if weights == "binary" and input_sign:
+        # XNOR sums have the parity of the fan-in: thresholds at parity-safe half-odd values
+        t_acc = np.floor(mean + z * std) + 0.5
+    else:
+        t_acc = _half_threshold(mean, std, z)
+    t_acc = t_acc.astype(np.float64)
+    t_val = (t_acc * s).astype(np.float32)  # threshold on y = s * acc
+    attrs = dict(kernel_shape=ks, strides=[stride] * dims, dilations=[dilation] * dims, pads=[pad] * (2 * dims),
+                 group=groups)
+    shape_c = (c_out,) + (1,) * dims
+    if fold == "threshold":
+        y = g.op("Conv", [x, w], "conv", **attrs)
+        thr = g.const(t_val.reshape(shape_c), "thr")
+    elif fold == "bias":
+        y = g.op("Conv", [x, w, g.const(-t_val, "bias")], "conv", **attrs)
+        thr = g.const(np.float32(0.0), "zero")
+    elif fold == "bn":
+        y = g.op("Conv", [x, w], "conv", **attrs)
+        gamma = rng.uniform(0.5, 2.0, c_out).astype(np.float32)
+        gamma[:neg_channels] *= -1
+        var = np.full(c_out, 1.0 - 1e-5, np.float32)  # sqrt(var + eps) == 1 exactly
+        mean_bn = np.zeros(c_out, np.float32)
+        # gamma * y + beta > 0  <=>  y > t (gamma > 0)  or  y < t (gamma < 0)
+        beta = (-gamma * t_val).astype(np.float32)
+        y = g.op("BatchNormalization", [y, g.const(gamma, "gamma"), g.const(beta, "beta"), g.const(mean_bn, "mean"),
+                                        g.const(var, "var")], "bn")
+        thr = g.const(np.float32(0.0), "zero")
+    else:
+        raise ValueError(fold)
+    if act == "sign":
+        return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
+    cmp = {"greater": "Greater", "greaterequal": "GreaterOrEqual"}[act]
+    return g.op("Cast", [g.op(cmp, [y, thr], "cmp")], "binary", to=TensorProto.FLOAT)
+
+
+def first_conv(g: G, x, c_in, c_out, k=3, dims=2, act="greater"):
+    """Float conv on the (log-mel) input with a Heaviside output, T chosen for ~30 % ones."""
+    w = (g.rng.standard_normal((c_out, c_in, *[k] * dims)) / np.sqrt(c_in * k ** dims)).astype(np.float32)
+    y = g.op("Conv", [x, g.const(w, "w0")], "conv", kernel_shape=[k] * dims, pads=[k // 2] * (2 * dims))
+    thr = g.const(np.full((c_out,) + (1,) * dims, 0.5, np.float32), "thr")
+    if act == "sign":
+        return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
+    return g.op("Cast", [g.op("Greater", [y, thr], "cmp")], "binary", to=TensorProto.FLOAT)
+
+
+def dense(g: G, x, n_in, n_out, *, op="MatMul", relu=True, weights="float"):
+    rng = g.rng
+    if weights == "int8":
+        wq = rng.integers(-127, 128, size=(n_in, n_out)).astype(np.int8)
+        s = rng.uniform(0.002, 0.02, n_out).astype(np.float32)
+        w = g.op("DequantizeLinear", [g.const(wq, "dq"), g.const(s, "ds"), g.const(np.zeros(n_out, np.int8), "dz")],
+                 "dw_deq", axis=1)
+    else:
+        w = g.const((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), "dw")
+    b = g.const((rng.standard_normal(n_out) * 0.1).astype(np.float32), "db")
+    if op == "Gemm":
+        y = g.op("Gemm", [x, w, b], "gemm")
+    else:
+        y = g.op("Add", [g.op("MatMul", [x, w], "matmul"), b], "add")
+    return g.op("Relu", [y], "relu") if relu else y
+
+
+def save(g: G, x_shape, out, y_shape, path: Path) -> Path:
+    graph = helper.make_graph(g.nodes, "bam", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(y_shape))], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def bam_model(path: Path, frames=200, bands=64, channels=(32, 32, 32, 64), head=64, seed=0, global_pool="GlobalMaxPool",
+              float_model=False, **conv_kw) -> Path:
+    """The BAM paper's speech-quality CNN per the contract (or its float twin with ReLU
+    and float weights when float_model=True, the same architecture)."""
+    g = G(seed)
+    x, c_in = "x", 1
+    for i, c in enumerate(channels):
+        if float_model:
+            w = (g.rng.standard_normal((c, c_in, 3, 3)) / np.sqrt(c_in * 9)).astype(np.float32)
+            x = g.op("Relu", [g.op("Conv", [x, g.const(w, "w"), g.const(np.zeros(c, np.float32), "b")], "conv",
+                                   kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "relu")
+        elif i == 0:
+            x = first_conv(g, x, c_in, c)
+        else:
+            x = binary_conv(g, x, c_in, c, p_in=0.45, **conv_kw)
+        x = g.op("MaxPool", [x], "maxpool", kernel_shape=[2, 2], strides=[2, 2])
+        c_in = c
+    if global_pool == "GlobalMaxPool":
+        x = g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "flatten", axis=1)
+    else:
+        x = g.op("ReduceMax", [x], "reducemax", axes=[2, 3], keepdims=0)
+    x = dense(g, x, c_in, head)
+    x = dense(g, x, head, head)
+    x = dense(g, x, head, 1, relu=False)
+    return save(g, (1, 1, frames, bands), x, (1, 1), path)
+
+
+def chain_model(path: Path, layers: list[dict], x_shape=(1, 1, 12, 13), seed=0, first_act="greater") -> Path:
+    """First float conv -> a list of binary layers (dicts of binary_conv kwargs, or
+    {"pool": (k, s, pad)}) -> output = the last binary map itself (every bit is compared)."""
+    g = G(seed)
+    dims = len(x_shape) - 2
+    c_in = layers[0].get("c_first", 8) if layers else 8
+    x = first_conv(g, "x", x_shape[1], c_in, dims=dims, act=first_act)
+    for spec in layers:
+        spec = dict(spec)
+        spec.pop("c_first", None)
+        if "pool" in spec:
+            k, s, p = spec["pool"]
+            x = g.op("MaxPool", [x], "maxpool", kernel_shape=[k] * dims, strides=[s] * dims, pads=[p] * (2 * dims))
+            continue
+        c_out = spec.pop("c_out")
+        x = binary_conv(g, x, c_in, c_out, dims=dims, **spec)
+        c_in = c_out
+    import onnxruntime as ort
+
+    tmp = save_untyped(g, x_shape, x)
+    sess = ort.InferenceSession(tmp.SerializeToString())
+    shape = sess.run(None, {"x": np.zeros(x_shape, np.float32)})[0].shape
+    return save(g, x_shape, x, shape, path)
+
+
+def save_untyped(g: G, x_shape, out):
+    graph = helper.make_graph(list(g.nodes), "bam", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], list(g.inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
