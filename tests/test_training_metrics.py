@@ -31,3 +31,17 @@ def test_f1_and_eer_by_hand():
     # bona fide 0.9 0.8 0.3, spoof 0.7 0.2 0.1: at threshold 0.7 one of three each side is wrong
     assert M.eer([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0]) == pytest.approx(1 / 3)
     assert M.eer([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 0.0
+
+
+def test_eer_matches_brute_force_sweep():
+    rng = np.random.default_rng(3)
+    s = np.round(rng.standard_normal(300), 2)
+    y = (rng.random(300) < 0.4).astype(int)
+    s[y == 1] += 1.0
+    best = None
+    for t in np.concatenate([np.unique(s), [np.inf]]):
+        far = ((s >= t) & (y == 0)).sum() / (y == 0).sum()
+        frr = ((s < t) & (y == 1)).sum() / (y == 1).sum()
+        if best is None or abs(far - frr) < best[0]:
+            best = (abs(far - frr), (far + frr) / 2)
+    assert M.eer(s, y) == pytest.approx(best[1])

@@ -56,14 +56,17 @@ def auc(scores, labels) -> float:
 
 
 def eer(scores, labels) -> float:
-    """Equal error rate with positives = bona fide (label 1, high scores).  Sweeps the
-    threshold over every score; returns the mean of FAR and FRR where they cross."""
+    """Equal error rate with positives = bona fide / speech (label 1, high scores).  Sweeps
+    the acceptance threshold over every score (accept when score >= t); returns the mean
+    of FAR and FRR where they are closest."""
     s = np.asarray(scores, np.float64).reshape(-1)
     lab = np.asarray(labels).reshape(-1).astype(bool)
     if lab.all() or not lab.any():
         return float("nan")
-    thr = np.concatenate([[-np.inf], np.unique(s), [np.inf]])
-    far = np.array([((s >= t) & ~lab).sum() / (~lab).sum() for t in thr])  # spoof accepted
-    frr = np.array([((s < t) & lab).sum() / lab.sum() for t in thr])  # bona fide rejected
+    thr = np.concatenate([np.unique(s), [np.inf]])
+    # counts of scores strictly below each threshold, per class (sorted search: O(n log n))
+    neg, pos = np.sort(s[~lab]), np.sort(s[lab])
+    far = 1 - np.searchsorted(neg, thr, side="left") / len(neg)  # negatives accepted
+    frr = np.searchsorted(pos, thr, side="left") / len(pos)  # positives rejected
     i = int(np.argmin(np.abs(far - frr)))
     return float((far[i] + frr[i]) / 2)

@@ -153,7 +153,8 @@ def evaluate(task: str, net, x: torch.Tensor, y: torch.Tensor, batch: int = 64) 
             m["r2"] = 1 - m["mse"] / float(np.var(yy))
         return m
     if task == "vad":
-        return {"f1": M.f1(pred, yy), "auc": M.auc(pred, yy), "accuracy": float(((pred > 0) == (yy > 0.5)).mean())}
+        return {"f1": M.f1(pred, yy), "auc": M.auc(pred, yy), "eer": M.eer(pred, yy),
+                "accuracy": float(((pred > 0) == (yy > 0.5)).mean())}
     return {"eer": M.eer(pred, yy), "auc": M.auc(pred, yy)}
 
 
