@@ -1,0 +1,153 @@
+"""Every bit-packed integer kernel is bit-exact against plain numpy on random shapes (odd
+channel counts not divisible by 32, strides, padding, dilation, groups, depthwise)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from nrqc.passes.binary_thresholds import integer_threshold
+from nrqc.targets import get_target
+from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import packing as pk
+from nrqc.targets.kernels import select
+
+TARGET = get_target("x86")
+
+
+def _run(func, arrays, out_shape, out_dtype):
+    lib = tvm.tirx.build(func, target=TARGET.tvm())
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in arrays]
+    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype), dev)
+    lib(*args, out)
+    return out.numpy()
+
+
+GEOMS = [
+    # n, c_in, h, w, c_out, kh, kw, stride, pad(t,l,b,r), dilation, groups
+    bo.ConvGeom(1, 37, 9, 11, 35, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    bo.ConvGeom(2, 45, 8, 7, 33, 3, 2, (2, 1), (1, 0, 2, 1), (1, 2), 1),
+    bo.ConvGeom(1, 70, 6, 5, 66, 1, 3, (1, 2), (0, 1, 0, 1), (1, 1), 2),    # groups=2, 2-3 words
+    bo.ConvGeom(1, 33, 7, 6, 33, 3, 3, (1, 1), (1, 1, 1, 1), (2, 1), 33),  # depthwise, dilation
+]
+
+
+def _int8_case(g, rng):
+    x = (rng.random((g.n, g.c_in, g.h, g.w)) < 0.4).astype(np.int64)
+    w = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    w[0, 0, 0, 0] = -128  # the two's-complement sign plane must be exact at the extreme
+    return x, w
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+@pytest.mark.parametrize("gi", range(len(GEOMS)))
+def test_int8_conv_float_epilogue_exact(gi, strategy):
+    g = GEOMS[gi]
+    rng = np.random.default_rng(gi)
+    x, w = _int8_case(g, rng)
+    ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
+    func, wargs = select.build_conv(g, "int8", strategy, "float", w, TARGET)
+    got = _run(func, [pk.pack_nchw(x), *wargs, np.ones(g.c_out, np.float32)], (g.n, g.c_out, g.ho, g.wo), np.float32)
+    assert ref.shape == got.shape
+    np.testing.assert_array_equal(got.astype(np.int64), ref)  # |acc| < 2^24: exact in float32
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+def test_int8_conv_pack_epilogue_exact(strategy):
+    g = GEOMS[1]
+    rng = np.random.default_rng(7)
+    x, w = _int8_case(g, rng)
+    acc = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
+    sigma = rng.choice([-1, 0, 1], g.c_out).astype(np.int32)
+    t = rng.integers(-300, 300, g.c_out).astype(np.int32)
+    ref_bits = sigma[None, :, None, None] * acc >= t[None, :, None, None]
+    func, wargs = select.build_conv(g, "int8", strategy, "pack", w, TARGET)
+    got = _run(func, [pk.pack_nchw(x), *wargs, sigma, t], (g.n, g.ho, g.wo, g.words_out), np.uint32)
+    np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref_bits, 1, -1)))
+    assert 0.05 < ref_bits.mean() < 0.95
+
+
+@pytest.mark.parametrize("mode", ["and", "xnor"])
+@pytest.mark.parametrize("gi", [0, 2, 3])
+def test_binary_weight_conv_exact(gi, mode):
+    g = GEOMS[gi]
+    rng = np.random.default_rng(10 + gi)
+    bits = rng.random((g.n, g.c_in, g.h, g.w)) < 0.5
+    x = bits.astype(np.int64) if mode == "and" else np.where(bits, 1, -1)  # zero padding stays 0 in the ref
+    w = rng.choice([-1, 1], (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
+    func, wargs = select.build_conv(g, "binary", mode, "float", w, TARGET)
+    got = _run(func, [pk.pack_nchw(bits), *wargs, np.ones(g.c_out, np.float32)], (g.n, g.c_out, g.ho, g.wo),
+               np.float32)
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 1), (1, 1, 1, 1))])
+def test_or_pool_exact(kernel, stride, pad):
+    rng = np.random.default_rng(3)
+    n, c, h, w = 1, 41, 9, 10
+    x = (rng.random((n, c, h, w)) < 0.2).astype(np.uint8)
+    ref = pk.ref_or_pool(x, kernel, stride, pad)
+    got = _run(select.schedule_elementwise(bo.or_pool(n, h, w, c, kernel, stride, pad), TARGET), [pk.pack_nchw(x)],
+               (n, ref.shape[2], ref.shape[3], bo.n_words(c)), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got, c), np.moveaxis(ref, 1, -1))
+
+
+def test_global_or_and_binary_dense_exact():
+    rng = np.random.default_rng(4)
+    n, c, h, w, o = 2, 67, 5, 3, 19
+    x = (rng.random((n, c, h, w)) < 0.03).astype(np.uint8)
+    ref = x.max(axis=(2, 3))
+    got = _run(bo.global_or(n, h, w, c), [pk.pack_nchw(x)], (n, 1, 1, bo.n_words(c)), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got[:, 0, 0], c), ref)
+    wq = rng.integers(-128, 128, (c, o)).astype(np.int8)
+    scale = rng.uniform(0.01, 0.1, o).astype(np.float32)
+    y = _run(bo.binary_dense(n, c, o, "int8"), [got, wq, scale], (n, o), np.float32)
+    acc = ref.astype(np.int64) @ wq.astype(np.int64)
+    np.testing.assert_array_equal(y, acc.astype(np.float32) * scale)
+    wf = rng.standard_normal((c, o)).astype(np.float32)
+    yf = _run(bo.binary_dense(n, c, o, "float"), [got, wf], (n, o), np.float32)
+    np.testing.assert_allclose(yf, ref.astype(np.float64) @ wf, rtol=1e-5, atol=1e-5)
+    ys = _run(bo.binary_dense(n, c, o, "float", signed_input=True), [got, wf], (n, o), np.float32)
+    np.testing.assert_allclose(ys, (2.0 * ref - 1) @ wf, rtol=1e-5, atol=1e-5)
+
+
+def test_float_conv_pack_and_unpack_exact():
+    rng = np.random.default_rng(5)
+    g = bo.ConvGeom(1, 3, 10, 9, 37, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    x = rng.standard_normal((1, 3, 10, 9)).astype(np.float32)
+    w = rng.integers(-3, 4, (37, 3, 3, 3)).astype(np.float32)  # small integers: float sums are exact
+    x = np.round(x * 4) / 4
+    m = rng.choice([-1.0, 1.0, 2.0], 37).astype(np.float32)
+    k = rng.integers(-2, 3, 37).astype(np.float32)
+    thr = (rng.integers(-4, 5, 37) + 0.125).astype(np.float32)
+    y = pk.ref_conv_acc(x * 4, w, g.stride, g.pad).astype(np.float64) / 4
+    ref = (y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]
+    func = select.schedule_float_conv_pack(bo.float_conv_pack(g), g, TARGET)
+    got = _run(func, [x, w, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
+    np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
+    un = _run(bo.unpack(1, 37, g.ho, g.wo, signed=True), [got], (1, 37, g.ho, g.wo), np.float32)
+    np.testing.assert_array_equal(un, np.where(ref, 1.0, -1.0))
+
+
+def test_integer_threshold_matches_float_comparison():
+    """sigma*acc >= t reproduces a*acc > b (and >=) for every integer acc, all signs of a."""
+    rng = np.random.default_rng(6)
+    a = np.concatenate([rng.uniform(-2, 2, 200), [0.0, 0.0, 1.0, -1.0]])
+    b = np.concatenate([rng.uniform(-50, 50, 200), [1.0, -1.0, 3.0, 3.0]])  # integer b: ties at acc = 3
+    acc = np.arange(-120, 121)[:, None]
+    for strict in (True, False):
+        sigma, t = integer_threshold(a, b, strict)
+        want = a * acc > b if strict else a * acc >= b
+        np.testing.assert_array_equal(sigma * acc >= t, want)
+
+
+def test_strategy_choice_is_measured_and_recorded():
+    g = bo.ConvGeom(1, 32, 12, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1))
+    choice = select.choose_int8_strategy(g, TARGET)
+    assert choice["method"].startswith("measured")
+    assert set(choice["candidates_ms"]) == {"bitserial", "masked"}
+    assert choice["strategy"] == min(choice["candidates_ms"], key=choice["candidates_ms"].get)
+    cm = select.choose_int8_strategy(g, get_target("x86"), measure=False)
+    assert cm["method"].startswith("cost model") and cm["strategy"] in ("bitserial", "masked")
