@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: set up, then train -> export -> compile -> profile the
+# default model (the binary-activation VAD model of the zoo) on the embedded synthetic
+# speech data, for this host (x86), a Raspberry Pi (arm_cpu) and a Cortex-M4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+RUN="${NRQC_RUN_DIR:-runs/main}"
+mkdir -p "$RUN"
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "train: VAD model, binary activations + learned widths, synthetic espeak-ng/sox data"
+nrqc train vad --variant bam-reparam --out "$RUN/vad"
+step "export: pruned, folded ONNX (BAM contract)"
+nrqc export "$RUN/vad/checkpoint.pt" -o "$RUN/vad.onnx"
+step "compile: x86 (this host), with the numerical check against onnxruntime"
+nrqc compile "$RUN/vad.onnx" --target x86 -o "$RUN/vad-x86"
+step "compile: Raspberry Pi 4 (aarch64 cross-compiled deploy bundle)"
+nrqc compile "$RUN/vad.onnx" --target arm_cpu -o "$RUN/vad-arm_cpu"
+step "compile: Cortex-M4 (bare-metal C + firmware, checked in QEMU)"
+nrqc compile "$RUN/vad.onnx" --target cortex-m4 -o "$RUN/vad-cortex-m4"
+step "profile: x86 latency vs onnxruntime, per-operator time, memory"
+nrqc profile "$RUN/vad-x86"
+step "profile: Cortex-M4 flash, RAM and instructions per inference"
+nrqc profile "$RUN/vad-cortex-m4"
+printf '\nartifacts in %s\n' "$RUN" >&2
