@@ -93,7 +93,11 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         raise NrqcError(f"--target {target.name} needs {', '.join(missing)} on PATH "
                         f"(apt install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)")
     t0 = time.perf_counter()
+    from nrqc.cortex_m.int8_input import INT8_FUNC, find_quantized_input, quantize_like_onnx
+    from nrqc.onnx_model import TensorSpec
+
     mod = import_relax(m)
+    quant, mod = find_quantized_input(mod)
     log(f"imported {m.path.name}: {len(m.onnx_model.graph.node)} ONNX nodes, {len(ctx.layers)} layers")
     try:
         mod = run_pipeline(mod, ctx, _steps())
@@ -106,9 +110,20 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
     resolve_tvm_kernels(ctx.layers, ctx.kernels_in_order)
     weights = constant_bytes_by_dtype(mod)
     plan = emit.plan_caller(mod, m.inputs, m.outputs)
-    source = generate_kernels(mod, {name for name, _ in plan.calls}, target)
+    entries = [("nrqc_run", plan, m.inputs)]
+    extra_header = ""
+    if quant is not None:
+        q_inputs = [TensorSpec(s.name, s.shape, quant.dtype) if i == quant.index else s for i, s in enumerate(m.inputs)]
+        entries.append(("nrqc_run_int8", emit.plan_caller(mod, q_inputs, m.outputs, INT8_FUNC, plan.weights), q_inputs))
+        extra_header = (f"/* nrqc_run_int8: input {quant.index} ({quant.name}) already quantized as the model's "
+                        f"QuantizeLinear does:\n   q = saturate(round_half_even(x / SCALE) + ZERO_POINT) */\n"
+                        f"#define NRQC_INPUT{quant.index}_SCALE {float(np.float32(quant.scale)).hex()}f\n"
+                        f"#define NRQC_INPUT{quant.index}_ZERO_POINT {quant.zero_point}\n")
+        log(f"input {quant.name} is quantized by the model ({quant.dtype}, scale {quant.scale:g}, "
+            f"zero point {quant.zero_point}): also emitting nrqc_run_int8")
+    source = generate_kernels(mod, {name for _, p, _ in entries for name, _ in p.calls}, target)
     with staged_directory(out) as stage:
-        lib_info = emit.write_library(stage, source, plan, m.inputs, m.outputs, m.path.name, _include_dirs())
+        lib_info = emit.write_library(stage, source, entries, m.outputs, m.path.name, _include_dirs(), extra_header)
         build = stage / FIRMWARE_DIR / "build"
         objs, foreign = firmware.compile_library(stage, build, target.name)
         if foreign:
@@ -128,7 +143,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
                             f"(arena {lib_info['arena_bytes']:,}) + stack {sizes['stack_bytes']:,} B > {ram_limit:,} B")
         stored = random_inputs(m.inputs, options.seed)
         fw = stage / FIRMWARE_DIR
-        firmware.write_firmware_sources(fw, m.inputs, m.outputs, stored)
+        firmware.write_firmware_sources(fw, m.inputs, m.outputs, stored, quant)
         for i, s in enumerate(m.inputs):
             np.save(fw / f"stored_input{i}.npy", stored[s.name])
         elf = firmware.link_firmware(objs, fw, stage, build, target.name)
@@ -143,6 +158,9 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
             "arena_bytes": lib_info["arena_bytes"],
             "stack_bytes": sizes["stack_bytes"],
             "limits": {"flash_bytes": flash_limit, "ram_bytes": ram_limit},
+            "int8_input": (None if quant is None else
+                           {"entry_point": "nrqc_run_int8", "input": quant.name, "index": quant.index,
+                            "dtype": quant.dtype, "scale": quant.scale, "zero_point": quant.zero_point}),
             "cortex_m": {**lib_info, "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
                          "firmware_sizes": firmware.firmware_sizes(elf), "library_calls": foreign,
                          "seed": options.seed},
@@ -157,6 +175,12 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
             check = compare_outputs(got["outputs"], ref, [o.name for o in m.outputs], options.atol, options.rtol,
                                     options.seed)
             check["summary"] = check["summary"].replace("numerical check", f"numerical check in QEMU ({target.name})")
+            if quant is not None:  # the int8 entry point on the same input, quantized in numpy
+                qcheck = compare_outputs(got["outputs_int8"], ref, [o.name for o in m.outputs], options.atol,
+                                         options.rtol, options.seed)
+                check["int8_entry_point"] = qcheck
+                check["passed"] = bool(check["passed"] and qcheck["passed"])
+                check["summary"] += f"; nrqc_run_int8: max abs error {qcheck['max_abs_error']:.3g}"
             check["instructions"] = got["instructions"]
             manifest["instructions"] = got["instructions"]
             log(check["summary"])

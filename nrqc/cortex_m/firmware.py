@@ -233,7 +233,9 @@ def library_sizes(objs: list[Path], build: Path) -> dict:
             "stack_bytes": run_frame + kernel_frame + stub_frame, "size_output": out.strip()}
 
 
-def write_firmware_sources(fw: Path, inputs, outputs, stored: dict[str, np.ndarray]) -> None:
+def write_firmware_sources(fw: Path, inputs, outputs, stored: dict[str, np.ndarray], quant=None) -> None:
+    """quant: the QuantizedInput of the int8 entry point, if any: the firmware then also runs
+    nrqc_run_int8 on the stored input quantized in numpy (or on nrqc_input_q<i>.bin)."""
     from nrqc.cortex_m.emit import c_array_literal, c_type
 
     fw.mkdir(parents=True, exist_ok=True)
@@ -254,6 +256,26 @@ def write_firmware_sources(fw: Path, inputs, outputs, stored: dict[str, np.ndarr
     for k, s in enumerate(outputs):
         data.append(f"static {c_type(s.dtype)} nrqc_out{k}[{max(int(np.prod(s.shape)), 1)}] __attribute__((aligned(16)));")
     call_args = ", ".join([f"in{i}" for i in range(len(inputs))] + [f"nrqc_out{k}" for k in range(len(outputs))])
+    if quant is not None:
+        from nrqc.cortex_m.int8_input import quantize_like_onnx
+
+        qi = quant.index
+        ct = c_type(quant.dtype)
+        arr = quantize_like_onnx(np.asarray(stored[inputs[qi].name]), quant)
+        data.append(f"static const {ct} nrqc_test_q{qi}[{max(arr.size, 1)}] __attribute__((aligned(16))) = {{")
+        data.append(c_array_literal(arr))
+        data.append("};")
+        data.append(f"static {ct} nrqc_file_q{qi}[{max(arr.size, 1)}] __attribute__((aligned(16)));")
+        body.append(f"  const {ct} *q{qi} = nrqc_test_q{qi};")
+        body.append(f"  if (read_file(\"nrqc_input_q{qi}.bin\", nrqc_file_q{qi}, sizeof(nrqc_file_q{qi}))) "
+                    f"q{qi} = nrqc_file_q{qi};")
+        qargs = ", ".join([(f"q{i}" if i == qi else f"in{i}") for i in range(len(inputs))]
+                          + [f"nrqc_out{k}" for k in range(len(outputs))])
+        body.append(f"  rc = nrqc_run_int8({qargs});")
+        body.append("  if (rc != 0) { put(\"NRQC_ERROR nrqc_run_int8\\n\"); quit(1); }")
+        for k in range(len(outputs)):
+            body.append(f"  put(\"NRQC_OUTQ {k} \"); put_hex((const uint8_t *)nrqc_out{k}, sizeof(nrqc_out{k})); "
+                        f"put(\"\\n\");")
     body.append("  ticks_start();")
     body.append(f"  rc = nrqc_run({call_args});")
     body.append("  t_model = ticks_read();")
@@ -285,11 +307,13 @@ def qemu_command(target, elf: Path) -> list[str]:
 
 
 def run_firmware(target, elf: Path, outputs, feeds: dict[int, np.ndarray] | None = None,
-                 timeout: int = QEMU_TIMEOUT) -> dict:
+                 timeout: int = QEMU_TIMEOUT, qfeeds: dict[int, np.ndarray] | None = None) -> dict:
     """Run the firmware once in QEMU; returns outputs (numpy) and tick counts."""
     with tempfile.TemporaryDirectory(prefix="nrqc-qemu-") as tmp:
         for i, arr in (feeds or {}).items():
             Path(tmp, f"nrqc_input{i}.bin").write_bytes(np.ascontiguousarray(arr).tobytes())
+        for i, arr in (qfeeds or {}).items():
+            Path(tmp, f"nrqc_input_q{i}.bin").write_bytes(np.ascontiguousarray(arr).tobytes())
         cmd = qemu_command(target, elf)
         try:
             p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
@@ -302,16 +326,21 @@ def run_firmware(target, elf: Path, outputs, feeds: dict[int, np.ndarray] | None
     rc = int(re.search(r"NRQC_RC (\d+)", text).group(1))
     if rc != 0:
         raise NrqcError(f"{elf}: nrqc_run returned {rc} in QEMU")
-    results = []
-    for k, spec in enumerate(outputs):
-        m = re.search(rf"NRQC_OUT {k} ([0-9a-f]*)\n", text)
-        raw = bytes.fromhex(m.group(1))
-        results.append(np.frombuffer(raw, dtype=np.dtype(spec.dtype if spec.dtype != "bool" else "uint8"))
-                       .reshape(spec.shape).copy())
+    def parse(tag):
+        res = []
+        for k, spec in enumerate(outputs):
+            m = re.search(rf"{tag} {k} ([0-9a-f]*)\n", text)
+            if m is None:
+                return None
+            res.append(np.frombuffer(bytes.fromhex(m.group(1)), dtype=np.dtype(spec.dtype if spec.dtype != "bool"
+                                                                               else "uint8")).reshape(spec.shape).copy())
+        return res
+
+    results = parse("NRQC_OUT")
     ticks = {k: int(re.search(rf"NRQC_TICKS_{k.upper()} (\d+)", text).group(1)) for k in ("model", "loop", "empty")}
     per_tick = CALIBRATION_INSTRUCTIONS / max(ticks["loop"] - ticks["empty"], 1)
     instructions = int(round((ticks["model"] - ticks["empty"]) * per_tick))
-    return {"outputs": results, "ticks": ticks, "instructions_per_tick": per_tick, "instructions": instructions}
+    return {"outputs": results, "outputs_int8": parse("NRQC_OUTQ"), "ticks": ticks, "instructions_per_tick": per_tick, "instructions": instructions}
 
 
 def firmware_sizes(elf: Path) -> dict:
