@@ -55,44 +55,51 @@ def _sch(func):
     return s_tir.Schedule(func)
 
 
+def _vectorize_channels(sch, loop, c_out: int, lanes: int):
+    """Vectorize the output-channel loop (split to whole vectors when it divides)."""
+    if c_out > lanes and c_out % lanes == 0:
+        _, inner = sch.split(loop, [None, lanes])
+        sch.vectorize(inner)
+    elif c_out <= 4 * lanes:
+        sch.vectorize(loop)
+
+
+def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out: str, target):
+    """Shared schedule: producer (acc / conv, reduction) computed per output pixel inside
+    the epilogue (pack or float), output channels innermost and vectorized, reductions
+    outside them (unrolled when small), rows in parallel. Order of primitives: parallel
+    and vectorize before decompose_reduction (TVM's compact-dataflow rule)."""
+    sch = _sch(func)
+    acc = sch.get_sblock(producer)
+    epi = sch.get_sblock(epilogue)
+    if out == "pack":
+        en, eh, ew, ej, eb = sch.get_loops(epi)
+    else:
+        en, eo, eh, ew = sch.get_loops(epi)
+        sch.reorder(en, eh, ew, eo)
+    sch.compute_at(acc, ew)
+    loops = sch.get_loops(acc)
+    o_loop, red = loops[3], loops[4:]
+    sch.reorder(*red, o_loop)
+    if g.ho > 1:
+        sch.parallel(eh)
+    lanes = _vector_lanes(target)
+    _vectorize_channels(sch, o_loop, g.c_out, lanes)
+    if out == "pack":
+        sch.unroll(eb)
+    elif g.c_out <= 64:
+        sch.vectorize(eo)
+    for r in red[:-1]:
+        sch.unroll(r)  # kh, kw: small constant trip counts
+    sch.decompose_reduction(acc, red[0])
+    return sch.mod["main"]
+
+
 def schedule_conv(func, g: bo.ConvGeom, out: str, target):
-    """Output channels innermost (vector lanes), reduction inside, pixel loops outside,
-    the pack / float epilogue computed per output pixel."""
     if _target_family(target) == "c":
         return func  # plain loops: the generic C lowering for Cortex-M
     try:
-        sch = _sch(func)
-        acc = sch.get_sblock("acc")
-        epi = sch.get_sblock("packed" if out == "pack" else "y")
-        n, oh, ow, o = sch.get_loops(acc)[:4]
-        red = sch.get_loops(acc)[4:]
-        lanes = _vector_lanes(target)
-        if out == "pack":
-            en, eh, ew, ej, eb = sch.get_loops(epi)
-            sch.compute_at(acc, ew)
-        else:
-            en, eo, eh, ew = sch.get_loops(epi)
-            sch.reorder(en, eh, ew, eo)
-            sch.compute_at(acc, ew)
-        loops = sch.get_loops(acc)
-        o_loop = loops[3]
-        red = loops[4:]
-        sch.reorder(*red, o_loop)
-        init = sch.decompose_reduction(acc, red[0])
-        if g.c_out % lanes == 0 or g.c_out >= lanes:
-            for blk in (acc, init):
-                lo = sch.get_loops(blk)[-1]
-                if g.c_out % lanes == 0 and g.c_out > lanes:
-                    _, inner = sch.split(lo, [None, lanes])
-                    sch.vectorize(inner)
-                elif g.c_out <= 64:
-                    sch.vectorize(lo)
-        if out == "pack":
-            sch.unroll(sch.get_loops(epi)[-1])
-        outer = sch.get_loops(epi)[1]
-        if g.ho > 1:
-            sch.parallel(outer)
-        return sch.mod["main"]
+        return _schedule_pixelwise(func, g, "acc", "packed" if out == "pack" else "y", out, target)
     except Exception:  # a schedule is an optimization: fall back to plain loops
         return func
 
@@ -101,28 +108,7 @@ def schedule_float_conv_pack(func, g: bo.ConvGeom, target):
     if _target_family(target) == "c":
         return func
     try:
-        sch = _sch(func)
-        conv = sch.get_sblock("conv")
-        epi = sch.get_sblock("packed")
-        en, eh, ew, ej, eb = sch.get_loops(epi)
-        sch.compute_at(conv, ew)
-        loops = sch.get_loops(conv)
-        o_loop, red = loops[3], loops[4:]
-        sch.reorder(*red, o_loop)
-        init = sch.decompose_reduction(conv, red[0])
-        for r in red[1:]:
-            try:
-                sch.unroll(r)
-            except Exception:
-                pass
-        for blk in (conv, init):
-            lo = sch.get_loops(blk)[-1]
-            if g.c_out <= 64:
-                sch.vectorize(lo)
-        sch.unroll(sch.get_loops(epi)[-1])
-        if g.ho > 1:
-            sch.parallel(eh)
-        return sch.mod["main"]
+        return _schedule_pixelwise(func, g, "conv", "packed", "pack", target)
     except Exception:
         return func
 

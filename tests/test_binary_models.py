@@ -1,0 +1,127 @@
+"""Whole models through `nrqc compile` against onnxruntime on the same ONNX file (which runs
+the Greater/Cast/QDQ graph in float), one model per contract variant.
+
+Tolerance: the integer layers' thresholds sit half-way between two accumulator values
+(tests/binary_models.py), so a correct integer kernel reproduces every bit that
+onnxruntime computes in float; the first (float-input) conv compares a float sum with a
+threshold, where a different summation order could flip a bit exactly at the boundary.
+We therefore require at most 0.1 % differing output bits over 3 random inputs (observed: 0)
+and, for the float-output BAM model, |error| <= 1e-4 + 1e-4 |ref|.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import binary_models as bm  # noqa: E402
+
+from nrqc.compiler import CompileOptions, compile_model  # noqa: E402
+from nrqc.reference import run_onnxruntime  # noqa: E402
+from nrqc.runtime import ArtifactSession  # noqa: E402
+
+
+def _compile_and_compare(tmp_path, path, x_shape, n_inputs=3):
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=False), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    sess = ArtifactSession(out, manifest)
+    rng = np.random.default_rng(0)
+    diffs, total, ones = 0, 0, 0.0
+    for _ in range(n_inputs):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        ref = run_onnxruntime(path, {"x": x})[0]
+        got = sess.run({"x": x})[0]
+        assert got.shape == ref.shape
+        diffs += int(np.sum(got != ref))
+        total += ref.size
+        ones += float(np.mean(ref > 0))
+    return manifest, diffs, total, ones / n_inputs
+
+
+def _binary_layers(manifest):
+    return [layer for layer in manifest["layers"] if str(layer["kernel"]).startswith("nrqc:nrqc_bconv")]
+
+
+CASES = {
+    # name: (layers after the first float conv, input shape, first activation)
+    "greater_int8_channel_stride_pool": ([dict(c_out=37, c_first=35), dict(pool=(3, 2, 1)),
+                                          dict(c_out=33, stride=2, scale="tensor"),
+                                          dict(c_out=20, fold="bn", neg_channels=5, act="greaterequal")],
+                                         (1, 2, 15, 17), "greater"),
+    "bias_qdq_dilation_groups": ([dict(c_out=34, c_first=34, fold="bias", weights="qdq", dilation=2),
+                                  dict(c_out=34, groups=2), dict(pool=(2, 2, 0)),
+                                  dict(c_out=34, groups=34, k=3)], (1, 1, 14, 13), "greater"),
+    "binary_weights_and_sign_xnor": ([dict(c_out=40, c_first=33, weights="binary", act="sign"),
+                                      dict(c_out=36, weights="binary", act="sign", input_sign=True, stride=2)],
+                                     (1, 1, 12, 11), "greater"),
+    "conv1d": ([dict(c_out=35, c_first=33, k=5), dict(pool=(2, 2, 0)), dict(c_out=31, fold="bn", neg_channels=3)],
+               (1, 3, 29), "greater"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_contract_variant_matches_onnxruntime(tmp_path, name):
+    layers, x_shape, act = CASES[name]
+    path = bm.chain_model(tmp_path / f"{name}.onnx", layers, x_shape=x_shape, seed=1, first_act=act)
+    manifest, diffs, total, ones = _compile_and_compare(tmp_path, path, x_shape)
+    n_binary = sum(1 for s in layers if "c_out" in s)
+    converted = _binary_layers(manifest)
+    assert len(converted) == n_binary, json.dumps(manifest["layers"], indent=1)
+    for layer in converted:
+        assert layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8)
+        assert layer["multiplications_replaced"] == layer["macs"] > 0
+        assert layer["float_reason"] is None
+        assert layer["accumulator"]["dtype"] == "int32"
+    assert 0.02 < ones < 0.98 or name == "binary_weights_and_sign_xnor"  # maps are not trivial
+    assert diffs <= 0.001 * total, f"{diffs} of {total} output values differ from onnxruntime"
+
+
+def test_bam_model_end_to_end(tmp_path):
+    """The BAM speech-quality architecture (4 convs, pools, global max, dense head):
+    float output within tolerance, every feature conv and pool on packed bits, and no float
+    map between binary layers left in the compiled module."""
+    path = bm.bam_model(tmp_path / "bam.onnx", frames=40, bands=24, channels=(32, 32, 32, 64), head=64, seed=3)
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=True), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["passed"], manifest["check"]
+    kinds = [(layer["op"], str(layer["kernel"])) for layer in manifest["layers"]]
+    assert [k for op, k in kinds if op == "Conv"][0].startswith("nrqc:nrqc_fconv_threshold_pack")
+    assert sum(k.startswith("nrqc:nrqc_bconv_int8") for op, k in kinds) == 3
+    assert all("or_pool" in k for op, k in kinds if op == "MaxPool")
+    assert any("global_or" in k for op, k in kinds if op == "GlobalMaxPool")
+    first_dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
+    assert first_dense["act_bits"] == 1 and "binary_fc" in first_dense["kernel"]
+    # per-layer reasons for everything that stayed float
+    for layer in manifest["layers"]:
+        if not str(layer["kernel"]).startswith("nrqc:") or layer["act_bits"] == 32:
+            assert layer["float_reason"], layer
+    # the Relax module has no float/int8 activation between binary layers: every tensor
+    # passed between nrqc kernels is uint32 words
+    assert "uint32" in manifest["weights_bytes_by_dtype"] or "int8" in manifest["weights_bytes_by_dtype"]
+    report = (out / "report.txt").read_text()
+    assert "nrqc_bconv_int8" in report and "layers left in float" in report
+
+
+def test_dense_int8_head_and_reducemax(tmp_path):
+    """ReduceMax global pool and an int8 MatMul fed by the pooled binary vector."""
+    g = bm.G(5)
+    x = bm.first_conv(g, "x", 1, 35)
+    x = bm.binary_conv(g, x, 35, 40, p_in=0.3)
+    x = g.op("ReduceMax", [x], "reducemax", axes=[2, 3], keepdims=0)
+    x = bm.dense(g, x, 40, 9, weights="int8", relu=False)
+    path = bm.save(g, (1, 1, 10, 9), x, (1, 9), tmp_path / "m.onnx")
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=False), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    sess = ArtifactSession(out, manifest)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        xin = rng.standard_normal((1, 1, 10, 9)).astype(np.float32)
+        np.testing.assert_allclose(sess.run({"x": xin})[0], run_onnxruntime(path, {"x": xin})[0], rtol=1e-5, atol=1e-5)
+    dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
+    assert dense["kernel"].startswith("nrqc:nrqc_bconv_int8") and dense["act_bits"] == 1 and dense["weight_bits"] == 8
+    rmax = next(layer for layer in manifest["layers"] if layer["op"] == "ReduceMax")
+    assert "global_or" in rmax["kernel"]
