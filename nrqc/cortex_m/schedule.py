@@ -51,10 +51,15 @@ def shrink_temporaries(func):
         n_spatial = sum(1 for iv in b.iter_vars if int(iv.iter_type) == 0)
         if n_spatial == 0 or len(loops) < n_spatial:
             continue
-        try:
-            sch.reverse_compute_at(consumers[0], loops[n_spatial - 1])
-        except Exception:  # noqa: leave the full-size temporary
-            continue
+        # Innermost spatial loop first (the temporary shrinks to one element); if the
+        # consumer needs more of it (e.g. packing 32 channels into one word), the next
+        # loop out, and so on.
+        for k in range(n_spatial - 1, -1, -1):
+            try:
+                sch.reverse_compute_at(consumers[0], loops[k])
+                break
+            except Exception:  # noqa: try one loop further out, else keep the full-size temporary
+                continue
     return sch.mod["main"]
 
 
