@@ -35,7 +35,7 @@ def _register():
     from nrqc.commands import compile as compile_cmd
     from nrqc.commands import profile, run, targets
 
-    for mod in (targets, compile_cmd, run, profile, *(__import__(f"nrqc.commands.{n}", fromlist=["command"]) for n in ("emulate", "deploy", "train", "export"))):
+    for mod in (targets, compile_cmd, run, profile, *(__import__(f"nrqc.commands.{n}", fromlist=["command"]) for n in ("emulate", "deploy", "train", "export", "tune"))):
         main.add_command(mod.command)
 
 

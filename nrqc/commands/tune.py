@@ -1,0 +1,34 @@
+"""`nrqc tune`: MetaSchedule-tune every kernel of a model into a database for `nrqc compile --db`."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("tune")
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--target", "-t", "target", default="x86", show_default=True, help="Target name (see `nrqc targets`).")
+@click.option("--trials", default=256, show_default=True, type=click.IntRange(1),
+              help="Measured trials in total, shared among tasks by FLOPs (each task gets at least --min-trials).")
+@click.option("--min-trials", default=8, show_default=True, type=click.IntRange(1), help="Trials per task at least.")
+@click.option("--db", required=True, type=click.Path(), help="Database directory (created; a rerun resumes it).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...", help="Static shape of an input.")
+@click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on boards registered with this tracker.")
+@click.option("--device-key", default=None, metavar="KEY", help="Tracker key of the boards [default: target name].")
+@click.option("--trials-per-batch", default=16, show_default=True, type=click.IntRange(1),
+              help="Candidates measured per search round.")
+@click.option("--seed", default=0, show_default=True)
+def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_key, trials_per_batch, seed):
+    """Tune MODEL (ONNX) for a target with MetaSchedule (XGBoost cost model).
+
+    Progress (tasks done, best latency so far, time left) is printed after every measured
+    batch; stop with Ctrl-C at any time and rerun the same command to resume."""
+    from nrqc.onnx_model import parse_shape_options
+    from nrqc.targets import get_target
+    from nrqc.tuning.tune import tune_model
+
+    desc = get_target(target)
+    if device_key and not rpc_tracker:
+        raise click.UsageError("--device-key needs --rpc-tracker")
+    tune_model(model, desc, trials, db, shapes=parse_shape_options(shapes), rpc_tracker=rpc_tracker,
+               device_key=device_key, num_trials_per_iter=trials_per_batch, min_trials_per_task=min_trials,
+               seed=seed, log=lambda msg: click.echo(msg, err=True))

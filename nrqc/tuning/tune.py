@@ -1,0 +1,306 @@
+"""`nrqc tune`: MetaSchedule over every kernel `nrqc compile` builds, XGBoost cost model.
+
+Tasks are the fused PrimFuncs after the compile pipeline's fusion steps (so binary
+operators from `nrqc.passes.binary_steps()` are tuned too), before any schedule: the same
+functions the compile-time database step looks up. Each task is tuned in turn with its
+share of the trial budget (by FLOPs x calls); after every measured batch the records are
+in the JSON database and `progress.json` says how many trials each task has had, so an
+interrupted run resumes where it stopped: finished tasks are skipped, a partly tuned task
+gets its remaining trials (the evolutionary search restarts from the best records).
+
+The shipped schedule of each task (`nrqc.targets.schedules`) is measured first and
+committed as a record too, so the database's best for a task is never worse than what an
+untuned compile gives.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+import types
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    func: object  # PrimFunc (unscheduled)
+    calls: int
+    flops: float
+
+    @property
+    def weight(self) -> float:
+        return self.calls * max(self.flops, 1.0)
+
+
+def extract_tasks(model_path, target, shapes=None, log=print):
+    """(tasks, LoadedModel) for a model: the unique fused kernels the compile will build."""
+    import tvm_ffi
+    from tvm import tirx
+
+    from nrqc.compiler import import_relax, load_model
+    from nrqc.layer_table import build_layer_table
+    from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
+    from nrqc.tuning.database import workload_mod
+
+    m = load_model(model_path, shapes or {})
+    ctx = CompileContext(target=target, onnx_model=m.shaped, layers=build_layer_table(m.shaped),
+                         options={"source_model": str(m.path)})
+    steps = build_pipeline()
+    names = [s.name for s in steps]
+    upto = names.index("nrqc.RecordKernels") + 1
+    mod = run_pipeline(import_relax(m), ctx, steps[:upto])
+    calls: dict[str, int] = {}
+    for k in ctx.kernels_in_order:
+        calls[k] = calls.get(k, 0) + 1
+    tasks: list[Task] = []
+    seen: dict[int, Task] = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc) or gv.name_hint not in calls:
+            continue
+        h = tvm_ffi.structural_hash(workload_mod(func))
+        if h in seen:
+            seen[h].calls += calls[gv.name_hint]
+            continue
+        try:
+            from tvm.s_tir.analysis import estimate_tir_flops
+
+            flops = float(estimate_tir_flops(workload_mod(func)))
+        except Exception:  # noqa: BLE001 - opaque kernels
+            flops = 1.0
+        t = Task(gv.name_hint, func, calls[gv.name_hint], flops)
+        seen[h] = t
+        tasks.append(t)
+    tasks.sort(key=lambda t: -t.weight)
+    return tasks, m
+
+
+def split_trials(tasks: list[Task], trials: int, min_per_task: int = 8) -> dict[str, int]:
+    """Trials per task: proportional to FLOPs x calls, at least min_per_task (and never
+    more trials than the total)."""
+    if not tasks:
+        return {}
+    total_w = sum(t.weight for t in tasks)
+    out = {}
+    for t in tasks:
+        share = trials * t.weight / total_w if total_w else trials / len(tasks)
+        out[t.name] = int(max(min(min_per_task, trials), round(share)))
+    return out
+
+
+@contextlib.contextmanager
+def _without_tensor_intrin_import():
+    """TuneContext imports tvm.s_tir.tensor_intrin (30-100 s here) for tensorization rules
+    we do not use (the explicit LLVM rules below name no intrinsics)."""
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = types.ModuleType(name)
+    try:
+        yield
+    finally:
+        if isinstance(sys.modules.get(name), types.ModuleType) and not hasattr(sys.modules[name], "__file__"):
+            del sys.modules[name]
+
+
+def _tune_context(task: Task, target, seed: int):
+    from tvm.s_tir import meta_schedule as ms
+
+    from nrqc.tuning.database import workload_mod
+
+    space = ms.space_generator.PostOrderApply(
+        sch_rules=ms.schedule_rule.ScheduleRule.create("llvm"),
+        postprocs=ms.postproc.Postproc.create("llvm"),
+        mutator_probs=ms.mutator.Mutator.create("llvm"),
+    )
+    with _without_tensor_intrin_import():
+        return ms.TuneContext(mod=workload_mod(task.func), target=target.tvm(), space_generator=space,
+                              search_strategy=ms.search_strategy.EvolutionarySearch(),
+                              task_name=task.name, rand_state=seed, num_threads=1)
+
+
+def _best_secs(db, task: Task) -> float | None:
+    from nrqc.tuning.database import workload_mod
+
+    wl_mod = workload_mod(task.func)
+    if not db.has_workload(wl_mod):
+        return None
+    recs = db.get_top_k(db.commit_workload(wl_mod), 1)
+    if not recs or not recs[0].run_secs:
+        return None
+    return float(sum(float(s) for s in recs[0].run_secs) / len(recs[0].run_secs))
+
+
+def _measure_shipped(task: Task, target, db, builder, runner, log) -> float | None:
+    """Measure the shipped schedule of a task and commit it as a tuning record."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from nrqc.targets.schedules import vector_spec
+    from nrqc.targets.schedules.rules import RULES
+    from nrqc.tuning.database import workload_mod
+
+    spec = vector_spec(target)
+    wl_mod = workload_mod(task.func)
+    for name, rule in RULES:
+        sch = s_tir.Schedule(wl_mod)
+        try:
+            if not rule(sch, spec):
+                continue
+        except Exception:  # noqa: BLE001 - rule does not fit
+            continue
+        break
+    else:
+        return None
+    tvm_target = target.tvm()
+    (b,) = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target)])
+    if b.error_msg:
+        log(f"  shipped schedule of {task.name} failed to build: {b.error_msg.splitlines()[-1]}")
+        return None
+    args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+    (fut,) = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args_info)])
+    res = fut.result()
+    if res.error_msg:
+        log(f"  shipped schedule of {task.name} failed to run: {res.error_msg.splitlines()[-1]}")
+        return None
+    secs = [float(s) for s in res.run_secs]
+    wl = db.commit_workload(wl_mod)
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, secs, tvm_target,
+                                                     ms.arg_info.ArgInfo.from_prim_func(wl_mod["main"])))
+    return sum(secs) / len(secs)
+
+
+def _progress_callback(state: dict, log):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            ok = []
+            for r in runner_results:
+                if r.error_msg is None and r.run_secs:
+                    ok.append(sum(float(s) for s in r.run_secs) / len(r.run_secs))
+            state["trials_task"] += len(runner_results)
+            state["trials_all"] += len(runner_results)
+            if ok:
+                best = min(ok)
+                if state["best"] is None or best < state["best"]:
+                    state["best"] = best
+            state["save"]()
+            elapsed = time.perf_counter() - state["t0"]
+            done_here = state["trials_all"] - state["trials_at_start"]
+            left = state["trials_planned"] - state["trials_all"]
+            eta = elapsed / done_here * left if done_here else float("nan")
+            best = state["best"]
+            log(f"  [{state['task_index']}/{state['n_tasks']} tasks] {state['task']}: "
+                f"{state['trials_task']}/{state['budget']} trials, best {best * 1e3:.3f} ms"
+                if best is not None else f"  [{state['task_index']}/{state['n_tasks']}] {state['task']}: no valid trial yet")
+            log(f"    overall {state['trials_all']}/{state['trials_planned']} trials, "
+                f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left")
+
+    return Progress()
+
+
+def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_tracker=None, device_key=None,
+               num_trials_per_iter: int = 16, min_trials_per_task: int = 8, seed: int = 0, log=print,
+               only_tasks: list[str] | None = None) -> dict:
+    """Tune every task of a model; returns the summary written to progress.json."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from nrqc.tuning.build import make_builder, make_local_runner, make_rpc_runner
+    from nrqc.tuning.database import open_for_target, read_progress, target_dir, write_progress
+
+    t_start = time.perf_counter()
+    tasks, m = extract_tasks(model_path, target, shapes, log=log)
+    if only_tasks:
+        tasks = [t for t in tasks if t.name in only_tasks]
+    db, why = open_for_target(db_dir, target, create=True)
+    if db is None:
+        from nrqc.errors import NrqcError
+
+        raise NrqcError(f"cannot use database {db_dir}: {why}")
+    sub = target_dir(db_dir, target)
+    progress = read_progress(sub)
+    progress.setdefault("tasks", {})
+    progress["model"] = str(Path(model_path).resolve())
+    progress["target"] = target.name
+    budgets = split_trials(tasks, trials, min_trials_per_task)
+    if target.kind != "host" and not rpc_tracker:
+        from nrqc.errors import NrqcError
+
+        raise NrqcError(f"{target.name} kernels cannot run here: tune through boards with "
+                        f"--rpc-tracker HOST:PORT --device-key KEY")
+    builder = make_builder(target)
+    if rpc_tracker:
+        runner, n_dev = make_rpc_runner(rpc_tracker, device_key or target.name)
+        log(f"measuring on {n_dev} device(s) with key '{device_key or target.name}' via tracker {rpc_tracker}")
+    else:
+        runner = make_local_runner()
+        log("measuring on this host (local runner)")
+    log(f"{len(tasks)} tasks, {trials} trials ({', '.join(f'{t.name}: {budgets[t.name]}' for t in tasks)}); "
+        f"database {sub}")
+
+    done_before = sum(min(progress["tasks"].get(t.name, {}).get("trials", 0), budgets[t.name]) for t in tasks)
+    planned = sum(budgets.values())
+    state = {"t0": time.perf_counter(), "trials_all": done_before, "trials_at_start": done_before,
+             "trials_planned": planned, "n_tasks": len(tasks)}
+
+    def save():
+        rec = progress["tasks"].setdefault(state["task"], {})
+        rec["trials"] = state["trials_task"]
+        rec["budget"] = state["budget"]
+        rec["best_ms"] = None if state["best"] is None else state["best"] * 1e3
+        write_progress(sub, progress)
+
+    state["save"] = save
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
+    for i, task in enumerate(tasks, 1):
+        rec = progress["tasks"].setdefault(task.name, {})
+        rec.update({"calls": task.calls, "flops": task.flops})
+        budget = budgets[task.name]
+        have = int(rec.get("trials", 0))
+        state.update(task=task.name, task_index=i, budget=budget, trials_task=have)
+        if "shipped_ms" not in rec:
+            shipped = _measure_shipped(task, target, db, builder, runner, log)
+            rec["shipped_ms"] = None if shipped is None else shipped * 1e3
+            write_progress(sub, progress)
+        best = _best_secs(db, task)
+        state["best"] = best
+        if have >= budget:
+            log(f"  [{i}/{len(tasks)} tasks] {task.name}: done before ({have} trials, best "
+                f"{best * 1e3:.3f} ms), skipped" if best else f"  [{i}/{len(tasks)}] {task.name}: done before, skipped")
+            continue
+        remaining = budget - have
+        log(f"  [{i}/{len(tasks)} tasks] {task.name}: {task.calls} call(s), {task.flops / 1e6:.1f} MFLOP, "
+            f"tuning {remaining} trials (shipped schedule: "
+            f"{rec['shipped_ms']:.3f} ms)" if rec.get("shipped_ms") else
+            f"  [{i}/{len(tasks)} tasks] {task.name}: tuning {remaining} trials")
+        ctx = _tune_context(task, target, seed + i)
+        ms.tune.tune_tasks(
+            tasks=[ctx], task_weights=[1.0], work_dir=str(sub / "logs"),
+            max_trials_global=remaining, max_trials_per_task=remaining,
+            num_trials_per_iter=min(num_trials_per_iter, remaining),
+            builder=builder, runner=runner, database=db, cost_model=cost_model,
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                               _progress_callback(state, log)],
+            task_scheduler="round-robin",
+        )
+        # Search space exhausted before the budget: the task counts as done.
+        rec["trials"] = max(int(progress["tasks"][task.name].get("trials", 0)), budget)
+        best = _best_secs(db, task)
+        rec["best_ms"] = None if best is None else best * 1e3
+        write_progress(sub, progress)
+    progress["tuning_seconds_total"] = round(progress.get("tuning_seconds_total", 0.0)
+                                             + time.perf_counter() - t_start, 1)
+    write_progress(sub, progress)
+    tot_best = sum((progress["tasks"][t.name].get("best_ms") or 0.0) * t.calls for t in tasks)
+    tot_ship = sum((progress["tasks"][t.name].get("shipped_ms") or 0.0) * t.calls for t in tasks)
+    log(f"tuned {len(tasks)} tasks: sum of kernel times {tot_best:.3f} ms (shipped schedules {tot_ship:.3f} ms); "
+        f"{progress['tuning_seconds_total']:.0f} s tuning in total; database {sub}")
+    if not math.isfinite(tot_best):
+        tot_best = float("nan")
+    return progress
