@@ -60,7 +60,11 @@ def generate_kernels(mod, called: set[str], target) -> str:
     funcs = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
              if isinstance(f, tirx.PrimFunc) and gv.name_hint in called}
     # No float vector types on Cortex-M in C: vectorized loops (from shared schedules) become serial.
-    config = {"tirx.disable_assert": True}
+    # Loops a schedule marked unrolled stay loops (with an unroll pragma): TVM 0.27's C code
+    # generator caches a printed load (`float v_ = a[i];`) within a scope and reuses it after
+    # a store to a[i] in the same scope, so an explicitly unrolled max-reduction
+    # (`a[i] = max(a[i], x0); a[i] = max(a[i], x1)`) came out wrong (GlobalMaxPool, MaxPool).
+    config = {"tirx.disable_assert": True, "tirx.UnrollLoop": {"explicit_unroll": False}}
     for key in ("tirx.disable_vectorize", "tir.disable_vectorize"):
         try:
             with tvm.transform.PassContext(config={key: True}):
