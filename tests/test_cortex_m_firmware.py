@@ -162,3 +162,18 @@ def test_m7_matches_onnxruntime(tmp_path):
     np.save(tmp_path / "x.npy", x)
     run_cli("run", out, "--input", f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "y.npy")
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_m4_global_max_pool_model(tmp_path):
+    """Regression: the BAM architecture's float twin (MaxPool to 2x1, GlobalMaxPool, 3 dense)
+    once came out wrong in C (an unrolled max reduction reused a stale load)."""
+    from tests.binary_models import bam_model
+
+    model = bam_model(tmp_path / "bamf.onnx", frames=32, bands=16, channels=(8, 8, 8, 16), head=16, float_model=True)
+    out = tmp_path / "o"
+    run_cli("compile", model, "--target", "cortex-m4", "-o", out)
+    assert json.loads((out / "manifest.json").read_text())["check"]["passed"]
+    x = np.random.default_rng(1).standard_normal((1, 1, 32, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run_cli("run", out, "--input", f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "y.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
