@@ -56,6 +56,9 @@ class Rewriter:
         self.seen_pool = 0
         self.seen_gpool = 0
         self.kernels_used: list[dict] = []
+        # kernel name -> (make(pool) -> fused PrimFunc, layer entry): used by BinaryFusePack
+        self.recipes: dict = {}
+        self.pool_kernels: dict = {}  # or-pool kernel name -> (pool spec, layer entry)
 
     # ------------------------------------------------------------ helpers
     def add_kernel(self, func, base: str):
@@ -124,6 +127,10 @@ class Rewriter:
             choice = {"strategy": strategy, "method": "rule: input encoding decides (AND for {0,1}, XNOR for {-1,+1})"}
         func, wargs = select.build_conv(g, p.weights, strategy, out, wq, self.ctx.target)
         gv, name = self.add_kernel(func, f"bconv_{p.weights}_{strategy}_{out}")
+        if out == "pack":
+            target = self.ctx.target
+            self.recipes[name] = (lambda pool: select.build_conv(g, p.weights, strategy, out, wq, target, pool)[0],
+                                  p.layer)
         pk_x = pk.var
         if out == "pack":
             args = [pk_x, *wargs, p.sigma, p.t]
@@ -275,6 +282,9 @@ class Rewriter:
                 m, k, t = -m, -k, -t
             func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict), g, self.ctx.target)
             gv, kname = self.add_kernel(func, "fconv_threshold_pack")
+            target, strict = self.ctx.target, p.head.strict
+            self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
+                bo.float_conv_pack(g, strict=strict, pool=pool), g, target, pool), p.layer)
             xin = x if p.kind == "conv2d" else self.emit(relax.op.reshape(x, (g.n, g.c_in, 1, g.w)),
                                                          (g.n, g.c_in, 1, g.w), "float32", "x4d")
             var = self.call(gv, [xin, self.weight_oihw(p, p.weight).astype(np.float32), m.astype(np.float32),
@@ -327,6 +337,7 @@ class Rewriter:
             pad = [0, int(a.padding[0]), 0, int(a.padding[1])]
         func = select.schedule_elementwise(bo.or_pool(pk.n, pk.h, pk.w, pk.c, kernel, stride, pad), self.ctx.target)
         gv, kname = self.add_kernel(func, "or_pool")
+        self.pool_kernels[kname] = ((tuple(kernel), tuple(stride), tuple(pad)), layer)
         shape = _shape(b.var)
         ho, wo = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2])
         var = self.call(gv, [pk.var], (pk.n, ho, wo, bo.n_words(pk.c)), "uint32", "pooled")
@@ -363,6 +374,8 @@ def rewrite(mod, ctx):
     rw = Rewriter(mod, ctx)
     mod = rw.run(mod)
     ctx.options["binary_kernels"] = rw.kernels_used
+    ctx.options["binary_recipes"] = rw.recipes
+    ctx.options["binary_pool_kernels"] = rw.pool_kernels
     # binary-input layers left float must say so (no silent fallback)
     for p in rw.plan:
         if p.layer is not None and not str(p.layer.get("kernel") or "").startswith("nrqc:") and p.reason \

@@ -175,7 +175,7 @@ def epilogue_float(acc, scale, g: ConvGeom):
 
 # ----------------------------------------------------------------------------- whole operators
 
-def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str):
+def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     """weights "int8" (strategy "bitserial" | "masked") or "binary" (strategy "and" | "xnor").
     out "pack": params (X, W..., sigma int32[Co], t int32[Co], Y uint32[N,Ho,Wo,Wo32]);
     out "float": params (X, W..., scale float32[Co], Y float32[N,Co,Ho,Wo])."""
@@ -196,6 +196,8 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str):
         sigma = te.placeholder((g.c_out,), "int32", name="sigma")
         t = te.placeholder((g.c_out,), "int32", name="t")
         y = epilogue_pack(acc, sigma, t, g)
+        if pool is not None:  # OR-pool fused: the un-pooled map never leaves the kernel
+            y = or_pool_stage(y, g.n, g.ho, g.wo, g.c_out, *pool)
         args = [X, *Ws, sigma, t, y]
     else:
         scale = te.placeholder((g.c_out,), "float32", name="scale")
@@ -204,7 +206,7 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str):
     return te.create_prim_func(args)
 
 
-def float_conv_pack(g: ConvGeom, strict: bool = True):
+def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
     """The first (float-input) layer: float conv, per-channel affine y*m + k, compare with
     T (Greater, or GreaterOrEqual when strict=False), packed. Params (X float32 NCHW,
     W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32])."""
@@ -229,15 +231,24 @@ def float_conv_pack(g: ConvGeom, strict: bool = True):
     else:
         bits = lambda n, a, b, o: y[n, a, b, o] * m[o] + k[o] >= T[o]  # noqa: E731
     out = pack_bits(bits, g.n, g.ho, g.wo, g.c_out)
+    if pool is not None:
+        out = or_pool_stage(out, g.n, g.ho, g.wo, g.c_out, *pool)
     return te.create_prim_func([X, W, m, k, T, out])
+
+
+def pool_out(h, w, kernel, stride, pad):
+    return ((h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1, (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1)
 
 
 def or_pool(n, h, w, c, kernel, stride, pad):
     """Max-pool of a packed {0,1} map = bitwise OR over the window (padding = 0 bits; a
     window always holds at least one real element). Params (X, Y) uint32."""
-    ho = (h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1
-    wo = (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1
     X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
+    return te.create_prim_func([X, or_pool_stage(X, n, h, w, c, kernel, stride, pad)])
+
+
+def or_pool_stage(X, n, h, w, c, kernel, stride, pad):
+    ho, wo = pool_out(h, w, kernel, stride, pad)
 
     def f(i, y, x, j):
         v = _u32(0)
@@ -248,8 +259,7 @@ def or_pool(n, h, w, c, kernel, stride, pad):
                 v = v | tirx.if_then_else(inb, X[i, _clamp(ih, h), _clamp(iw, w), j], _u32(0))
         return v
 
-    Y = te.compute((n, ho, wo, n_words(c)), f, name="pooled")
-    return te.create_prim_func([X, Y])
+    return te.compute((n, ho, wo, n_words(c)), f, name="pooled")
 
 
 def global_or(n, h, w, c):
@@ -304,8 +314,23 @@ def unpack(n, c, h, w, signed: bool = False):
     return te.create_prim_func([X, te.compute((n, c, h, w), f, name="unpacked")])
 
 
+def compact(func):
+    """Move each scratch buffer to where it is used and shrink it to the region a loop
+    iteration touches (the first steps of TVM's own TIR lowering), so the per-pixel
+    accumulators of a scheduled kernel are a few registers, not a whole feature map, in
+    the IR that the memory plan measures."""
+    from tvm import s_tir
+
+    seq = tvm.transform.Sequential([s_tir.transform.LowerInitBlock(),
+                                    s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                                    s_tir.transform.ConvertBlocksToOpaque(),
+                                    s_tir.transform.CompactBufferAllocation()])
+    return seq(tvm.IRModule({"main": func}))["main"]
+
+
 def as_kernel(func, name: str):
     """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it)."""
+    func = compact(func)
     # tirx.is_scheduled: nrqc.targets.kernels.select already scheduled it (shipped rules skip it)
     return func.with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True, "tirx.is_scheduled": True})
 

@@ -64,7 +64,7 @@ def _vectorize_channels(sch, loop, c_out: int, lanes: int):
         sch.vectorize(loop)
 
 
-def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out: str, target):
+def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out: str, target, pool=None):
     """Shared schedule: producer (acc / conv, reduction) computed per output pixel inside
     the epilogue (pack or float), output channels innermost and vectorized, reductions
     outside them (unrolled when small), rows in parallel. Order of primitives: parallel
@@ -72,6 +72,36 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
     sch = _sch(func)
     acc = sch.get_sblock(producer)
     epi = sch.get_sblock(epilogue)
+    rows = g.ho
+    if pool is not None:
+        # pooled output rows outermost (parallel), the packed words of a window computed
+        # at the pooled pixel, the accumulators at each packed pixel
+        pooled = sch.get_sblock("pooled")
+        pn, ph, pw, pj = sch.get_loops(pooled)
+        sch.compute_at(epi, pw)
+        rows = bo.pool_out(g.ho, g.wo, *pool)[0]
+        if rows > 1:
+            sch.parallel(ph)
+        # loops of the packed stage under pw: [window rows], [window cols], [words], bits
+        # (TVM drops unit-extent loops)
+        after = sch.get_loops(epi)[3:]
+        eb = after[-1]
+        kh_pool, kw_pool = pool[0]
+        if kw_pool > 1:
+            ew = after[1] if kh_pool > 1 else after[0]
+        else:
+            ew = after[0] if kh_pool > 1 else pw
+        pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
+        sch.compute_at(acc, ew)
+        inner = sch.get_loops(acc)[pos:]
+        o_loop, red = inner[0], inner[1:]
+        sch.reorder(*red, o_loop)
+        _vectorize_channels(sch, o_loop, g.c_out, _vector_lanes(target))
+        sch.unroll(eb)
+        for r in red[:-1]:
+            sch.unroll(r)
+        sch.decompose_reduction(acc, red[0])
+        return sch.mod["main"]
     if out == "pack":
         en, eh, ew, ej, eb = sch.get_loops(epi)
     else:
@@ -95,20 +125,20 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
     return sch.mod["main"]
 
 
-def schedule_conv(func, g: bo.ConvGeom, out: str, target):
+def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None):
     if _target_family(target) == "c":
         return func  # plain loops: the generic C lowering for Cortex-M
     try:
-        return _schedule_pixelwise(func, g, "acc", "packed" if out == "pack" else "y", out, target)
+        return _schedule_pixelwise(func, g, "acc", "packed" if out == "pack" else "y", out, target, pool)
     except Exception:  # a schedule is an optimization: fall back to plain loops
         return func
 
 
-def schedule_float_conv_pack(func, g: bo.ConvGeom, target):
+def schedule_float_conv_pack(func, g: bo.ConvGeom, target, pool=None):
     if _target_family(target) == "c":
         return func
     try:
-        return _schedule_pixelwise(func, g, "conv", "packed", "pack", target)
+        return _schedule_pixelwise(func, g, "conv", "packed", "pack", target, pool)
     except Exception:
         return func
 
@@ -131,9 +161,9 @@ def schedule_elementwise(func, target):
         return func
 
 
-def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target):
-    func = bo.binary_conv(g, weights, strategy, out)
-    return schedule_conv(func, g, out, target), weight_args(g, weights, strategy, wq)
+def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target, pool=None):
+    func = bo.binary_conv(g, weights, strategy, out, pool)
+    return schedule_conv(func, g, out, target, pool), weight_args(g, weights, strategy, wq)
 
 
 # ------------------------------------------------------------------ choice
