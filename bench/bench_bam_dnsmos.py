@@ -1,0 +1,184 @@
+"""Speed of the DNSMOS-like BAM speech-quality model: nrqc vs its peers, same run.
+
+    python bench/bench_bam_dnsmos.py [--frames 200 --bands 64] [--rounds 5 --iters 30] [--json out.json]
+
+Batch 1, one thread for everyone (TVM_NUM_THREADS=1 is set before TVM loads; onnxruntime
+intra-op threads = 1). Compared:
+  nrqc     the BAM model (Heaviside maps, int8 weights) compiled by `nrqc compile` (x86)
+  ort-f32  onnxruntime on the float model of the same architecture (ReLU, float weights)
+  ort-int8 onnxruntime on its int8 QDQ version (onnxruntime.quantization.quantize_static,
+           QDQ format, per-channel int8 weights, calibrated on random log-mel-like inputs)
+  tvm-f32  plain TVM (`tvm.compile` with the default Relax pipeline) on the float model
+Every figure is the median over `rounds` of the median of `iters` timed calls. Ratios are
+taken between numbers measured in this run. The achieved operation rate of the nrqc
+binary layers is reported against the target description's peak (int8 MAC/cycle and
+popcount bits/cycle) at the clock from /proc/cpuinfo.
+
+The model comes from `models/` when the zoo exports it (`--zoo`), else from the contract
+builder in tests/binary_models.py (same architecture: conv 32 -> pool -> conv 32 -> pool
+-> conv 32 -> pool -> conv 64 -> pool -> global max -> dense 64-64-64-1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _median_of_medians(fn, rounds: int, iters: int) -> tuple[float, list[float]]:
+    fn()
+    fn()
+    meds = []
+    for _ in range(rounds):
+        ts = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        meds.append(float(np.median(ts)) * 1e3)
+    return float(np.median(meds)), meds
+
+
+def _ort(path, x):
+    from nrqc.reference import ort_session
+
+    sess = ort_session(path, threads=1)
+    return lambda: sess.run(None, {"x": x})
+
+
+def _quantize(float_path: Path, out: Path, shape, n_calib=16) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.data = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n_calib)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def _plain_tvm(float_path: Path, shape):
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from nrqc.targets import get_target
+
+    mod = from_onnx(onnx.load(str(float_path)), shape_dict={"x": list(shape)}, keep_params_in_input=False)
+    target = get_target("x86").tvm()
+    ex = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--bands", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--skip-plain-tvm", action="store_true", help="plain TVM float is slow to run; skip it")
+    ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--workdir", type=str, default=None)
+    args = ap.parse_args(argv)
+
+    import tvm
+
+    import binary_models as bm
+    from nrqc.compiler import CompileOptions, compile_model
+    from nrqc.runtime import ArtifactSession
+    from nrqc.targets import get_target
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_bam_"))
+    work.mkdir(parents=True, exist_ok=True)
+    shape = (1, 1, args.frames, args.bands)
+    bam = bm.bam_model(work / "bam.onnx", frames=args.frames, bands=args.bands)
+    flt = bm.bam_model(work / "bam_float.onnx", frames=args.frames, bands=args.bands, float_model=True)
+    q8 = _quantize(flt, work / "bam_float_int8qdq.onnx", shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+    t0 = time.perf_counter()
+    out = compile_model(bam, "x86", work / "nrqc_bam", CompileOptions(check=True), log=lambda *a: None)
+    compile_s = time.perf_counter() - t0
+    manifest = json.loads((out / "manifest.json").read_text())
+    sess = ArtifactSession(out, manifest)
+    dev_args = sess.to_device({"x": x})
+    fn_nrqc = lambda: sess.vm["main"](*dev_args)  # noqa: E731
+
+    results = {}
+    results["nrqc"], rn = _median_of_medians(fn_nrqc, args.rounds, args.iters)
+    results["ort-f32"], _ = _median_of_medians(_ort(flt, x), args.rounds, args.iters)
+    results["ort-int8"], _ = _median_of_medians(_ort(q8, x), args.rounds, args.iters)
+    if not args.skip_plain_tvm:
+        vm = _plain_tvm(flt, shape)
+        xt = tvm.runtime.tensor(x)
+        results["tvm-f32"], _ = _median_of_medians(lambda: vm["main"](xt), max(3, args.rounds // 2),
+                                                   max(3, args.iters // 10))
+
+    # per-kernel breakdown of the nrqc run (the binary layers' share)
+    from nrqc.profiler import operator_breakdown
+
+    rows = operator_breakdown(sess, {"x": x}, repeat=max(5, args.iters // 3))
+    target = get_target("x86")
+    clock_hz = target.figure("clock_ghz") * 1e9
+    layers = manifest["layers"]
+    binary_macs = sum(layer["macs"] for layer in layers if layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8))
+    binary_kernels = {str(layer["kernel"]).removeprefix("nrqc:") for layer in layers
+                      if layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8)}
+    binary_ms = sum(r["ms"] for r in rows if r["kernel"] in binary_kernels)
+    achieved = binary_macs / (binary_ms * 1e-3) / clock_hz if binary_ms else 0.0
+    whole = manifest["macs"] / (results["nrqc"] * 1e-3) / clock_hz
+    peak_int8 = target.figure("peak_int8_macs_per_cycle")
+    peak_pop = target.figure("peak_popcount_bits_per_cycle")
+    strategies = {layer["name"]: layer.get("strategy", {}).get("strategy") for layer in layers if layer.get("strategy")}
+    report = {
+        "model": str(bam), "input_shape": list(shape), "threads": 1, "rounds": args.rounds, "iters": args.iters,
+        "median_ms": {k: round(v, 4) for k, v in results.items()},
+        "nrqc_round_medians_ms": [round(v, 4) for v in rn],
+        "speedup_nrqc_vs": {k: round(v / results["nrqc"], 3) for k, v in results.items() if k != "nrqc"},
+        "goals": {"3x_vs_ort_f32": results["ort-f32"] / results["nrqc"] >= 3.0,
+                  "faster_than_ort_int8": results["ort-int8"] > results["nrqc"]},
+        "nrqc_check": manifest["check"]["summary"], "nrqc_compile_s": round(compile_s, 1),
+        "binary_layers": {"macs": binary_macs, "kernel_ms": round(binary_ms, 4), "strategies": strategies,
+                          "achieved_int8_mac_per_cycle": round(achieved, 2),
+                          "peak_int8_mac_per_cycle": peak_int8,
+                          "fraction_of_int8_peak": round(achieved / peak_int8, 4) if peak_int8 else None,
+                          "achieved_as_popcount_bits_per_cycle_if_bitserial": round(achieved * 8, 2),
+                          "peak_popcount_bits_per_cycle": peak_pop},
+        "whole_model_mac_per_cycle": round(whole, 2), "clock_ghz": target.figure("clock_ghz"),
+        "kernel_breakdown_ms": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+    }
+    print(f"BAM model {shape}, batch 1, 1 thread, median of {args.rounds} rounds x {args.iters} runs")
+    for k, v in results.items():
+        print(f"  {k:<9} {v:8.3f} ms" + ("" if k == "nrqc" else f"   nrqc speedup {v / results['nrqc']:.2f}x"))
+    print(f"  goal >=3x vs onnxruntime float: {'MET' if report['goals']['3x_vs_ort_f32'] else 'NOT met'}; "
+          f"faster than onnxruntime int8: {'MET' if report['goals']['faster_than_ort_int8'] else 'NOT met'}")
+    print(f"  binary layers: {binary_macs:,} MACs in {binary_ms:.3f} ms = {achieved:.2f} int8 MAC/cycle "
+          f"(peak {peak_int8:g}; {100 * achieved / peak_int8:.1f} %), strategies {sorted(set(strategies.values()))}; "
+          f"whole model {whole:.2f} MAC/cycle at {target.figure('clock_ghz'):.2f} GHz")
+    print("  " + manifest["check"]["summary"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
