@@ -12,12 +12,16 @@ VARIANTS = ("float", "bam", "reparam", "bam-reparam")
 class _Spec:
     """Turns a variant name into the per-layer choices."""
 
-    def __init__(self, variant: str, beta: float, bn: bool):
+    def __init__(self, variant: str, beta: float, bn: bool | None):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         self.bam = variant.startswith("bam")
         self.reparam = variant.endswith("reparam")
-        self.beta, self.bn = beta, bn
+        # BAM feature layers get BatchNorm by default (it folds into the thresholds at
+        # export): without it, channels of the last binary layer drift to always-on or
+        # always-off after the global max-pool and the head sees a constant vector (measured
+        # on the quality task: validation Pearson 0.00 without, 0.5 after 4 epochs with).
+        self.beta, self.bn = beta, (self.bam if bn is None else bn)
         self.gates: dict[str, DynamicWidth] = {}
 
     def gate(self, name: str, n: int, k_min: float = 2.0, dim: int = 1) -> str | None:
@@ -41,7 +45,7 @@ class _Spec:
 
 
 def quality_bam4(variant="float", frames=200, bands=64, channels=(32, 32, 32, 64), head=64,
-                 beta=5.0, bn=False) -> SeqNet:
+                 beta=5.0, bn=None) -> SeqNet:
     """The BAM paper's speech-quality CNN: four 3×3 convs (32, 32, 32, 64), each followed by
     the activation and a 2×2 max-pool, a global max-pool and a dense head 64→64→64→1."""
     s = _Spec(variant, beta, bn)
@@ -58,7 +62,7 @@ def quality_bam4(variant="float", frames=200, bands=64, channels=(32, 32, 32, 64
                    "output": "MOS-like quality score [1, 1]"})
 
 
-def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=False) -> SeqNet:
+def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=None) -> SeqNet:
     """The DNSMOS P.808 architecture (model_v8.onnx): conv 1→32 + pool, 32→32 + pool,
     32→32, 32→32 + pool, 32→64, global max-pool, dense 64→64→64→1.  The published model
     reads 900 frames × 120 bands; the default here is a shorter, narrower input."""
@@ -78,7 +82,7 @@ def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=False) ->
                    "output": "MOS-like quality score [1, 1]"})
 
 
-def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=False) -> SeqNet:
+def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=None) -> SeqNet:
     """Frame-level VAD for a Cortex-M: 1-D convs over time with the mel bands as channels
     (3 taps each), a 1×1 full-precision head, one logit per frame.  About 14 k parameters
     (≈ 14 kB with int8 weights), ≈ 14 k MACs per 10 ms frame.  The reparameterized
@@ -99,7 +103,7 @@ def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=Fa
 
 
 def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), head=32, beta=5.0,
-                  bn=False) -> SeqNet:
+                  bn=None) -> SeqNet:
     """Bona fide vs spoofed speech: three 3×3 convs with 2×2 max-pools, a global max-pool
     and a dense head; the output is a bona-fide logit."""
     s = _Spec(variant, beta, bn)
@@ -114,7 +118,7 @@ def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), 
                    "bands": bands, "output": "bona fide logit [1, 1]"})
 
 
-def synthetic_mlp(variant="float", features=16, hidden=32, beta=5.0, bn=False) -> SeqNet:
+def synthetic_mlp(variant="float", features=16, hidden=32, beta=5.0, bn=None) -> SeqNet:
     """The case study: a dense model whose input features and hidden units are gated; the
     synthetic task makes only the first k features informative, so the learned input width
     should settle near k."""

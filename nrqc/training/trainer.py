@@ -28,9 +28,9 @@ from nrqc.training.complexity import model_cost, summary
 TASKS = ("quality", "vad", "antispoof", "synthetic")
 # Small defaults that train in minutes on 2 CPU cores.
 DEFAULTS = {
-    "quality": {"epochs": 12, "batch_size": 16, "lr": 2e-3, "samples": 400},
+    "quality": {"epochs": 8, "batch_size": 16, "lr": 2e-3, "samples": 400},
     "vad": {"epochs": 25, "batch_size": 32, "lr": 3e-3, "samples": 1200},
-    "antispoof": {"epochs": 10, "batch_size": 16, "lr": 2e-3, "samples": 400},
+    "antispoof": {"epochs": 8, "batch_size": 16, "lr": 2e-3, "samples": 400},
     "synthetic": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "samples": 4096},
 }
 
@@ -225,6 +225,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         torch.set_rng_state(state["rng"])
         _log(f"nrqc train: resuming {last} after epoch {start_epoch}")
     tr, va, te = (torch.from_numpy(np.flatnonzero(split == s)) for s in (0, 1, 2))
+    if start_epoch == 0 and any(b.binary is not None for _, b in net.blocks()):
+        from nrqc.training.calibrate import calibrate_thresholds
+
+        calibrate_thresholds(net, x[tr[torch.randperm(len(tr))[:128]]])
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):

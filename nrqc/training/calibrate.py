@@ -1,0 +1,46 @@
+"""Data-dependent initial thresholds for binary activation maps.
+
+A binary map whose bits are almost all 1 carries no information, and after a global
+max-pool over hundreds of positions a freshly initialized Heaviside layer gives 1 for
+every clip, so the head sees a constant and the surrogate gradient has nothing to work
+with.  Before training, each binary layer's bias (its threshold) is set, in order, so that
+a fraction ``p`` of its units fire on a batch of training data, and the last binary layer
+before a global max-pool so that each channel's pooled bit is 1 for about half the clips.
+"""
+from __future__ import annotations
+
+import torch
+
+from nrqc.training.net import Block, GlobalMaxPool, SeqNet
+
+
+@torch.no_grad()
+def calibrate_thresholds(net: SeqNet, x: torch.Tensor, p: float = 0.2) -> int:
+    """Adjust the biases of binary blocks in place; returns how many were set."""
+    was = net.training
+    net.eval()
+    pooled_after = set()
+    last_binary = None
+    for i, m in enumerate(net.layers):
+        if isinstance(m, Block) and m.binary is not None:
+            last_binary = i
+        if isinstance(m, GlobalMaxPool) and last_binary is not None:
+            pooled_after.add(last_binary)
+    count = 0
+    h = x
+    if net.input_gate is not None:
+        h = net.gates[net.input_gate](h)
+    h = h.unsqueeze(1) if net.layout == "image" else h.transpose(1, 2) if net.layout == "bands_as_channels" else h
+    for i, m in enumerate(net.layers):
+        if isinstance(m, Block) and m.binary is not None and m.bn is None:
+            y = m.pre_activation(h, net.kept(net.in_gates[i]))  # includes the current bias
+            per_channel = y.transpose(0, 1).reshape(y.shape[1], y.shape[0], -1)  # [C, B, positions]
+            if i in pooled_after:
+                level = per_channel.amax(dim=2).median(dim=1).values  # pooled bit on for half the clips
+            else:
+                level = torch.quantile(per_channel.reshape(y.shape[1], -1), 1 - p, dim=1)
+            m.layer.bias -= level
+            count += 1
+        h = m(h, net.gate(m.gate), net.kept(net.in_gates[i])) if isinstance(m, Block) else m(h)
+    net.train(was)
+    return count
