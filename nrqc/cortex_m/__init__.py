@@ -10,6 +10,7 @@ test firmware and (unless --no-check) runs it in QEMU against onnxruntime.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,19 +53,40 @@ def _register_popcount() -> None:
 
 
 def generate_kernels(mod, called: set[str], target) -> str:
-    """TVM C source of the kernels main calls (asserts off: no error strings in flash)."""
-    import tvm
+    """TVM C source of the kernels main calls (asserts off: no error strings in flash).
+
+    Kernels are first generated with the schedules' explicit unrolling. TVM 0.27's C code
+    generator caches a printed load (`float v_ = a[i];`) within a scope and reuses it after
+    a store to `a[i]` in the same scope, which made unrolled max reductions (MaxPool,
+    GlobalMaxPool) wrong; the kernels whose C shows that pattern are generated again with
+    unrolled loops kept as loops (`tirx.UnrollLoop.explicit_unroll = False`)."""
     from tvm import tirx
 
     _register_popcount()
     funcs = {gv: f.with_attr("global_symbol", gv.name_hint) for gv, f in mod.functions.items()
              if isinstance(f, tirx.PrimFunc) and gv.name_hint in called}
+    source = _build_c(funcs, target, unroll=True)
+    stale = stale_load_kernels(source)
+    if not stale:
+        return source
+    safe = {gv: f for gv, f in funcs.items() if gv.name_hint not in stale}
+    risky = {gv: f for gv, f in funcs.items() if gv.name_hint in stale}
+    parts = [_build_c(risky, target, unroll=False)]
+    if safe:
+        parts.insert(0, _build_c(safe, target, unroll=True))
+        # one definition of the module context pointer across the two generated units
+        parts[1] = parts[1].replace("void* __tvm_ffi__library_ctx = NULL;", "", 1)
+    return ("\n/* kernels regenerated without explicit unrolling (stale-load pattern in TVM's C output): "
+            + ", ".join(sorted(stale)) + " */\n").join(parts)
+
+
+def _build_c(funcs: dict, target, unroll: bool) -> str:
+    import tvm
+
     # No float vector types on Cortex-M in C: vectorized loops (from shared schedules) become serial.
-    # Loops a schedule marked unrolled stay loops (with an unroll pragma): TVM 0.27's C code
-    # generator caches a printed load (`float v_ = a[i];`) within a scope and reuses it after
-    # a store to a[i] in the same scope, so an explicitly unrolled max-reduction
-    # (`a[i] = max(a[i], x0); a[i] = max(a[i], x1)`) came out wrong (GlobalMaxPool, MaxPool).
-    config = {"tirx.disable_assert": True, "tirx.UnrollLoop": {"explicit_unroll": False}}
+    config = {"tirx.disable_assert": True}
+    if not unroll:
+        config["tirx.UnrollLoop"] = {"explicit_unroll": False}
     for key in ("tirx.disable_vectorize", "tir.disable_vectorize"):
         try:
             with tvm.transform.PassContext(config={key: True}):
@@ -74,6 +96,33 @@ def generate_kernels(mod, called: set[str], target) -> str:
     with tvm.transform.PassContext(opt_level=3, config=config):
         lib = tvm.tirx.build(tvm.IRModule(funcs), target=tvm.target.Target(target.tvm_target))
     return lib.inspect_source()
+
+
+_SSA_LOAD = re.compile(r"^\s*[\w ]+?\s+(v_\w*)\s*=\s*(\w+\[[^;]*\]);\s*$")
+_STORE = re.compile(r"^\s*(\w+\[[^;]*\])\s*=(?!=)")
+
+
+def stale_load_kernels(source: str) -> set[str]:
+    """Kernels whose generated C uses an SSA copy of a load after a store to that element."""
+    bad = set()
+    for chunk in source.split("TVM_DLL int32_t __tvm_ffi_")[1:]:
+        name = chunk.split("(", 1)[0]
+        if "{" not in chunk.split("\n", 1)[0]:
+            continue  # a declaration
+        loads: dict[str, str] = {}
+        stale: set[str] = set()
+        for line in chunk.splitlines()[1:]:
+            if any(re.search(rf"\b{v}\b", line) for v in stale):
+                bad.add(name)
+                break
+            m = _SSA_LOAD.match(line)
+            if m:
+                loads[m.group(1)] = m.group(2)
+                continue
+            m = _STORE.match(line)
+            if m:
+                stale |= {v for v, rhs in loads.items() if rhs == m.group(1)}
+    return bad
 
 
 def _include_dirs() -> list[Path]:
