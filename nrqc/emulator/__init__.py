@@ -9,5 +9,12 @@ from nrqc.emulator.board import (EmulatedBoard, board_info, emulated_board, remo
                                  serve_foreground, unavailable_reason)
 from nrqc.emulator.rootfs import build_rootfs, cache_dir, rootfs_dir
 
+
+def emulated_instruction_count(artifact_dir, inputs=None, seed: int = 0) -> int:
+    """See :func:`nrqc.emulator.icount.emulated_instruction_count`."""
+    from nrqc.emulator.icount import emulated_instruction_count as _count
+
+    return _count(artifact_dir, inputs, seed)
+
 __all__ = ["EmulatedBoard", "board_info", "emulated_board", "remote_board_info", "serve_foreground",
-           "unavailable_reason", "build_rootfs", "cache_dir", "rootfs_dir"]
+           "unavailable_reason", "build_rootfs", "cache_dir", "rootfs_dir", "emulated_instruction_count"]

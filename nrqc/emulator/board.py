@@ -67,7 +67,13 @@ def guest_python(root: Path, env_extra: dict[str, str] | None = None,
         "NRQC_EMULATOR": _emulator_label(qemu),
     }
     chroot = shutil.which("chroot")
-    if os.geteuid() == 0 and chroot:
+    # NRQC_EMULATOR_MODE=chroot|prefix forces a mode (default: chroot when root).
+    mode = os.environ.get("NRQC_EMULATOR_MODE") or ("chroot" if os.geteuid() == 0 and chroot else "prefix")
+    if mode not in ("chroot", "prefix"):
+        raise NrqcError(f"NRQC_EMULATOR_MODE={mode!r}: expected 'chroot' or 'prefix'")
+    if mode == "chroot":
+        if os.geteuid() != 0 or not chroot:
+            raise NrqcError("NRQC_EMULATOR_MODE=chroot needs root and the chroot command")
         prefix = ""
         argv = [chroot, str(root), "/usr/bin/qemu-aarch64-static", "-cpu", GUEST_CPU, *qemu_args,
                 "/usr/bin/python3"]
@@ -79,7 +85,7 @@ def guest_python(root: Path, env_extra: dict[str, str] | None = None,
     return argv, env, prefix
 
 
-def _install_guest_file(root: Path, src: Path, name: str) -> str:
+def _install_guest_file(root: Path, src: Path, name: str, prefix: str) -> str:
     """Copy a helper script into the root file system; returns its path in the guest."""
     prefix_dir = root / "opt/nrqc"
     if os.access(prefix_dir, os.W_OK):
@@ -87,7 +93,9 @@ def _install_guest_file(root: Path, src: Path, name: str) -> str:
         tmp = prefix_dir / f".{name}.{os.getpid()}.tmp"
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
-        return f"/opt/nrqc/{name}" if os.geteuid() == 0 else str(dst)
+        return f"{prefix}/opt/nrqc/{name}"
+    if prefix == "":
+        raise NrqcError(f"cannot write {prefix_dir} (the chroot needs the helper script inside it)")
     return str(src)  # -L mode: the guest sees host paths that are not in the rootfs
 
 
@@ -130,8 +138,8 @@ class EmulatedBoard:
         if self.requested_port:
             _check_port_free(self.host, self.requested_port)
         root = _rootfs.build_rootfs()
-        script = _install_guest_file(root, Path(__file__).with_name("guest_server.py"), "guest_server.py")
-        argv, env, _ = guest_python(root)
+        argv, env, prefix = guest_python(root)
+        script = _install_guest_file(root, Path(__file__).with_name("guest_server.py"), "guest_server.py", prefix)
         argv += [script, "--host", self.host, "--port", str(self.requested_port)]
         if self.tracker:
             argv += ["--tracker", self.tracker, "--key", self.key]
