@@ -5,6 +5,7 @@ Records live in a per-target sub-directory whose name is a hash of the target JS
 (kind, mtriple, mcpu, mattr) and of the CPU feature flags (`nrqc.tuning.keys`), so a record
 tuned for one target / CPU feature set is never looked up for another. A `--db` without a
 sub-directory for this target is ignored with a note (and the artifact is not marked tuned).
+NRQC_NO_DEFAULT_DB=1 skips the shipped default database (shipped rules only).
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def apply_database(mod, ctx: CompileContext):
             if applied_user == 0:
                 ctx.options["db"] = None
                 ctx.options["db_requested"] = user_db
+    import os
+
+    if os.environ.get("NRQC_NO_DEFAULT_DB", "") not in ("", "0"):
+        ctx.notes.append("shipped default database disabled (NRQC_NO_DEFAULT_DB)")
+        return mod
     db, why = open_for_target(default_database_dir(), ctx.target)
     if db is not None:
         mod, applied, total = apply_records(mod, db, ctx.target)
