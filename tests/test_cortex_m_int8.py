@@ -62,3 +62,16 @@ def test_int8_entry_point(tmp_path):
                        [TensorSpec("y", (1, 2), "float32")], feeds={0: x}, qfeeds={0: q})
     np.testing.assert_allclose(got["outputs_int8"][0], ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["outputs"][0], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_run_cli_with_int8_input(tmp_path):
+    """`nrqc run` with an int8 .npy for the quantized input calls nrqc_run_int8."""
+    model = quantized_input_model(tmp_path / "q.onnx")
+    out = tmp_path / "out"
+    run_cli("compile", model, "--target", "cortex-m4", "-o", out, "--no-check")
+    x = np.random.default_rng(8).standard_normal((1, 1, 20, 16)).astype(np.float32)
+    q = np.clip(np.rint(x / np.float32(0.05)) + 3, -128, 127).astype(np.int8)
+    np.save(tmp_path / "q.npy", q)
+    run_cli("run", out, "--input", f"x={tmp_path / 'q.npy'}", "-o", tmp_path / "y.npy")
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=1e-4, atol=1e-5)

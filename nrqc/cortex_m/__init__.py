@@ -286,13 +286,18 @@ def run_artifact(out: Path, manifest: dict, feeds: dict[str, np.ndarray]) -> lis
     elf = Path(out) / manifest.get("firmware", FIRMWARE_ELF)
     if not elf.exists():
         raise NrqcError(f"{out}: no {FIRMWARE_ELF}; recompile with `nrqc compile`")
-    indexed = {}
+    quant = manifest.get("int8_input")
+    indexed, qfeeds = {}, {}
     for i, spec in enumerate(_specs(manifest, "inputs")):
         arr = np.asarray(feeds[spec.name])
         if tuple(arr.shape) != tuple(spec.shape):
             raise NrqcError(f"--input {spec.name}: shape {list(arr.shape)}, the artifact expects {list(spec.shape)}")
-        indexed[i] = arr.astype(spec.dtype if spec.dtype != "bool" else "uint8")
-    return firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"), indexed)["outputs"]
+        if quant and quant["index"] == i and str(arr.dtype) == quant["dtype"]:
+            qfeeds[i] = arr  # already quantized: run nrqc_run_int8
+        else:
+            indexed[i] = arr.astype(spec.dtype if spec.dtype != "bool" else "uint8")
+    got = firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"), indexed, qfeeds=qfeeds)
+    return got["outputs_int8"] if qfeeds else got["outputs"]
 
 
 def profile_artifact(out: Path, manifest: dict) -> dict:
