@@ -144,3 +144,44 @@ def write_progress(sub: Path, progress: dict) -> None:
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n")
     tmp.replace(p)
+
+
+def export_best(src_dir: str | Path, target, dest_dir: str | Path | None = None, margin: float = 0.95) -> list[str]:
+    """Copy the best record of each task of src_dir (this target's key) into dest_dir (the
+    shipped default database by default), only where it beats the shipped schedule by
+    `margin` (else the shipped rule gives the same code and the record is dead weight).
+    Returns the task names exported."""
+    from tvm.s_tir import meta_schedule as ms
+
+    src, why = open_for_target(src_dir, target)
+    if src is None:
+        raise FileNotFoundError(why)
+    progress = read_progress(target_dir(src_dir, target))
+    dest_dir = Path(dest_dir) if dest_dir is not None else default_database_dir()
+    dest, why = open_for_target(dest_dir, target, create=True)
+    if dest is None:
+        raise FileExistsError(why)
+    by_best = {}
+    for name, rec in progress.get("tasks", {}).items():
+        if rec.get("best_ms") and rec.get("shipped_ms") and rec["best_ms"] < margin * rec["shipped_ms"]:
+            by_best[round(rec["best_ms"], 9)] = name
+    import tvm_ffi
+
+    best: dict[int, tuple[float, object]] = {}
+    for record in src.get_all_tuning_records():
+        if not record.run_secs:
+            continue
+        secs = sum(float(x) for x in record.run_secs) / len(record.run_secs)
+        h = tvm_ffi.structural_hash(record.workload.mod)
+        if h not in best or secs < best[h][0]:
+            best[h] = (secs, record)
+    exported = []
+    for secs, record in best.values():
+        name = by_best.get(round(secs * 1e3, 9))
+        if name is None:
+            continue
+        wl = dest.commit_workload(record.workload.mod)
+        dest.commit_tuning_record(ms.database.TuningRecord(record.trace, wl, record.run_secs, record.target,
+                                                           record.args_info))
+        exported.append(name)
+    return exported
