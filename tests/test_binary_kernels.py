@@ -40,10 +40,12 @@ def _int8_case(g, rng):
     return x, w
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni"])
 @pytest.mark.parametrize("gi", range(len(GEOMS)))
 def test_int8_conv_float_epilogue_exact(gi, strategy):
     g = GEOMS[gi]
+    if strategy == "vnni" and g.groups != 1:
+        pytest.skip("the vnni strategy is offered for groups == 1 only (select.strategies_for)")
     rng = np.random.default_rng(gi)
     x, w = _int8_case(g, rng)
     ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
@@ -53,7 +55,7 @@ def test_int8_conv_float_epilogue_exact(gi, strategy):
     np.testing.assert_array_equal(got.astype(np.int64), ref)  # |acc| < 2^24: exact in float32
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni"])
 def test_int8_conv_pack_epilogue_exact(strategy):
     g = GEOMS[1]
     rng = np.random.default_rng(7)
@@ -144,10 +146,28 @@ def test_integer_threshold_matches_float_comparison():
 
 
 def test_strategy_choice_is_measured_and_recorded():
-    g = bo.ConvGeom(1, 32, 12, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1))
+    g = bo.ConvGeom(1, 32, 40, 16, 32, 3, 3, (1, 1), (1, 1, 1, 1))  # 5.9 M MACs: measured
     choice = select.choose_int8_strategy(g, TARGET)
     assert choice["method"].startswith("measured")
-    assert set(choice["candidates_ms"]) == {"bitserial", "masked"}
+    assert set(choice["candidates_ms"]) == set(select.strategies_for(g, TARGET)) >= {"bitserial", "masked"}
     assert choice["strategy"] == min(choice["candidates_ms"], key=choice["candidates_ms"].get)
     cm = select.choose_int8_strategy(g, get_target("x86"), measure=False)
-    assert cm["method"].startswith("cost model") and cm["strategy"] in ("bitserial", "masked")
+    assert cm["method"].startswith("cost model") and cm["strategy"] in select.strategies_for(g, TARGET)
+
+
+@pytest.mark.skipif(not select.has_vnni(TARGET), reason="host has no AVX-512 VNNI")
+def test_vnni_kernel_is_tensorized_and_fused_pool_exact():
+    """The BAM conv shape with its 2x2 OR-pool fused: scheduled with vpdpbusd (strict: no
+    silent fallback to plain loops), bit-exact."""
+    g = bo.ConvGeom(1, 32, 20, 12, 32, 3, 3, (1, 1), (1, 1, 1, 1))
+    pool = ((2, 2), (2, 2), (0, 0, 0, 0))
+    rng = np.random.default_rng(8)
+    x, w = _int8_case(g, rng)
+    acc = pk.ref_conv_acc(x, w, g.stride, g.pad)
+    t = np.full(g.c_out, 150, np.int32)
+    ref = pk.ref_or_pool((acc >= 150).astype(np.uint8), *pool)
+    func = select.schedule_conv(bo.binary_conv(g, "int8", "vnni", "pack", pool), g, "pack", TARGET, pool, strict=True)
+    assert "vpdpbusd" in func.script()
+    got = _run(func, [pk.pack_nchw(x), *select.weight_args(g, "int8", "vnni", w), np.ones(g.c_out, np.int32), t],
+               (1, 10, 6, 1), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got, 32), np.moveaxis(ref, 1, -1))

@@ -43,7 +43,8 @@ def _compile_and_compare(tmp_path, path, x_shape, n_inputs=3):
 
 
 def _binary_layers(manifest):
-    return [layer for layer in manifest["layers"] if str(layer["kernel"]).startswith("nrqc:nrqc_bconv")]
+    return [layer for layer in manifest["layers"]
+            if layer["op"] in ("Conv", "MatMul", "Gemm") and str(layer["kernel"]).startswith("nrqc:nrqc_bconv")]
 
 
 CASES = {
@@ -90,8 +91,10 @@ def test_bam_model_end_to_end(tmp_path):
     assert manifest["check"]["passed"], manifest["check"]
     kinds = [(layer["op"], str(layer["kernel"])) for layer in manifest["layers"]]
     assert [k for op, k in kinds if op == "Conv"][0].startswith("nrqc:nrqc_fconv_threshold_pack")
-    assert sum(k.startswith("nrqc:nrqc_bconv_int8") for op, k in kinds) == 3
-    assert all("or_pool" in k for op, k in kinds if op == "MaxPool")
+    assert sum(k.startswith("nrqc:nrqc_bconv_int8") for op, k in kinds if op == "Conv") == 3
+    # every max-pool runs on packed words, fused into the kernel that produces its input
+    assert all(k.endswith("_orpool") for op, k in kinds if op == "MaxPool")
+    assert "fused into the kernel producing" in " ".join(manifest["notes"])
     assert any("global_or" in k for op, k in kinds if op == "GlobalMaxPool")
     first_dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
     assert first_dense["act_bits"] == 1 and "binary_fc" in first_dense["kernel"]

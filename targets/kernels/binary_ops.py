@@ -130,6 +130,38 @@ def acc_int8_masked(g: ConvGeom, X, Wt):
     return te.compute((g.n, g.ho, g.wo, g.c_out), f, name="acc")
 
 
+def vnni_dims(g: ConvGeom) -> tuple[int, int]:
+    """(input channels rounded up to 4, output channels rounded up to 16)."""
+    return (g.c_in + 3) // 4 * 4, (g.c_out + 15) // 16 * 16
+
+
+def acc_int8_vnni(g: ConvGeom, X, W4):
+    """Unpack to u8 + int8 dot product (groups == 1). X uint32 [N,H,W,Wi];
+    W4 int8 [kh, kw, C4/4, Co16, 4] (zero-padded). The unpacked, zero-padded u8 map U is a
+    scratch stage (the schedule keeps only the rows one output row needs)."""
+    c4, co16 = vnni_dims(g)
+    hp, wp = g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]
+
+    def unpack_(i, y, x, c):
+        yy, xx = y - g.pad[0], x - g.pad[1]
+        cc = tirx.min(c, g.c_in - 1)
+        inb = tirx.all(yy >= 0, yy < g.h, xx >= 0, xx < g.w, c < g.c_in)
+        v = _bit(X[i, _clamp(yy, g.h), _clamp(xx, g.w), cc // WORD], cc % WORD).astype("uint8")
+        return tirx.if_then_else(inb, v, tirx.const(0, "uint8"))
+
+    U = te.compute((g.n, hp, wp, c4), unpack_, name="unpacked")
+    r = te.reduce_axis((0, g.kh), "r")
+    s = te.reduce_axis((0, g.kw), "s")
+    cq = te.reduce_axis((0, c4 // 4), "cq")
+    ci = te.reduce_axis((0, 4), "ci")
+    return te.compute(
+        (g.n, g.ho, g.wo, co16),
+        lambda i, oh, ow, o: te.sum(
+            U[i, oh * g.stride[0] + r * g.dilation[0], ow * g.stride[1] + s * g.dilation[1], cq * 4 + ci].astype("int32")
+            * W4[r, s, cq, o, ci].astype("int32"), axis=[r, s, cq, ci]),
+        name="acc")
+
+
 def acc_binary(g: ConvGeom, X, Wp, M, mode: str):
     """X uint32 [N,H,W,Wi]; Wp, group mask M uint32 [Co, kh, kw, Wi] / [Co, Wi]."""
     r = te.reduce_axis((0, g.kh), "r")
@@ -186,6 +218,10 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     elif weights == "int8" and strategy == "masked":
         Ws = [te.placeholder((g.kh, g.kw, g.cg, g.c_out), "int8", name="Wt")]
         acc = acc_int8_masked(g, X, *Ws)
+    elif weights == "int8" and strategy == "vnni":
+        c4, co16 = vnni_dims(g)
+        Ws = [te.placeholder((g.kh, g.kw, c4 // 4, co16, 4), "int8", name="W4")]
+        acc = acc_int8_vnni(g, X, *Ws)
     elif weights == "binary":
         Ws = [te.placeholder((g.c_out, g.kh, g.kw, g.words_in), "uint32", name="Wp"),
               te.placeholder((g.c_out, g.words_in), "uint32", name="M")]

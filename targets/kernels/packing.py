@@ -96,3 +96,12 @@ def ref_or_pool(x01: np.ndarray, kernel, stride, pad) -> np.ndarray:
         for s in range(kernel[1]):
             out = np.maximum(out, xp[:, :, r:r + stride[0] * (ho - 1) + 1:stride[0], s:s + stride[1] * (wo - 1) + 1:stride[1]])
     return out
+
+
+def vnni_weights(wq: np.ndarray) -> np.ndarray:
+    """int8 [Co,C,kh,kw] (groups 1) -> int8 [kh, kw, C4/4, Co16, 4], zero-padded."""
+    co, c, kh, kw = wq.shape
+    c4, co16 = (c + 3) // 4 * 4, (co + 15) // 16 * 16
+    w = np.zeros((co16, c4, kh, kw), np.int8)
+    w[:co, :c] = wq
+    return np.ascontiguousarray(np.transpose(w.reshape(co16, c4 // 4, 4, kh, kw), (3, 4, 1, 0, 2)))

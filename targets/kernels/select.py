@@ -18,6 +18,8 @@ from nrqc.targets.kernels import packing as pk
 
 
 def weight_args(g: bo.ConvGeom, weights: str, strategy: str, wq: np.ndarray) -> list[np.ndarray]:
+    if weights == "int8" and strategy == "vnni":
+        return [pk.vnni_weights(wq)]
     if weights == "int8" and strategy == "bitserial":
         return [pk.bitplanes_int8(wq, g.groups)]
     if weights == "int8" and strategy == "masked":
@@ -125,9 +127,72 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
     return sch.mod["main"]
 
 
-def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None):
+def has_vnni(target) -> bool:
+    return target is not None and _target_family(target) == "x86" and "avx512_vnni" in set(target.notes or ())
+
+
+def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
+    """Unpack-to-u8 + vpdpbusd: the u8 rows one output row reads are unpacked at that row
+    (vectorized), the accumulators of one output pixel (16 channels per vector) are
+    updated with one vpdpbusd per (tap, 4 input channels, 16 output channels)."""
+    from nrqc.targets.kernels.intrin import vnni_16x4
+
+    c4, co16 = bo.vnni_dims(g)
+    sch = _sch(func)
+    acc = sch.get_sblock("acc")
+    unp = sch.get_sblock("unpacked")
+    epi = sch.get_sblock("packed" if out == "pack" else "y")
+    eb = eo = None
+    if pool is not None:
+        pooled = sch.get_sblock("pooled")
+        pn, ph, pw, pj = sch.get_loops(pooled)
+        sch.compute_at(epi, pw)
+        after = sch.get_loops(epi)[3:]
+        eb = after[-1]
+        kh_pool, kw_pool = pool[0]
+        ew = (after[1] if kh_pool > 1 else after[0]) if kw_pool > 1 else (after[0] if kh_pool > 1 else pw)
+        row, rows = ph, bo.pool_out(g.ho, g.wo, *pool)[0]
+    elif out == "pack":
+        en, eh, ew, ej, eb = sch.get_loops(epi)
+        row, rows = eh, g.ho
+    else:
+        en, eo, eh, ew = sch.get_loops(epi)
+        sch.reorder(en, eh, ew, eo)
+        row, rows = eh, g.ho
+    pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
+    sch.compute_at(acc, ew)
+    inner = sch.get_loops(acc)[pos:]
+    present = [n for n, e in (("o", co16), ("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4)) if e > 1]
+    if len(inner) != len(present):
+        raise ValueError(f"unexpected loop nest {len(inner)} vs {present}")
+    L = dict(zip(present, inner))
+    oo, oi = sch.split(L["o"], [None, 16])
+    order = [L[k] for k in ("r", "s", "cq") if k in L] + [oo, oi, L["ci"]]
+    sch.reorder(*order)
+    sch.compute_at(unp, row)
+    sch.vectorize(sch.get_loops(unp)[-1])
+    if rows > 1:
+        sch.parallel(row)
+    if eb is not None:
+        sch.unroll(eb)
+    if eo is not None and g.c_out <= 64:
+        sch.vectorize(eo)
+    init = sch.decompose_reduction(acc, order[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(oi, vnni_16x4())
+    return sch.mod["main"]
+
+
+def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: bool = False):
     if _target_family(target) == "c":
         return func  # plain loops: the generic C lowering for Cortex-M
+    if "unpacked" in func.script():
+        try:
+            return _schedule_vnni(func, g, out, target, pool)
+        except Exception:
+            if strict:
+                raise
+            return func
     try:
         return _schedule_pixelwise(func, g, "acc", "packed" if out == "pack" else "y", out, target, pool)
     except Exception:  # a schedule is an optimization: fall back to plain loops
@@ -168,6 +233,11 @@ def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.nda
 
 # ------------------------------------------------------------------ choice
 
+def strategies_for(g: bo.ConvGeom, target) -> tuple[str, ...]:
+    """The int8 strategies that exist for this layer on this target."""
+    return ("bitserial", "masked") + (("vnni",) if has_vnni(target) and g.groups == 1 else ())
+
+
 def cost_model(g: bo.ConvGeom, target) -> dict:
     """Cycles estimated from op counts and the target's peak figures."""
     pix = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw
@@ -177,7 +247,11 @@ def cost_model(g: bo.ConvGeom, target) -> dict:
     bitserial = pix * g.words_in * 8 * 32 / pop_bits * 3
     # masked: one select-add per (input channel), int32 lanes = macs/4
     masked = pix * g.cg / max(1.0, macs / 4) * 2
-    return {"bitserial": bitserial, "masked": masked}
+    est = {"bitserial": bitserial, "masked": masked}
+    if has_vnni(target) and g.groups == 1:
+        # vpdpbusd at the int8 peak, plus the u8 unpack of kh input rows per output row
+        est["vnni"] = pix * ((g.c_in + 3) // 4 * 4) / macs + g.n * g.ho * g.kh * g.w * g.c_in / 64
+    return est
 
 
 def _measure(g, strategy, target, repeat=5) -> float:
@@ -208,7 +282,7 @@ def _choose_cached(g: bo.ConvGeom, target_name: str, kind: str, measure: bool):
     est = cost_model(g, target)
     if measure:
         try:
-            ms = {s: round(_measure(g, s, target), 4) for s in ("bitserial", "masked")}
+            ms = {s: round(_measure(g, s, target), 4) for s in strategies_for(g, target)}
             best = min(ms, key=ms.get)
             return {"strategy": best, "method": "measured on this host (median of 5, ms)", "candidates_ms": ms,
                     "cost_model_cycles": {k: round(v) for k, v in est.items()}}
@@ -218,13 +292,18 @@ def _choose_cached(g: bo.ConvGeom, target_name: str, kind: str, measure: bool):
             return {"strategy": best, "method": f"cost model (measurement failed: {err})",
                     "cost_model_cycles": {k: round(v) for k, v in est.items()}}
     best = min(est, key=est.get)
-    return {"strategy": best, "method": "cost model from the target's peak figures (target cannot run here)",
+    why = "target cannot run here" if kind != "host" else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time"
+    return {"strategy": best, "method": f"cost model from the target's peak figures ({why})",
             "cost_model_cycles": {k: round(v) for k, v in est.items()}}
 
 
+MEASURE_MIN_MACS = 2_000_000  # below this a layer runs in microseconds: timing it is noise
+
+
 def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None) -> dict:
+    macs = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw * g.cg
     if measure is None:
-        measure = target is not None and target.kind == "host"
+        measure = target is not None and target.kind == "host" and macs >= MEASURE_MIN_MACS
     try:
         name = target.name
     except AttributeError:
