@@ -185,15 +185,19 @@ def acc_binary(g: ConvGeom, X, Wp, M, mode: str):
 # ----------------------------------------------------------------------------- epilogues
 
 def pack_bits(bits_fn, n, h, w, c, name="packed"):
-    """uint32 [n,h,w,ceil(c/32)] from bits_fn(n,h,w,ch) -> bool (channels >= c are 0)."""
-    b = te.reduce_axis((0, WORD), "b")
+    """uint32 [n,h,w,ceil(c/32)] from bits_fn(n,h,w,ch) -> bool (channels >= c are 0).
+    Two stages: "bitval" (each channel's bit already shifted to its place, a vectorizable
+    compare + select over channels) and the word = sum of its 32 disjoint bit values."""
+    cw = n_words(c) * WORD
 
-    def f(i, y, x, j):
-        ch = j * WORD + b
+    def bv(i, y, x, ch):
         on = tirx.all(ch < c, bits_fn(i, y, x, tirx.min(ch, c - 1)))
-        return te.sum(tirx.Select(on, _u32(1) << b.astype("uint32"), _u32(0)), axis=b)
+        return tirx.Select(on, _u32(1) << (ch % WORD).astype("uint32"), _u32(0))
 
-    return te.compute((n, h, w, n_words(c)), f, name=name)
+    bitval = te.compute((n, h, w, cw), bv, name="bitval")
+    b = te.reduce_axis((0, WORD), "b")
+    return te.compute((n, h, w, n_words(c)), lambda i, y, x, j: te.sum(bitval[i, y, x, j * WORD + b], axis=b),
+                      name=name)
 
 
 def epilogue_pack(acc, sigma, t, g: ConvGeom):

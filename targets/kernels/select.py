@@ -57,6 +57,23 @@ def _sch(func):
     return s_tir.Schedule(func)
 
 
+def _bitval_at(sch, loop, g, target):
+    """Compute the per-channel bit values of one output pixel at `loop`, vectorized."""
+    try:
+        bv = sch.get_sblock("bitval")
+    except Exception:
+        return
+    sch.compute_at(bv, loop)
+    lanes = _vector_lanes(target)
+    lo = sch.get_loops(bv)[-1]
+    cw = bo.n_words(g.c_out) * bo.WORD
+    if cw > lanes and cw % lanes == 0:
+        _, inner = sch.split(lo, [None, lanes])
+        sch.vectorize(inner)
+    else:
+        sch.vectorize(lo)
+
+
 def _vectorize_channels(sch, loop, c_out: int, lanes: int):
     """Vectorize the output-channel loop (split to whole vectors when it divides)."""
     if c_out > lanes and c_out % lanes == 0:
@@ -94,6 +111,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         else:
             ew = after[0] if kh_pool > 1 else pw
         pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
+        _bitval_at(sch, ew, g, target)
         sch.compute_at(acc, ew)
         inner = sch.get_loops(acc)[pos:]
         o_loop, red = inner[0], inner[1:]
@@ -106,6 +124,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         return sch.mod["main"]
     if out == "pack":
         en, eh, ew, ej, eb = sch.get_loops(epi)
+        _bitval_at(sch, ew, g, target)
     else:
         en, eo, eh, ew = sch.get_loops(epi)
         sch.reorder(en, eh, ew, eo)
@@ -160,6 +179,8 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
         sch.reorder(en, eh, ew, eo)
         row, rows = eh, g.ho
     pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
+    if out == "pack":
+        _bitval_at(sch, ew, g, target)
     sch.compute_at(acc, ew)
     inner = sch.get_loops(acc)[pos:]
     present = [n for n, e in (("o", co16), ("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4)) if e > 1]
