@@ -29,6 +29,11 @@ def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_k
     desc = get_target(target)
     if device_key and not rpc_tracker:
         raise click.UsageError("--device-key needs --rpc-tracker")
-    tune_model(model, desc, trials, db, shapes=parse_shape_options(shapes), rpc_tracker=rpc_tracker,
-               device_key=device_key, num_trials_per_iter=trials_per_batch, min_trials_per_task=min_trials,
-               seed=seed, log=lambda msg: click.echo(msg, err=True))
+    try:
+        tune_model(model, desc, trials, db, shapes=parse_shape_options(shapes), rpc_tracker=rpc_tracker,
+                   device_key=device_key, num_trials_per_iter=trials_per_batch, min_trials_per_task=min_trials,
+                   seed=seed, log=lambda msg: click.echo(msg, err=True))
+    except KeyboardInterrupt:
+        click.echo(f"nrqc tune: stopped; the records measured so far are in {db}: rerun the same command "
+                   f"to resume", err=True)
+        raise SystemExit(130) from None
