@@ -99,6 +99,15 @@ def _install_guest_file(root: Path, src: Path, name: str, prefix: str) -> str:
     return str(src)  # -L mode: the guest sees host paths that are not in the rootfs
 
 
+def guest_work_dir(root: Path, prefix: str, name_prefix: str) -> tuple[Path, str]:
+    """A fresh directory the guest can use: (host path, guest path)."""
+    if prefix == "":  # chroot: inside the root file system
+        host = Path(tempfile.mkdtemp(prefix=name_prefix, dir=root / "tmp"))
+        return host, "/tmp/" + host.name
+    host = Path(tempfile.mkdtemp(prefix=name_prefix))
+    return host, str(host)
+
+
 def _check_port_free(host: str, port: int) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -128,6 +137,7 @@ class EmulatedBoard:
         self._error: str | None = None
         self._log_tail: list[str] = []
         self._threads: list[threading.Thread] = []
+        self._tmp_host: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 300.0) -> tuple[str, int]:
@@ -140,6 +150,9 @@ class EmulatedBoard:
         root = _rootfs.build_rootfs()
         argv, env, prefix = guest_python(root)
         script = _install_guest_file(root, Path(__file__).with_name("guest_server.py"), "guest_server.py", prefix)
+        # The RPC sessions' work dirs go to a per-board TMPDIR, removed by stop().
+        self._tmp_host, tmp_guest = guest_work_dir(root, prefix, "nrqc-board-")
+        env["TMPDIR"] = tmp_guest
         argv += [script, "--host", self.host, "--port", str(self.requested_port)]
         if self.tracker:
             argv += ["--tracker", self.tracker, "--key", self.key]
@@ -202,6 +215,9 @@ class EmulatedBoard:
             proc.wait(grace)
         for t in self._threads:
             t.join(1.0)
+        if self._tmp_host is not None:
+            shutil.rmtree(self._tmp_host, ignore_errors=True)
+            self._tmp_host = None
 
     def wait(self) -> int:
         assert self.proc is not None

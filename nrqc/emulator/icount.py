@@ -31,7 +31,6 @@ import re
 import select
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.board import guest_python
+from nrqc.emulator.board import guest_python, guest_work_dir
 from nrqc.errors import NrqcError
 
 _TRACE_RE = re.compile(rb"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
@@ -113,11 +112,7 @@ class _LogCounter:
 def _guest_paths(root: Path) -> tuple[Path, str]:
     """A work dir visible to the guest: (host path, guest path)."""
     _argv, _env, prefix = guest_python(root)
-    if prefix == "":  # chroot: inside the root file system
-        host = Path(tempfile.mkdtemp(prefix="nrqc-icount-", dir=root / "tmp"))
-        return host, "/tmp/" + host.name
-    host = Path(tempfile.mkdtemp(prefix="nrqc-icount-"))
-    return host, str(host)
+    return guest_work_dir(root, prefix, "nrqc-icount-")
 
 
 def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray] | None = None,
