@@ -34,8 +34,9 @@ Model outputs: {outputs_md}.
 {arch_warning}
 ## 1. Install the TVM runtime on the Pi (once)
 
-64-bit Raspberry Pi OS (bookworm, Python 3.11, aarch64). The official PyPI wheels
-contain the runtime; nothing is compiled on the Pi.
+64-bit Raspberry Pi OS (aarch64; bookworm's Python 3.11 or trixie's 3.13: the wheels
+need Python >= 3.10 and glibc >= 2.28). The official PyPI wheels contain the runtime;
+nothing is compiled on the Pi.
 
 ```sh
 sudo apt-get install -y python3-venv
