@@ -89,3 +89,25 @@ def test_prepare_real_vad_corpus(tmp_path):
     # and the features see the tone exactly where the labels say speech
     energy = c["features"].reshape(-1, 16).max(axis=1)
     assert energy[c["labels"].reshape(-1) == 1].mean() > energy[c["labels"].reshape(-1) == 0].mean() + 1.0
+
+
+def test_prepare_real_quality_and_antispoof_corpora(tmp_path):
+    q = tmp_path / "dns"
+    q.mkdir()
+    for i in range(4):
+        write_wav(q / f"c{i}.wav", _tone(0.5, f=300.0 * (i + 1)))
+    (q / "mos.csv").write_text("clip,mos_ovrl\n" + "".join(f"c{i}.wav,{1.5 + i * 0.5}\n" for i in range(4)))
+    prepare_corpus("quality", q, tmp_path / "qc", frames=40, bands=24)
+    c = load_corpus(tmp_path / "qc")
+    assert c["features"].shape == (4, 40, 24) and c["labels"].tolist() == [1.5, 2.0, 2.5, 3.0]
+    np.testing.assert_allclose(c["features"][2], log_mel(load_audio(q / "c2.wav"), 24, 40))
+
+    a = tmp_path / "asv"
+    (a / "flac").mkdir(parents=True)
+    for u in ("U1", "U2", "U3"):
+        write_wav(a / "flac" / f"{u}.wav", _tone(0.3))
+    (a / "ASVspoof2019.LA.cm.train.trn.txt").write_text("S1 U1 - - bonafide\nS1 U2 - A07 spoof\nS2 U3 - A19 spoof\n")
+    prepare_corpus("antispoof", a, tmp_path / "ac", frames=20, bands=16)
+    assert load_corpus(tmp_path / "ac")["labels"].tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(NrqcError, match="no MOS CSV"):
+        prepare_corpus("quality", a / "flac", tmp_path / "x", frames=20, bands=16)
