@@ -10,7 +10,7 @@ the fused kernel with the same schedule family; the layer entries of both layers
 """
 from __future__ import annotations
 
-from nrqc.passes.binary_patterns import main_bindings, use_counts
+from nrqc.passes.binary_patterns import drop_unused_kernels, main_bindings, use_counts
 
 
 def fuse_pack(mod, ctx):
@@ -56,7 +56,7 @@ def fuse_pack(mod, ctx):
     new_seq = relax.SeqExpr([relax.DataflowBlock(out)], func.body.body)
     mod = bb.get()
     mod["main"] = relax.Function(func.params, new_seq, func.ret_ty, func.is_pure, func.attrs)
-    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    mod = drop_unused_kernels(relax.transform.DeadCodeElimination(["main"])(mod))
     ctx.notes.append(f"binary fuse-pack: {fused} OR-pool(s) fused into the kernel producing their packed input")
     return mod
 

@@ -331,3 +331,23 @@ def detect(mod, ctx):
         p.head, p.affine = head, aff
         p.head.threshold = thr
     return mod
+
+
+def drop_unused_kernels(mod):
+    """Remove nrqc kernels that no longer have a caller in main (DeadCodeElimination keeps
+    functions that carry a global symbol)."""
+    import tvm
+    from tvm import relax
+
+    called = set()
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", None) == "relax.call_tir":
+            called.add(e.args[0].name_hint)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    keep = {gv: f for gv, f in mod.functions.items()
+            if not (gv.name_hint.startswith("nrqc_") and gv.name_hint not in called)}
+    if len(keep) == len(mod.functions):
+        return mod
+    return tvm.IRModule(keep, attrs=mod.attrs)

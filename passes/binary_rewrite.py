@@ -223,7 +223,9 @@ class Rewriter:
         mod = self.bb.get()
         mod["main"] = new_main
         mod = relax.transform.DeadCodeElimination(["main"])(mod)
-        return mod
+        from nrqc.passes.binary_patterns import drop_unused_kernels
+
+        return drop_unused_kernels(mod)
 
     def unpack_for_float_consumers(self, bo):
         """A packed map whose float twin is still read by a non-binary op (for example the

@@ -122,7 +122,7 @@ def acc_int8_masked(g: ConvGeom, X, Wt):
 
     def f(n, oh, ow, o):
         ih, iw, inb = _tap(g, oh, ow, r, s)
-        ci = (o // g.og) * g.cg + c
+        ci = c if g.groups == 1 else (o // g.og) * g.cg + c  # no per-lane gather when ungrouped
         bit = _bit(X[n, ih, iw, ci // WORD], ci % WORD)
         on = tirx.all(inb, bit == _u32(1))
         return te.sum(tirx.Select(on, Wt[r, s, c, o].astype("int32"), 0), axis=[r, s, c])
@@ -261,7 +261,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
 
     def conv(n, oh, ow, o):
         ih, iw, inb = _tap(g, oh, ow, r, s)
-        ci = (o // g.og) * g.cg + c
+        ci = c if g.groups == 1 else (o // g.og) * g.cg + c  # no per-lane gather when ungrouped
         return te.sum(tirx.if_then_else(inb, X[n, ci, ih, iw], tirx.const(0.0, "float32")) * W[o, c, r, s],
                       axis=[c, r, s])
 

@@ -57,6 +57,24 @@ def _sch(func):
     return s_tir.Schedule(func)
 
 
+# Rows in parallel measured 2x slower at one thread (the parallel body is outlined and its
+# per-pixel scratch becomes a workspace allocation); the benchmark and the MCU/edge use
+# case are batch-1 single-thread, so kernels are serial unless this is switched on.
+PARALLEL = False
+VNNI_UNROLL_TAPS = False
+UNROLL_MAX = 64
+
+
+def _unroll_reductions(sch, red):
+    """Unroll the reduction loops of one output pixel when their trip count is small
+    (measured 4x on the first conv: LLVM then keeps the accumulators in registers)."""
+    total = 1
+    for r in red:
+        total *= int(sch.get(r).extent)
+    for r in (red if total <= UNROLL_MAX else red[:-1]):
+        sch.unroll(r)
+
+
 def _bitval_at(sch, loop, g, target):
     """Compute the per-channel bit values of one output pixel at `loop`, vectorized."""
     try:
@@ -99,7 +117,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         pn, ph, pw, pj = sch.get_loops(pooled)
         sch.compute_at(epi, pw)
         rows = bo.pool_out(g.ho, g.wo, *pool)[0]
-        if rows > 1:
+        if rows > 1 and PARALLEL:
             sch.parallel(ph)
         # loops of the packed stage under pw: [window rows], [window cols], [words], bits
         # (TVM drops unit-extent loops)
@@ -118,8 +136,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         sch.reorder(*red, o_loop)
         _vectorize_channels(sch, o_loop, g.c_out, _vector_lanes(target))
         sch.unroll(eb)
-        for r in red[:-1]:
-            sch.unroll(r)
+        _unroll_reductions(sch, red)
         sch.decompose_reduction(acc, red[0])
         return sch.mod["main"]
     if out == "pack":
@@ -132,7 +149,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
     loops = sch.get_loops(acc)
     o_loop, red = loops[3], loops[4:]
     sch.reorder(*red, o_loop)
-    if g.ho > 1:
+    if g.ho > 1 and PARALLEL:
         sch.parallel(eh)
     lanes = _vector_lanes(target)
     _vectorize_channels(sch, o_loop, g.c_out, lanes)
@@ -140,8 +157,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         sch.unroll(eb)
     elif g.c_out <= 64:
         sch.vectorize(eo)
-    for r in red[:-1]:
-        sch.unroll(r)  # kh, kw: small constant trip counts
+    _unroll_reductions(sch, red)
     sch.decompose_reduction(acc, red[0])
     return sch.mod["main"]
 
@@ -162,6 +178,8 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     unp = sch.get_sblock("unpacked")
     epi = sch.get_sblock("packed" if out == "pack" else "y")
     eb = eo = None
+    # Register blocking: the accumulators of several output pixels are live at once, so
+    # the vpdpbusd chains are independent (latency ~4-5 cycles, 2 per cycle issue).
     if pool is not None:
         pooled = sch.get_sblock("pooled")
         pn, ph, pw, pj = sch.get_loops(pooled)
@@ -171,28 +189,36 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
         kh_pool, kw_pool = pool[0]
         ew = (after[1] if kh_pool > 1 else after[0]) if kw_pool > 1 else (after[0] if kh_pool > 1 else pw)
         row, rows = ph, bo.pool_out(g.ho, g.wo, *pool)[0]
+        acc_at, pixel_extents = pw, [kh_pool, kw_pool]  # the pool window's pixels
     elif out == "pack":
         en, eh, ew, ej, eb = sch.get_loops(epi)
+        tile = 4 if g.wo % 4 == 0 else 2 if g.wo % 2 == 0 else 1
+        acc_at = ew
+        if tile > 1:
+            acc_at, ew = sch.split(ew, [None, tile])
         row, rows = eh, g.ho
+        pixel_extents = [tile]
     else:
         en, eo, eh, ew = sch.get_loops(epi)
         sch.reorder(en, eh, ew, eo)
         row, rows = eh, g.ho
-    pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
+        acc_at, pixel_extents = ew, []
     if out == "pack":
         _bitval_at(sch, ew, g, target)
-    sch.compute_at(acc, ew)
+    pos = [sch.get(lp).same_as(sch.get(acc_at)) for lp in sch.get_loops(epi)].index(True) + 1
+    sch.compute_at(acc, acc_at)
     inner = sch.get_loops(acc)[pos:]
-    present = [n for n, e in (("o", co16), ("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4)) if e > 1]
+    pix = [f"p{i}" for i, e in enumerate(pixel_extents) if e > 1]
+    present = pix + [n for n, e in (("o", co16), ("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4)) if e > 1]
     if len(inner) != len(present):
         raise ValueError(f"unexpected loop nest {len(inner)} vs {present}")
     L = dict(zip(present, inner))
     oo, oi = sch.split(L["o"], [None, 16])
-    order = [L[k] for k in ("r", "s", "cq") if k in L] + [oo, oi, L["ci"]]
+    order = [L[k] for k in ("r", "s", "cq") if k in L] + [L[p] for p in pix] + [oo, oi, L["ci"]]
     sch.reorder(*order)
     sch.compute_at(unp, row)
     sch.vectorize(sch.get_loops(unp)[-1])
-    if rows > 1:
+    if rows > 1 and PARALLEL:
         sch.parallel(row)
     if eb is not None:
         sch.unroll(eb)
@@ -201,6 +227,8 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     init = sch.decompose_reduction(acc, order[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(oi, vnni_16x4())
+    for lp in [L[p] for p in pix] + [oo] + ([L["s"]] if "s" in L and VNNI_UNROLL_TAPS else []):
+        sch.unroll(lp)
     return sch.mod["main"]
 
 
