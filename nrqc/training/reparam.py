@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 # sqrt(λ) and sqrt(1−λ) have infinite slope at λ ∈ {0, 1}; clamping keeps dη/dK finite.
+# Consequence: at an exactly integer K (λ = 0, e.g. the initial K = N) the task gradient on
+# K is 0; the complexity term moves K off the integer, after which both act.
 _LAMBDA_EPS = 1e-4
 
 
