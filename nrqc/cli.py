@@ -29,14 +29,17 @@ def main():
     """nrqc: compile resource-efficient speech models for x86, Raspberry Pi and Cortex-M."""
 
 
-def _register():
-    # Imported here so that `nrqc --help` stays fast and a command's heavy imports
-    # (TVM, torch) are paid only by the command that needs them.
-    from nrqc.commands import compile as compile_cmd
-    from nrqc.commands import profile, run, targets
+# One module per command under nrqc/commands/, each exposing a click `command`.
+COMMANDS = ("targets", "compile", "run", "profile", "tune", "train", "export", "deploy", "emulate")
 
-    for mod in (targets, compile_cmd, run, profile, *(__import__(f"nrqc.commands.{n}", fromlist=["command"]) for n in ("emulate", "deploy", "train", "export", "tune"))):
-        main.add_command(mod.command)
+
+def _register():
+    # The command modules import TVM/torch lazily inside their functions, so
+    # `nrqc --help` stays fast and each command pays only for what it uses.
+    import importlib
+
+    for name in COMMANDS:
+        main.add_command(importlib.import_module(f"nrqc.commands.{name}").command)
 
 
 _register()

@@ -83,11 +83,18 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
     inputs = random_inputs(_specs(manifest), seed=0)
     session = ArtifactSession(out, manifest, rpc=rpc)
     lat = _stats(time_artifact(session, inputs, repeat))
+    board = {"emulated": False}
+    if session.remote is not None:
+        from nrqc.emulator import remote_board_info
+
+        board = remote_board_info(session.remote)
     result = {
         "artifact": str(out),
         "target": manifest["target"],
         "where": f"board at {rpc}" if rpc else "this host",
-        "emulated": False,
+        # An emulated board's latency is qemu's, not a Pi's: say so wherever it is shown.
+        "emulated": bool(board.get("emulated")),
+        "board": board,
         "threads": threads,
         "batch": 1,
         "latency_ms": lat,
@@ -116,11 +123,23 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
     return result
 
 
+def add_instruction_count(result: dict, out: str | Path, log=lambda m: None) -> None:
+    """A board-free, repeatable cost of one inference: aarch64 instructions executed in
+    model.so under qemu (see nrqc.emulator.icount), for comparing two builds."""
+    from nrqc.emulator.icount import measure_instructions
+
+    m = measure_instructions(out, seed=0, log=log)
+    result["instructions"] = int(m["instructions"])
+    result["instructions_what"] = m.get("what")
+
+
 def format_profile(p: dict) -> str:
     from nrqc.report import _kb
 
     lat = p["latency_ms"]
-    lines = [f"profile of {p['artifact']} ({p['target']}, {p['where']}{', EMULATED: not a device latency' if p['emulated'] else ''}), "
+    where = p["where"] + (f", EMULATED ({p['board'].get('emulator', 'qemu')}): latency is not a device latency"
+                          if p["emulated"] else "")
+    lines = [f"profile of {p['artifact']} ({p['target']}, {where}), "
              f"batch {p['batch']}, {p['threads']} thread(s), "
              f"{'tuned with ' + str(p['tuning'].get('database')) if p['tuning'].get('tuned') else 'untuned'}",
              "",
@@ -138,6 +157,9 @@ def format_profile(p: dict) -> str:
                   f"  {'kernel':<48} {'ms':>9} {'%':>6}"]
         for r in p["operators"][:25]:
             lines.append(f"  {r['kernel'][:48]:<48} {r['ms']:>9.3f} {r['percent']:>5.1f}%")
+    if p.get("instructions") is not None:
+        lines += ["", f"instructions per inference (emulated, stable across runs): {p['instructions']:,}",
+                  f"  {p.get('instructions_what') or ''}".rstrip()]
     m = p["memory"]
     lines += ["", "memory",
               f"  weights           {_kb(m['weights_bytes']):>12}  "

@@ -110,14 +110,22 @@ def test_deploy_exits_1_when_the_board_disagrees(tmp_path, board):
     assert "MISMATCH" in p.stdout
 
 
-def test_profile_on_emulated_board_can_tell_it_is_emulated(board):
-    """The board says it is emulated (a registered RPC function), so a profile can label it."""
+def test_profile_on_emulated_board_is_labelled_emulated(tmp_path, board):
+    """The board says it is emulated (a registered RPC function); `nrqc profile --rpc` labels it."""
     from tvm import rpc
 
     from nrqc.emulator.board import remote_board_info
 
     info = remote_board_info(rpc.connect(*board))
     assert info["emulated"] is True and "qemu" in info["emulator"] and "not a Raspberry Pi latency" in info["label"]
+    host, port = board
+    out = tmp_path / "bam4-prof"
+    run_cli("compile", _zoo_onnx(tmp_path / "p.onnx", "bam4", frames=48), "--target", "arm_cpu", "-o", out,
+            "--no-check")
+    p = json.loads(run_cli("profile", out, "--rpc", f"{host}:{port}", "--repeat", "2", "--json").stdout)
+    assert p["emulated"] is True and p["latency_ms"]["median"] > 0
+    text = run_cli("profile", out, "--rpc", f"{host}:{port}", "--repeat", "1").stdout
+    assert "EMULATED" in text and "not a device latency" in text
 
 
 def test_instruction_count_is_stable_and_scales_with_the_work(tmp_path):

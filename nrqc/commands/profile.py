@@ -17,22 +17,30 @@ import click
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads for nrqc (TVM_NUM_THREADS) and onnxruntime alike.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Measure on a board through TVM RPC.")
+@click.option("--instructions", is_flag=True,
+              help="aarch64 artifacts: also count the instructions one inference executes under qemu "
+                   "(a stable measure for comparing builds without a board; takes seconds to minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(subject, target, shapes, repeat, threads, rpc, as_json):
+def command(subject, target, shapes, repeat, threads, rpc, instructions, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
     # The TVM thread pool reads this once, when it starts.
     os.environ["TVM_NUM_THREADS"] = str(threads)
-    from nrqc.profiler import format_profile, profile_artifact
 
     path = Path(subject)
-    if path.is_file():
-        from nrqc.compiler import CompileOptions, compile_model
-        from nrqc.onnx_model import parse_shape_options
+    with tempfile.TemporaryDirectory(prefix="nrqc-profile-") as tmp:
+        if path.is_file():
+            from nrqc.compiler import CompileOptions, compile_model
+            from nrqc.onnx_model import parse_shape_options
 
-        tmp = tempfile.mkdtemp(prefix="nrqc-profile-")
-        path = compile_model(subject, target, Path(tmp) / "artifact",
-                             CompileOptions(shapes=parse_shape_options(shapes)),
-                             log=lambda m: click.echo(m, err=True))
+            path = compile_model(subject, target, Path(tmp) / "artifact",
+                                 CompileOptions(shapes=parse_shape_options(shapes)),
+                                 log=lambda m: click.echo(m, err=True))
+        _profile(path, repeat, threads, rpc, instructions, as_json)
+
+
+def _profile(path: Path, repeat, threads, rpc, instructions, as_json):
+    from nrqc.profiler import add_instruction_count, format_profile, profile_artifact
+
     if (path / "manifest.json").exists():
         from nrqc.artifact import read_manifest
 
@@ -44,6 +52,8 @@ def command(subject, target, shapes, repeat, threads, rpc, as_json):
             click.echo(json.dumps(result, indent=2) if as_json else format_cm(result))
             return
     result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
+    if instructions:
+        add_instruction_count(result, path, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
