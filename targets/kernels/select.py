@@ -97,8 +97,9 @@ def _vectorize_channels(sch, loop, c_out: int, lanes: int):
     if c_out > lanes and c_out % lanes == 0:
         _, inner = sch.split(loop, [None, lanes])
         sch.vectorize(inner)
-    elif c_out <= 4 * lanes:
+    elif c_out <= lanes:
         sch.vectorize(loop)
+    # else: odd widths above one vector stay scalar (wide odd vectors cost LLVM minutes)
 
 
 def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out: str, target, pool=None):
@@ -128,13 +129,16 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
             ew = after[1] if kh_pool > 1 else after[0]
         else:
             ew = after[0] if kh_pool > 1 else pw
-        pos = [sch.get(lp).same_as(sch.get(ew)) for lp in sch.get_loops(epi)].index(True) + 1
         _bitval_at(sch, ew, g, target)
-        sch.compute_at(acc, ew)
-        inner = sch.get_loops(acc)[pos:]
-        o_loop, red = inner[0], inner[1:]
-        sch.reorder(*red, o_loop)
+        # accumulators of the whole pool window at once: independent FMA/add chains
+        sch.compute_at(acc, pw)
+        inner = sch.get_loops(acc)[3:]
+        npix = sum(1 for e in pool[0] if e > 1)
+        pixl, o_loop, red = inner[:npix], inner[npix], inner[npix + 1:]
+        sch.reorder(*red, *pixl, o_loop)
         _vectorize_channels(sch, o_loop, g.c_out, _vector_lanes(target))
+        for lp in pixl:
+            sch.unroll(lp)
         sch.unroll(eb)
         _unroll_reductions(sch, red)
         sch.decompose_reduction(acc, red[0])
