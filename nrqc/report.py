@@ -38,6 +38,17 @@ def compile_report(manifest: dict) -> str:
         "layers",
         *("  " + r for r in layer_rows(manifest["layers"])),
     ]
+    chosen = [layer for layer in manifest["layers"] if layer.get("strategy")]
+    if chosen:
+        lines += ["", "binary-layer kernels (strategy, how it was chosen, accumulator)"]
+        for layer in chosen:
+            st = layer["strategy"]
+            cand = st.get("candidates_ms") or st.get("cost_model_cycles")
+            acc = layer.get("accumulator")
+            lines.append(f"  {layer['name']}: {st.get('strategy')} by {st.get('method')}"
+                         + (f"; candidates {cand}" if cand else "")
+                         + (f"; int32 accumulator, worst case |acc| {acc['worst_case_abs']:,} "
+                            f"({acc['bits_needed']} bits)" if acc else ""))
     floats = [layer for layer in manifest["layers"] if layer.get("float_reason")]
     if floats:
         lines += ["", "layers left in float (not converted to a binary kernel)"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tvm
 
-from nrqc.passes.binary_thresholds import integer_threshold
+from nrqc.passes.binary_patterns import LayerPlan
+from nrqc.passes.binary_thresholds import accumulator_bound, integer_threshold, min_signed_bits
 from nrqc.targets import get_target
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
@@ -171,3 +172,13 @@ def test_vnni_kernel_is_tensorized_and_fused_pool_exact():
     got = _run(func, [pk.pack_nchw(x), *select.weight_args(g, "int8", "vnni", w), np.ones(g.c_out, np.int32), t],
                (1, 10, 6, 1), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, 32), np.moveaxis(ref, 1, -1))
+
+
+def test_accumulator_width_is_checked_per_layer():
+    """A 3x3x32 fan-in of int8 weights reaches 288 * 128 = 36864 > int16: the worst case
+    is computed from the actual weights and needs 17 bits; int32 is used."""
+    w = np.full((4, 32, 3, 3), -128, np.int8)
+    p = LayerPlan(None, None, "conv2d", None, w.astype(np.float32), {}, weights="int8", wq=w)
+    assert accumulator_bound(p) == 36864
+    assert min_signed_bits(36864) == 17 > 16
+    assert min_signed_bits(32767) == 16

@@ -109,13 +109,18 @@ def test_bam_model_end_to_end(tmp_path):
     assert "nrqc_bconv_int8" in report and "layers left in float" in report
 
 
-def test_dense_int8_head_and_reducemax(tmp_path):
-    """ReduceMax global pool and an int8 MatMul fed by the pooled binary vector."""
+@pytest.mark.parametrize("dense_op,gpool", [("MatMul", "ReduceMax"), ("Gemm", "GlobalMaxPool")])
+def test_dense_int8_head_and_global_pool(tmp_path, dense_op, gpool):
+    """ReduceMax / GlobalMaxPool+Flatten global pool, and an int8 MatMul / Gemm fed by the
+    pooled binary vector (a binary-input layer)."""
     g = bm.G(5)
     x = bm.first_conv(g, "x", 1, 35)
     x = bm.binary_conv(g, x, 35, 40, p_in=0.3)
-    x = g.op("ReduceMax", [x], "reducemax", axes=[2, 3], keepdims=0)
-    x = bm.dense(g, x, 40, 9, weights="int8", relu=False)
+    if gpool == "ReduceMax":
+        x = g.op("ReduceMax", [x], "reducemax", axes=[2, 3], keepdims=0)
+    else:
+        x = g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "flatten", axis=1)
+    x = bm.dense(g, x, 40, 9, op=dense_op, weights="int8", relu=False)
     path = bm.save(g, (1, 1, 10, 9), x, (1, 9), tmp_path / "m.onnx")
     out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=False), log=lambda *a: None)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -124,7 +129,8 @@ def test_dense_int8_head_and_reducemax(tmp_path):
     for _ in range(3):
         xin = rng.standard_normal((1, 1, 10, 9)).astype(np.float32)
         np.testing.assert_allclose(sess.run({"x": xin})[0], run_onnxruntime(path, {"x": xin})[0], rtol=1e-5, atol=1e-5)
-    dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
+    dense = next(layer for layer in manifest["layers"] if layer["op"] == dense_op)
     assert dense["kernel"].startswith("nrqc:nrqc_bconv_int8") and dense["act_bits"] == 1 and dense["weight_bits"] == 8
-    rmax = next(layer for layer in manifest["layers"] if layer["op"] == "ReduceMax")
+    assert dense["multiplications_replaced"] == dense["macs"] == 40 * 9
+    rmax = next(layer for layer in manifest["layers"] if layer["op"] == gpool)
     assert "global_or" in rmax["kernel"]
