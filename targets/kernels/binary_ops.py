@@ -368,9 +368,17 @@ def compact(func):
     return seq(tvm.IRModule({"main": func}))["main"]
 
 
-def as_kernel(func, name: str):
+def as_kernel(func, name: str, target=None):
     """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it)."""
     func = compact(func)
+    if target is not None and str(target.tvm_target.get("kind")) == "c":
+        # block-free loops: later passes that re-schedule legalized kernels (the
+        # Cortex-M memory pass) find no blocks to touch in a kernel that is already final
+        from tvm import s_tir
+
+        func = s_tir.transform.LowerOpaqueBlock()(tvm.IRModule({"main": func}))["main"]
+        root = s_tir.SBlock([], [], [], "root", func.body)
+        func = func.with_body(s_tir.SBlockRealize([], True, root))
     # tirx.is_scheduled: nrqc.targets.kernels.select already scheduled it (shipped rules skip it)
     return func.with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True, "tirx.is_scheduled": True})
 

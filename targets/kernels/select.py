@@ -65,9 +65,11 @@ VNNI_UNROLL_TAPS = False
 UNROLL_MAX = 64
 
 
-def _unroll_reductions(sch, red):
+def _unroll_reductions(sch, red, target=None):
     """Unroll the reduction loops of one output pixel when their trip count is small
     (measured 4x on the first conv: LLVM then keeps the accumulators in registers)."""
+    if _target_family(target) == "c":
+        return  # plain C loops (TVM 0.27's C printer mis-caches loads in unrolled reductions)
     total = 1
     for r in red:
         total *= int(sch.get(r).extent)
@@ -82,6 +84,8 @@ def _bitval_at(sch, loop, g, target):
     except Exception:
         return
     sch.compute_at(bv, loop)
+    if _target_family(target) == "c":
+        return
     lanes = _vector_lanes(target)
     lo = sch.get_loops(bv)[-1]
     cw = bo.n_words(g.c_out) * bo.WORD
@@ -94,6 +98,8 @@ def _bitval_at(sch, loop, g, target):
 
 def _vectorize_channels(sch, loop, c_out: int, lanes: int):
     """Vectorize the output-channel loop (split to whole vectors when it divides)."""
+    if lanes <= 1:
+        return
     if c_out > lanes and c_out % lanes == 0:
         _, inner = sch.split(loop, [None, lanes])
         sch.vectorize(inner)
@@ -137,10 +143,11 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         pixl, o_loop, red = inner[:npix], inner[npix], inner[npix + 1:]
         sch.reorder(*red, *pixl, o_loop)
         _vectorize_channels(sch, o_loop, g.c_out, _vector_lanes(target))
-        for lp in pixl:
-            sch.unroll(lp)
-        sch.unroll(eb)
-        _unroll_reductions(sch, red)
+        if _target_family(target) != "c":
+            for lp in pixl:
+                sch.unroll(lp)
+            sch.unroll(eb)
+        _unroll_reductions(sch, red, target)
         sch.decompose_reduction(acc, red[0])
         return sch.mod["main"]
     if out == "pack":
@@ -157,11 +164,13 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         sch.parallel(eh)
     lanes = _vector_lanes(target)
     _vectorize_channels(sch, o_loop, g.c_out, lanes)
-    if out == "pack":
+    if _target_family(target) == "c":
+        pass
+    elif out == "pack":
         sch.unroll(eb)
     elif g.c_out <= 64:
         sch.vectorize(eo)
-    _unroll_reductions(sch, red)
+    _unroll_reductions(sch, red, target)
     sch.decompose_reduction(acc, red[0])
     return sch.mod["main"]
 
@@ -237,8 +246,8 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
 
 
 def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: bool = False):
-    if _target_family(target) == "c":
-        return func  # plain loops: the generic C lowering for Cortex-M
+    # C (Cortex-M): the same loop structure (per-pixel accumulators, fused pool) without
+    # vectors or unrolling: generic TIR that lowers to plain C loops with small scratch
     if "unpacked" in func.script():
         try:
             return _schedule_vnni(func, g, out, target, pool)
@@ -253,8 +262,6 @@ def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: boo
 
 
 def schedule_float_conv_pack(func, g: bo.ConvGeom, target, pool=None):
-    if _target_family(target) == "c":
-        return func
     try:
         return _schedule_pixelwise(func, g, "conv", "packed", "pack", target, pool)
     except Exception:
