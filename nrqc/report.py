@@ -7,10 +7,10 @@ def _kb(n: int) -> str:
 
 
 def layer_rows(layers: list[dict]) -> list[str]:
-    head = f"{'layer':<44} {'op':<14} {'kernel':<40} {'act':>4} {'wgt':>4} {'MACs':>13} {'mul->add':>13}"
+    head = f"{'layer':<44} {'op':<14} {'kernel':<48} {'act':>4} {'wgt':>4} {'MACs':>13} {'mul->add':>13}"
     rows = [head, "-" * len(head)]
     for layer in layers:
-        rows.append(f"{layer['name'][:44]:<44} {layer['op']:<14} {str(layer['kernel'])[:40]:<40} "
+        rows.append(f"{layer['name'][:44]:<44} {layer['op']:<14} {str(layer['kernel'])[:48]:<48} "
                     f"{layer['act_bits']:>4} {str(layer['weight_bits'] or '-'):>4} {layer['macs']:>13,} "
                     f"{layer.get('multiplications_replaced', 0):>13,}")
     return rows
