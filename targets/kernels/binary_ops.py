@@ -79,6 +79,7 @@ def _bit(word, b):
 
 
 def _clamp(i, hi):
+    """Clamped index: every load is in bounds, so a Select (no branch) can guard padding."""
     return tirx.max(tirx.min(i, hi - 1), 0)
 
 
@@ -104,7 +105,7 @@ def acc_int8_bitserial(g: ConvGeom, X, P):
 
     def f(n, oh, ow, o):
         ih, iw, inb = _tap(g, oh, ow, r, s)
-        x = tirx.if_then_else(inb, X[n, ih, iw, j], _u32(0))
+        x = tirx.Select(inb, X[n, ih, iw, j], _u32(0))
         val = _popc(x & P[0, o, r, s, j])
         for b in range(1, 7):
             val = val + (_popc(x & P[b, o, r, s, j]) << b)
@@ -147,7 +148,7 @@ def acc_int8_vnni(g: ConvGeom, X, W4):
         cc = tirx.min(c, g.c_in - 1)
         inb = tirx.all(yy >= 0, yy < g.h, xx >= 0, xx < g.w, c < g.c_in)
         v = _bit(X[i, _clamp(yy, g.h), _clamp(xx, g.w), cc // WORD], cc % WORD).astype("uint8")
-        return tirx.if_then_else(inb, v, tirx.const(0, "uint8"))
+        return tirx.Select(inb, v, tirx.const(0, "uint8"))
 
     U = te.compute((g.n, hp, wp, c4), unpack_, name="unpacked")
     r = te.reduce_axis((0, g.kh), "r")
@@ -177,7 +178,7 @@ def acc_binary(g: ConvGeom, X, Wp, M, mode: str):
             v = (_popc(~(x ^ Wp[o, r, s, j]) & M[o, j]) << 1) - _popc(M[o, j])
         else:
             raise ValueError(mode)
-        return te.sum(tirx.if_then_else(inb, v, 0), axis=[r, s, j])
+        return te.sum(tirx.Select(inb, v, 0), axis=[r, s, j])
 
     return te.compute((g.n, g.ho, g.wo, g.c_out), f, name="acc")
 
@@ -191,7 +192,10 @@ def pack_bits(bits_fn, n, h, w, c, name="packed"):
     cw = n_words(c) * WORD
 
     def bv(i, y, x, ch):
-        on = tirx.all(ch < c, bits_fn(i, y, x, tirx.min(ch, c - 1)))
+        if c == cw:  # whole words: no tail guard, so channel loads stay contiguous vectors
+            on = bits_fn(i, y, x, ch)
+        else:
+            on = tirx.all(ch < c, bits_fn(i, y, x, tirx.min(ch, c - 1)))
         return tirx.Select(on, _u32(1) << (ch % WORD).astype("uint32"), _u32(0))
 
     bitval = te.compute((n, h, w, cw), bv, name="bitval")
@@ -259,11 +263,21 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
     s = te.reduce_axis((0, g.kw), "s")
     c = te.reduce_axis((0, g.cg), "c")
 
+    # zero-padded input stage ("xpad"; the schedule keeps only the rows an output row reads)
+    hp, wp = g.h + g.pad[0] + g.pad[2], g.w + g.pad[1] + g.pad[3]
+
+    def pad_(n, ci, y, x):
+        yy, xx = y - g.pad[0], x - g.pad[1]
+        inb = tirx.all(yy >= 0, yy < g.h, xx >= 0, xx < g.w)
+        return tirx.Select(inb, X[n, ci, _clamp(yy, g.h), _clamp(xx, g.w)], tirx.const(0.0, "float32"))
+
+    xpad = te.compute((g.n, g.c_in, hp, wp), pad_, name="xpad")
+
     def conv(n, oh, ow, o):
-        ih, iw, inb = _tap(g, oh, ow, r, s)
+        ih = oh * g.stride[0] + r * g.dilation[0]
+        iw = ow * g.stride[1] + s * g.dilation[1]
         ci = c if g.groups == 1 else (o // g.og) * g.cg + c  # no per-lane gather when ungrouped
-        return te.sum(tirx.if_then_else(inb, X[n, ci, ih, iw], tirx.const(0.0, "float32")) * W[o, c, r, s],
-                      axis=[c, r, s])
+        return te.sum(xpad[n, ci, ih, iw] * W[o, c, r, s], axis=[c, r, s])
 
     y = te.compute((g.n, g.ho, g.wo, g.c_out), conv, name="conv")
     if strict:
@@ -296,7 +310,7 @@ def or_pool_stage(X, n, h, w, c, kernel, stride, pad):
             for s in range(kernel[1]):
                 ih, iw = y * stride[0] + r - pad[0], x * stride[1] + s - pad[1]
                 inb = tirx.all(ih >= 0, ih < h, iw >= 0, iw < w)
-                v = v | tirx.if_then_else(inb, X[i, _clamp(ih, h), _clamp(iw, w), j], _u32(0))
+                v = v | tirx.Select(inb, X[i, _clamp(ih, h), _clamp(iw, w), j], _u32(0))
         return v
 
     return te.compute((n, ho, wo, n_words(c)), f, name="pooled")

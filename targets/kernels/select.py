@@ -77,6 +77,17 @@ def _unroll_reductions(sch, red, target=None):
         sch.unroll(r)
 
 
+def _xpad_at(sch, row_loop, target):
+    """The first conv's zero-padded input rows, computed per output row (vectorized)."""
+    try:
+        xp = sch.get_sblock("xpad")
+    except Exception:
+        return
+    sch.compute_at(xp, row_loop)
+    if _target_family(target) != "c":
+        sch.vectorize(sch.get_loops(xp)[-1])
+
+
 def _bitval_at(sch, loop, g, target):
     """Compute the per-channel bit values of one output pixel at `loop`, vectorized."""
     try:
@@ -138,6 +149,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         _bitval_at(sch, ew, g, target)
         # accumulators of the whole pool window at once: independent FMA/add chains
         sch.compute_at(acc, pw)
+        _xpad_at(sch, ph, target)
         inner = sch.get_loops(acc)[3:]
         npix = sum(1 for e in pool[0] if e > 1)
         pixl, o_loop, red = inner[:npix], inner[npix], inner[npix + 1:]
@@ -157,6 +169,7 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         en, eo, eh, ew = sch.get_loops(epi)
         sch.reorder(en, eh, ew, eo)
     sch.compute_at(acc, ew)
+    _xpad_at(sch, eh, target)
     loops = sch.get_loops(acc)
     o_loop, red = loops[3], loops[4:]
     sch.reorder(*red, o_loop)
