@@ -134,3 +134,36 @@ def test_dense_int8_head_and_global_pool(tmp_path, dense_op, gpool):
     assert dense["multiplications_replaced"] == dense["macs"] == 40 * 9
     rmax = next(layer for layer in manifest["layers"] if layer["op"] == gpool)
     assert "global_or" in rmax["kernel"]
+
+
+def test_no_float_map_between_binary_layers(tmp_path):
+    """After the binary passes, every tensor a binary conv reads or writes is uint32 packed
+    words, and no float/int8 tensor of a feature-map shape is left in main."""
+    from tvm import relax
+
+    from nrqc.compiler import import_relax, load_model
+    from nrqc.layer_table import build_layer_table
+    from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
+    from nrqc.targets import get_target
+
+    path = bm.bam_model(tmp_path / "bam.onnx", frames=24, bands=16, channels=(32, 32, 32, 64), head=16, seed=4)
+    m = load_model(path, {})
+    ctx = CompileContext(target=get_target("x86"), onnx_model=m.shaped, layers=build_layer_table(m.shaped))
+    steps = build_pipeline()
+    names = [s.name for s in steps]
+    mod = run_pipeline(import_relax(m), ctx, steps[:names.index("nrqc.BinaryFusePack") + 1])
+    calls = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call)
+                                    and getattr(e.op, "name", "") == "relax.call_tir" else None)
+    bconv = [c for c in calls if c.args[0].name_hint.startswith("nrqc_bconv")]
+    assert len(bconv) == 3
+    for c in bconv:
+        assert str(c.args[1].fields[0].ty.dtype) == "uint32"  # packed input words
+        assert str(c.ty.dtype) == "uint32"  # packed (and pooled) output words
+    shapes = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: shapes.append((tuple(int(d) for d in e.ty.shape),
+                                                                          str(e.ty.dtype)))
+                                    if isinstance(e, relax.Var) and isinstance(e.ty, relax.TensorType)
+                                    and e.ty.shape is not None and len(e.ty.shape) == 4 else None)
+    float_maps = [s for s in shapes if s[1] in ("float32", "int8") and s[0][1] in (32, 64) and s[0] != (1, 1, 24, 16)]
+    assert not float_maps, float_maps
