@@ -182,3 +182,39 @@ def test_accumulator_width_is_checked_per_layer():
     assert accumulator_bound(p) == 36864
     assert min_signed_bits(36864) == 17 > 16
     assert min_signed_bits(32767) == 16
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni"])
+def test_fused_pool_with_padding_and_negative_scales_exact(strategy):
+    """Conv + threshold + OR-pool (3x3, stride 2, pad 1) in one kernel, channels with
+    sigma = -1, 0, +1: the window-extreme formulation must equal pooling the bits."""
+    g = bo.ConvGeom(1, 40, 9, 10, 37, 3, 3, (1, 1), (1, 1, 1, 1))
+    pool = ((3, 3), (2, 2), (1, 1, 1, 1))
+    rng = np.random.default_rng(11)
+    x, w = _int8_case(g, rng)
+    acc = pk.ref_conv_acc(x, w, g.stride, g.pad)
+    sigma = rng.choice([-1, 0, 1], g.c_out).astype(np.int32)
+    t = rng.integers(-400, 400, g.c_out).astype(np.int32)
+    bits = (sigma[None, :, None, None] * acc >= t[None, :, None, None]).astype(np.uint8)
+    ref = pk.ref_or_pool(bits, *pool)
+    func = select.schedule_conv(bo.binary_conv(g, "int8", strategy, "pack", pool), g, "pack", TARGET, pool)
+    got = _run(func, [pk.pack_nchw(x), *select.weight_args(g, "int8", strategy, w), sigma, t],
+               (1, ref.shape[2], ref.shape[3], g.words_out), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got, g.c_out), np.moveaxis(ref, 1, -1))
+
+
+def test_float_conv_fused_pool_negative_affine_exact():
+    rng = np.random.default_rng(12)
+    g = bo.ConvGeom(1, 2, 11, 9, 35, 3, 3, (1, 1), (1, 1, 1, 1))
+    pool = ((2, 2), (2, 2), (0, 0, 0, 0))
+    x = np.round(rng.standard_normal((1, 2, 11, 9)) * 4) / 4
+    w = rng.integers(-3, 4, (35, 2, 3, 3)).astype(np.float32)
+    m = rng.choice([-2.0, -1.0, 1.0, 0.5], 35).astype(np.float32)
+    k = rng.integers(-2, 3, 35).astype(np.float32)
+    thr = (rng.integers(-4, 5, 35) + 0.125).astype(np.float32)
+    y = pk.ref_conv_acc(x * 4, w, g.stride, g.pad).astype(np.float64) / 4
+    bits = ((y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]).astype(np.uint8)
+    ref = pk.ref_or_pool(bits, *pool)
+    func = select.schedule_float_conv_pack(bo.float_conv_pack(g, pool=pool), g, TARGET, pool)
+    got = _run(func, [x.astype(np.float32), w, m, k, thr], (1, ref.shape[2], ref.shape[3], g.words_out), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got, 35), np.moveaxis(ref, 1, -1))

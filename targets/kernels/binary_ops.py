@@ -204,6 +204,31 @@ def pack_bits(bits_fn, n, h, w, c, name="packed"):
                       name=name)
 
 
+def window_extreme(val, n, ho, wo, c, pool, use_max, dtype):
+    """Per channel, the max (use_max(o) true) or min of `val` over each pool window.
+    Pooling a thresholded map = thresholding the window's extreme: OR_i(a*v_i + k > T) is
+    (a*max(v) + k > T) for a >= 0 and (a*min(v) + k > T) for a < 0, exactly, also in float
+    (rounding is monotone). So a fused pool thresholds and packs once per pooled pixel.
+    Window positions in the pool's padding are skipped (a window always has a real one)."""
+    kernel, stride, pad = pool
+    pho, pwo = pool_out(ho, wo, kernel, stride, pad)
+    lo, hi = tvm.tirx.min_value(dtype), tvm.tirx.max_value(dtype)
+
+    def f(i, y, x, o):
+        mx = mn = None
+        for r in range(kernel[0]):
+            for s_ in range(kernel[1]):
+                ih, iw = y * stride[0] + r - pad[0], x * stride[1] + s_ - pad[1]
+                inb = tirx.all(ih >= 0, ih < ho, iw >= 0, iw < wo)
+                v = val[i, _clamp(ih, ho), _clamp(iw, wo), o]
+                vmax, vmin = tirx.Select(inb, v, lo), tirx.Select(inb, v, hi)
+                mx = vmax if mx is None else tirx.max(mx, vmax)
+                mn = vmin if mn is None else tirx.min(mn, vmin)
+        return tirx.Select(use_max(o), mx, mn)
+
+    return te.compute((n, pho, pwo, c), f, name="wext"), pho, pwo
+
+
 def epilogue_pack(acc, sigma, t, g: ConvGeom):
     return pack_bits(lambda n, y, x, o: sigma[o] * acc[n, y, x, o] >= t[o], g.n, g.ho, g.wo, g.c_out)
 
@@ -239,9 +264,11 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     if out == "pack":
         sigma = te.placeholder((g.c_out,), "int32", name="sigma")
         t = te.placeholder((g.c_out,), "int32", name="t")
-        y = epilogue_pack(acc, sigma, t, g)
-        if pool is not None:  # OR-pool fused: the un-pooled map never leaves the kernel
-            y = or_pool_stage(y, g.n, g.ho, g.wo, g.c_out, *pool)
+        if pool is not None:  # OR-pool fused: threshold the window's extreme, pack once
+            wext, pho, pwo = window_extreme(acc, g.n, g.ho, g.wo, g.c_out, pool, lambda o: sigma[o] >= 0, "int32")
+            y = pack_bits(lambda n, a, b, o: sigma[o] * wext[n, a, b, o] >= t[o], g.n, pho, pwo, g.c_out)
+        else:
+            y = epilogue_pack(acc, sigma, t, g)
         args = [X, *Ws, sigma, t, y]
     else:
         scale = te.placeholder((g.c_out,), "float32", name="scale")
@@ -284,9 +311,16 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
         bits = lambda n, a, b, o: y[n, a, b, o] * m[o] + k[o] > T[o]  # noqa: E731
     else:
         bits = lambda n, a, b, o: y[n, a, b, o] * m[o] + k[o] >= T[o]  # noqa: E731
-    out = pack_bits(bits, g.n, g.ho, g.wo, g.c_out)
     if pool is not None:
-        out = or_pool_stage(out, g.n, g.ho, g.wo, g.c_out, *pool)
+        wext, pho, pwo = window_extreme(y, g.n, g.ho, g.wo, g.c_out, pool,
+                                        lambda o: m[o] >= tirx.const(0.0, "float32"), "float32")
+        if strict:
+            pbits = lambda n, a, b, o: wext[n, a, b, o] * m[o] + k[o] > T[o]  # noqa: E731
+        else:
+            pbits = lambda n, a, b, o: wext[n, a, b, o] * m[o] + k[o] >= T[o]  # noqa: E731
+        out = pack_bits(pbits, g.n, pho, pwo, g.c_out)
+    else:
+        out = pack_bits(bits, g.n, g.ho, g.wo, g.c_out)
     return te.create_prim_func([X, W, m, k, T, out])
 
 

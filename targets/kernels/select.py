@@ -88,6 +88,16 @@ def _xpad_at(sch, row_loop, target):
         sch.vectorize(sch.get_loops(xp)[-1])
 
 
+def _wext_at(sch, loop, g, target):
+    """The pool window's per-channel extreme, computed at the pooled pixel, vectorized."""
+    try:
+        wx = sch.get_sblock("wext")
+    except Exception:
+        return
+    sch.compute_at(wx, loop)
+    _vectorize_channels(sch, sch.get_loops(wx)[-1], g.c_out, _vector_lanes(target))
+
+
 def _bitval_at(sch, loop, g, target):
     """Compute the per-channel bit values of one output pixel at `loop`, vectorized."""
     try:
@@ -129,27 +139,13 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
     epi = sch.get_sblock(epilogue)
     rows = g.ho
     if pool is not None:
-        # pooled output rows outermost (parallel), the packed words of a window computed
-        # at the pooled pixel, the accumulators at each packed pixel
-        pooled = sch.get_sblock("pooled")
-        pn, ph, pw, pj = sch.get_loops(pooled)
-        sch.compute_at(epi, pw)
-        rows = bo.pool_out(g.ho, g.wo, *pool)[0]
-        if rows > 1 and PARALLEL:
-            sch.parallel(ph)
-        # loops of the packed stage under pw: [window rows], [window cols], [words], bits
-        # (TVM drops unit-extent loops)
-        after = sch.get_loops(epi)[3:]
-        eb = after[-1]
-        kh_pool, kw_pool = pool[0]
-        if kw_pool > 1:
-            ew = after[1] if kh_pool > 1 else after[0]
-        else:
-            ew = after[0] if kh_pool > 1 else pw
+        # the output is the pooled packed map: per pooled pixel, the window's accumulators
+        # (independent chains), their per-channel extreme ("wext"), one threshold + pack
+        en, eh, ew, ej, eb = sch.get_loops(epi)
         _bitval_at(sch, ew, g, target)
-        # accumulators of the whole pool window at once: independent FMA/add chains
-        sch.compute_at(acc, pw)
-        _xpad_at(sch, ph, target)
+        _wext_at(sch, ew, g, target)
+        sch.compute_at(acc, ew)
+        _xpad_at(sch, eh, target)
         inner = sch.get_loops(acc)[3:]
         npix = sum(1 for e in pool[0] if e > 1)
         pixl, o_loop, red = inner[:npix], inner[npix], inner[npix + 1:]
@@ -159,6 +155,9 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
             for lp in pixl:
                 sch.unroll(lp)
             sch.unroll(eb)
+        rows = bo.pool_out(g.ho, g.wo, *pool)[0]
+        if rows > 1 and PARALLEL:
+            sch.parallel(eh)
         _unroll_reductions(sch, red, target)
         sch.decompose_reduction(acc, red[0])
         return sch.mod["main"]
@@ -207,15 +206,9 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     # Register blocking: the accumulators of several output pixels are live at once, so
     # the vpdpbusd chains are independent (latency ~4-5 cycles, 2 per cycle issue).
     if pool is not None:
-        pooled = sch.get_sblock("pooled")
-        pn, ph, pw, pj = sch.get_loops(pooled)
-        sch.compute_at(epi, pw)
-        after = sch.get_loops(epi)[3:]
-        eb = after[-1]
-        kh_pool, kw_pool = pool[0]
-        ew = (after[1] if kh_pool > 1 else after[0]) if kw_pool > 1 else (after[0] if kh_pool > 1 else pw)
-        row, rows = ph, bo.pool_out(g.ho, g.wo, *pool)[0]
-        acc_at, pixel_extents = pw, [kh_pool, kw_pool]  # the pool window's pixels
+        en, eh, ew, ej, eb = sch.get_loops(epi)  # pooled coordinates
+        row, rows = eh, bo.pool_out(g.ho, g.wo, *pool)[0]
+        acc_at, pixel_extents = ew, list(pool[0])  # the pool window's pixels
     elif out == "pack":
         en, eh, ew, ej, eb = sch.get_loops(epi)
         tile = 4 if g.wo % 4 == 0 else 2 if g.wo % 2 == 0 else 1
@@ -231,6 +224,8 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
         acc_at, pixel_extents = ew, []
     if out == "pack":
         _bitval_at(sch, ew, g, target)
+    if pool is not None:
+        _wext_at(sch, ew, g, target)
     pos = [sch.get(lp).same_as(sch.get(acc_at)) for lp in sch.get_loops(epi)].index(True) + 1
     sch.compute_at(acc, acc_at)
     inner = sch.get_loops(acc)[pos:]
