@@ -1,6 +1,7 @@
 """`nrqc` command line: one click group; each command lives in nrqc/commands/<name>.py."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -21,6 +22,15 @@ class _Group(click.Group):
         except CheckFailed as e:
             click.echo(f"nrqc: check failed: {e}", err=True)
             sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug in nrqc or TVM, not the user's input
+            if os.environ.get("NRQC_DEBUG"):
+                raise
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            click.echo(f"nrqc: internal error: {type(e).__name__}: {lines[-1] if lines else ''} "
+                       f"(rerun with NRQC_DEBUG=1 for the traceback, and please report it)", err=True)
+            sys.exit(3)
 
 
 @click.group(cls=_Group)

@@ -10,8 +10,8 @@ RUN="${NRQC_RUN_DIR:-runs/main}"
 mkdir -p "$RUN"
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "train: VAD model, binary activations + learned widths, synthetic espeak-ng/sox data"
-nrqc train vad --variant bam-reparam --out "$RUN/vad"
+step "train: VAD model with binary activation maps and int8 weights (QAT), on synthesized espeak-ng/sox data"
+nrqc train vad --variant bam --out "$RUN/vad"
 step "export: pruned, folded ONNX (BAM contract)"
 nrqc export "$RUN/vad/checkpoint.pt" -o "$RUN/vad.onnx"
 step "compile: x86 (this host), with the numerical check against onnxruntime"
