@@ -167,3 +167,29 @@ def test_no_float_map_between_binary_layers(tmp_path):
                                     and e.ty.shape is not None and len(e.ty.shape) == 4 else None)
     float_maps = [s for s in shapes if s[1] in ("float32", "int8") and s[0][1] in (32, 64) and s[0] != (1, 1, 24, 16)]
     assert not float_maps, float_maps
+
+
+def test_zoo_bam4_export_is_fully_converted(tmp_path):
+    """The model zoo's BAM speech-quality network exported by nrqc's own exporter (untrained
+    weights; the contract, not the accuracy, is under test): every feature conv after the
+    first and every pool runs on packed bits, and the library matches onnxruntime."""
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import quality_bam4
+    from nrqc.training.onnx_export import to_onnx
+
+    torch.manual_seed(0)
+    net = quality_bam4("bam", frames=40, bands=32)
+    net.eval()
+    model, _ = to_onnx(net)
+    path = tmp_path / "zoo_bam4.onnx"
+    onnx.save(model, str(path))
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=True), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["passed"], manifest["check"]
+    convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
+    assert len(convs) == 4 and all(layer["kernel"].startswith("nrqc:nrqc_bconv_int8") for layer in convs[1:])
+    assert all(layer["weight_bits"] == 8 and layer["act_bits"] == 1 for layer in convs[1:])
+    assert all(str(layer["kernel"]).startswith("nrqc:") for layer in manifest["layers"]
+               if layer["op"] in ("MaxPool", "GlobalMaxPool"))
