@@ -6,6 +6,8 @@ already marked `tirx.is_scheduled` (by the tuning database step) is left alone.
 """
 from __future__ import annotations
 
+import os
+
 from nrqc.pipeline import CompileContext, Step
 
 
@@ -20,6 +22,24 @@ def apply_shipped_schedules(mod, ctx: CompileContext):
     from nrqc.targets.schedules import schedule_primfunc, vector_spec
 
     spec = vector_spec(ctx.target)
+    if spec.isa != "scalar" and not os.environ.get("NRQC_NO_CONV_POOL_FUSION"):
+        try:
+            fused = fuse_conv_pool(mod)
+        except Exception as e:  # noqa: BLE001 - keep the unfused kernels
+            ctx.notes.append(f"conv+pool fusion skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            fused = mod
+        if fused is not mod:
+            # keep the fusion only where the conv rule schedules the merged kernel
+            ok = True
+            for gv, func in fused.functions.items():
+                if (isinstance(func, tirx.PrimFunc) and gv.name_hint not in [g.name_hint for g in mod.get_global_vars()]
+                        and schedule_primfunc(func, spec)[0] != "conv"):
+                    ok = False
+            if ok:
+                n = sum(1 for gv in fused.get_global_vars() if gv.name_hint not in
+                        [g.name_hint for g in mod.get_global_vars()])
+                ctx.notes.append(f"conv+max-pool fused into one kernel: x{n}")
+                mod = fused
     counts: dict[str, int] = {}
     updates = {}
     for gv, func in mod.functions.items():
@@ -39,3 +59,91 @@ def apply_shipped_schedules(mod, ctx: CompileContext):
 
 def step() -> Step:
     return Step("nrqc.ScheduleShipped", "schedule", apply_shipped_schedules)
+
+
+# ------------------------------------------------------------- conv + pool fusion
+
+
+def _is_pool_func(func) -> bool:
+    """A single-block max/avg pooling PrimFunc (SSSS + RR window, one input)."""
+    import tvm
+    from tvm import s_tir
+
+    from nrqc.targets.schedules.rules import _blocks, _iter_kinds
+
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    blocks = [sch.get(b) for b in _blocks(sch)]
+    return (len(func.params) == 2 and len(blocks) == 1 and _iter_kinds(blocks[0]) == "SSSSRR"
+            and len(blocks[0].reads) == 1 and blocks[0].name_hint.startswith("pool_max"))
+
+
+def fuse_conv_pool(mod, spec=None):
+    """Merge `conv kernel -> max-pool kernel` pairs of main into one PrimFunc (FuseTIR).
+
+    The conv's output (the largest activation of a speech CNN: model_v8's first conv writes
+    13.8 MB) then never leaves the cache: the conv+pool rule computes two conv rows per pooled
+    row. Only NCHW conv kernels with a 2-D max pool right after them and no other user.
+    """
+    import tvm
+    from tvm import relax, tirx
+
+    main = mod["main"]
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    if not isinstance(main.body, relax.SeqExpr):
+        return mod
+    uses: dict = {}
+
+    def count(e):
+        if isinstance(e, relax.Var):
+            uses[e] = uses.get(e, 0) + 1
+
+    for block in main.body.blocks:
+        for b in block.bindings:
+            relax.analysis.post_order_visit(b.value, count)
+    relax.analysis.post_order_visit(main.body.body, count)
+    bb = relax.BlockBuilder(mod)
+    new_blocks = []
+    changed = False
+    for block in main.body.blocks:
+        bindings = list(block.bindings)
+        out = []
+        i = 0
+        while i < len(bindings):
+            b = bindings[i]
+            nb = bindings[i + 1] if i + 1 < len(bindings) else None
+            if (nb is not None and isinstance(b.value, relax.Call) and b.value.op.same_as(call_tir)
+                    and isinstance(nb.value, relax.Call) and nb.value.op.same_as(call_tir)
+                    and len(nb.value.args[1].fields) == 1 and nb.value.args[1].fields[0].same_as(b.var)
+                    and uses.get(b.var, 0) == 1):  # the pool is the conv output's only user
+                conv_gv, pool_gv = b.value.args[0], nb.value.args[0]
+                cf, pf = mod[conv_gv], mod[pool_gv]
+                if (isinstance(cf, tirx.PrimFunc) and isinstance(pf, tirx.PrimFunc)
+                        and "conv2d" in conv_gv.name_hint and _is_pool_func(pf)):
+                    args = list(b.value.args[1].fields)
+                    params = [relax.Var(f"p{k}", a.ty) for k, a in enumerate(args)]
+                    bb_conv = relax.Var("c", b.var.ty)
+                    bb_pool = relax.Var("o", nb.var.ty)
+                    body = relax.SeqExpr(
+                        [relax.DataflowBlock([
+                            relax.VarBinding(bb_conv, relax.Call(call_tir, [conv_gv, relax.Tuple(params)],
+                                                                 ty_args=b.value.ty_args)),
+                            relax.VarBinding(bb_pool, relax.Call(call_tir, [pool_gv, relax.Tuple([bb_conv])],
+                                                                 ty_args=nb.value.ty_args)),
+                        ])], bb_pool)
+                    fn = relax.Function(params, body, nb.var.ty).with_attr("Primitive", True)
+                    gv = bb.add_func(fn, f"{conv_gv.name_hint}_{pool_gv.name_hint}")
+                    out.append(relax.VarBinding(nb.var, relax.Call(gv, args)))
+                    changed = True
+                    i += 2
+                    continue
+            out.append(b)
+            i += 1
+        new_blocks.append(relax.DataflowBlock(out) if isinstance(block, relax.DataflowBlock)
+                          else relax.BindingBlock(out))
+    if not changed:
+        return mod
+    bb.update_func(mod.get_global_var("main"),
+                   relax.Function(main.params, relax.SeqExpr(new_blocks, main.body.body),
+                                  main.ret_ty, main.is_pure, main.attrs, main.span))
+    fused = relax.transform.FuseTIR()(relax.transform.Normalize()(bb.get()))
+    return relax.transform.DeadCodeElimination(["main"])(fused)

@@ -80,6 +80,8 @@ def _rules(manifest) -> str:
     (8, 32, 14, 20, 1, 1, True, "avg"),
     (16, 64, 9, 15, 1, 1, False, None),     # odd width, no bias
     (8, 16, 16, 12, 2, 1, True, None),      # stride 2
+    (1, 16, 13, 40, 1, 1, True, "max"),     # x-vectorized tile, odd height (floor pooling)
+    (16, 32, 9, 15, 1, 1, True, "max"),     # conv+pool fused, odd height and width
 ])
 def test_conv2d_schedule_matches_numpy(tmp_path, cin, cout, h, w, stride, pad, bias, pool):
     wt, b = _conv_model(tmp_path / "m.onnx", cin, cout, h, w, 3, stride, pad, bias=bias, pool=pool)
@@ -88,10 +90,16 @@ def test_conv2d_schedule_matches_numpy(tmp_path, cin, cout, h, w, stride, pad, b
     assert man["check"]["max_abs_error"] < 1e-4
     rules = _rules(man)
     assert "conv x1" in rules, rules
-    if pool:
+    if pool == "max":
+        # a 2x2 max pool after the conv is fused into the conv kernel (nrqc.ScheduleShipped)
+        assert "pool x" not in rules, rules
+        assert any(n.startswith("conv+max-pool fused into one kernel: x1") for n in man["notes"]), man["notes"]
+    elif pool:
         assert "pool x1" in rules, rules
     x = np.random.default_rng(5).standard_normal((1, cin, h, w)).astype(np.float32)
     ref = np.maximum(_np_conv2d(x, wt, b, stride, pad), 0)
+    if pool:
+        ref = ref[:, :, :ref.shape[2] // 2 * 2, :ref.shape[3] // 2 * 2]
     if pool == "max":
         ref = ref.reshape(1, cout, ref.shape[2] // 2, 2, ref.shape[3] // 2, 2).max(axis=(3, 5))
     elif pool == "avg":
@@ -177,5 +185,7 @@ def test_model_v8_all_convolutions_scheduled(tmp_path, dnsmos_path):
     out, man = _compile(tmp_path, dnsmos_path)
     assert man["check"]["passed"] and man["check"]["max_abs_error"] < 1e-4, man["check"]["summary"]
     rules = _rules(man)
-    # 5 convolutions (4 distinct kernels + one called twice), 3 max-pools, 3 dense layers
-    assert "conv x4" in rules and "pool x3" in rules, rules
+    # 5 convolutions (4 distinct kernels + one called twice), 3 max-pools, 3 dense layers;
+    # each max pool is fused into the conv before it: 3 conv+pool kernels + 2 plain convs
+    assert "conv x5" in rules and "pool x" not in rules, rules
+    assert any(n.startswith("conv+max-pool fused into one kernel: x3") for n in man["notes"]), man["notes"]
