@@ -13,8 +13,10 @@ from nrqc.pipeline import CompileContext, Step
 
 
 def apply_database(mod, ctx: CompileContext):
+    from nrqc.passes.schedule_shipped import fuse_for_schedules
     from nrqc.tuning.database import apply_records, default_database_dir, open_for_target
 
+    mod = fuse_for_schedules(mod, ctx)
     user_db = ctx.options.get("db")
     applied_user = 0
     if user_db:

@@ -3,6 +3,12 @@
 Rules (in `nrqc.targets.schedules`): NCHW/NCW convolution register tiles, pooling,
 dense/matmul, then a generic parallel+vectorize rule for whatever remains. A kernel
 already marked `tirx.is_scheduled` (by the tuning database step) is left alone.
+
+`fuse_for_schedules` (called first by the database step, and by `nrqc tune`'s task
+extraction) merges each NCHW conv kernel with the 2-D max pool that alone consumes its output
+into one kernel (Relax `FuseTIR`), which the conv rule schedules with the pooled rows as the
+parallel loop: the conv output (13.8 MB for model_v8's first layer) stays in cache.
+NRQC_NO_CONV_POOL_FUSION=1 turns it off.
 """
 from __future__ import annotations
 
@@ -22,24 +28,6 @@ def apply_shipped_schedules(mod, ctx: CompileContext):
     from nrqc.targets.schedules import schedule_primfunc, vector_spec
 
     spec = vector_spec(ctx.target)
-    if spec.isa != "scalar" and not os.environ.get("NRQC_NO_CONV_POOL_FUSION"):
-        try:
-            fused = fuse_conv_pool(mod)
-        except Exception as e:  # noqa: BLE001 - keep the unfused kernels
-            ctx.notes.append(f"conv+pool fusion skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-            fused = mod
-        if fused is not mod:
-            # keep the fusion only where the conv rule schedules the merged kernel
-            ok = True
-            for gv, func in fused.functions.items():
-                if (isinstance(func, tirx.PrimFunc) and gv.name_hint not in [g.name_hint for g in mod.get_global_vars()]
-                        and schedule_primfunc(func, spec)[0] != "conv"):
-                    ok = False
-            if ok:
-                n = sum(1 for gv in fused.get_global_vars() if gv.name_hint not in
-                        [g.name_hint for g in mod.get_global_vars()])
-                ctx.notes.append(f"conv+max-pool fused into one kernel: x{n}")
-                mod = fused
     counts: dict[str, int] = {}
     updates = {}
     for gv, func in mod.functions.items():
@@ -55,6 +43,33 @@ def apply_shipped_schedules(mod, ctx: CompileContext):
                      + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     ctx.options.setdefault("schedule_rules", {}).update(counts)
     return mod
+
+
+def fuse_for_schedules(mod, ctx: CompileContext):
+    """conv -> max-pool kernel pairs merged (`fuse_conv_pool`) where the conv rule schedules
+    the merged kernel; runs first in the schedule slot (before the tuning database, so that
+    `nrqc tune` tasks and database records are the kernels the compile builds)."""
+    from tvm import tirx
+
+    from nrqc.targets.schedules import schedule_primfunc, vector_spec
+
+    spec = vector_spec(ctx.target)
+    if spec.isa == "scalar" or os.environ.get("NRQC_NO_CONV_POOL_FUSION", "") not in ("", "0"):
+        return mod
+    try:
+        fused = fuse_conv_pool(mod)
+    except Exception as e:  # noqa: BLE001 - keep the unfused kernels
+        ctx.notes.append(f"conv+pool fusion skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        return mod
+    if fused is mod:
+        return mod
+    old = {g.name_hint for g in mod.get_global_vars()}
+    new = [(gv, f) for gv, f in fused.functions.items() if isinstance(f, tirx.PrimFunc) and gv.name_hint not in old]
+    # keep the fusion only where the conv rule schedules every merged kernel
+    if not new or any(schedule_primfunc(f, spec)[0] != "conv" for _, f in new):
+        return mod
+    ctx.notes.append(f"conv+max-pool fused into one kernel: x{len(new)}")
+    return fused
 
 
 def step() -> Step:
@@ -118,6 +133,7 @@ def fuse_conv_pool(mod, spec=None):
                 conv_gv, pool_gv = b.value.args[0], nb.value.args[0]
                 cf, pf = mod[conv_gv], mod[pool_gv]
                 if (isinstance(cf, tirx.PrimFunc) and isinstance(pf, tirx.PrimFunc)
+                        and not _is_scheduled(cf) and not _is_scheduled(pf)
                         and "conv2d" in conv_gv.name_hint and _is_pool_func(pf)):
                     args = list(b.value.args[1].fields)
                     params = [relax.Var(f"p{k}", a.ty) for k, a in enumerate(args)]

@@ -52,8 +52,14 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     names = [s.name for s in steps]
     upto = names.index("nrqc.RecordKernels") + 1
     mod = run_pipeline(import_relax(m), ctx, steps[:upto])
+    # the kernels the compile schedules: conv -> max-pool pairs merged first (schedule slot)
+    from nrqc.passes.schedule_shipped import fuse_for_schedules
+    from nrqc.pipeline import _main_calls
+
+    with target.tvm():
+        mod = fuse_for_schedules(mod, ctx)
     calls: dict[str, int] = {}
-    for k in ctx.kernels_in_order:
+    for k, _ in _main_calls(mod):
         calls[k] = calls.get(k, 0) + 1
     tasks: list[Task] = []
     seen: dict[int, Task] = {}
