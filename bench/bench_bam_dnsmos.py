@@ -54,17 +54,39 @@ def _ort(path, x):
     from nrqc.reference import ort_session
 
     sess = ort_session(path, threads=1)
-    return lambda: sess.run(None, {"x": x})
+    name = sess.get_inputs()[0].name
+    return lambda: sess.run(None, {name: x})
 
 
-def _quantize(float_path: Path, out: Path, shape, n_calib=16) -> Path:
+def _zoo_models(work: Path, frames: int, bands: int):
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import quality_bam4
+    from nrqc.training.onnx_export import to_onnx
+
+    paths = []
+    for variant in ("bam", "float"):
+        torch.manual_seed(0)
+        net = quality_bam4(variant, frames=frames, bands=bands)
+        net.eval()
+        model, _ = to_onnx(net)
+        p = work / f"zoo_bam4_{variant}.onnx"
+        onnx.save(model, str(p))
+        paths.append(p)
+    inp = onnx.load(str(paths[0])).graph.input[0]
+    shape = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
+    return paths[0], paths[1], shape, inp.name
+
+
+def _quantize(float_path: Path, out: Path, shape, in_name="x", n_calib=16) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(1)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.data = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n_calib)])
+            self.data = iter([{in_name: rng.standard_normal(shape).astype(np.float32)} for _ in range(n_calib)])
 
         def get_next(self):
             return next(self.data, None)
@@ -82,7 +104,8 @@ def _plain_tvm(float_path: Path, shape):
 
     from nrqc.targets import get_target
 
-    mod = from_onnx(onnx.load(str(float_path)), shape_dict={"x": list(shape)}, keep_params_in_input=False)
+    model = onnx.load(str(float_path))
+    mod = from_onnx(model, shape_dict={model.graph.input[0].name: list(shape)}, keep_params_in_input=False)
     target = get_target("x86").tvm()
     ex = tvm.compile(mod, target=target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -96,6 +119,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--skip-plain-tvm", action="store_true", help="plain TVM float is slow to run; skip it")
+    ap.add_argument("--zoo", action="store_true",
+                    help="use models/zoo.py quality_bam4 ('bam' and 'float' variants, exported by nrqc's exporter; "
+                         "untrained weights: speed and memory only)")
     ap.add_argument("--json", type=str, default=None)
     ap.add_argument("--workdir", type=str, default=None)
     args = ap.parse_args(argv)
@@ -109,10 +135,13 @@ def main(argv=None) -> dict:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_bam_"))
     work.mkdir(parents=True, exist_ok=True)
-    shape = (1, 1, args.frames, args.bands)
-    bam = bm.bam_model(work / "bam.onnx", frames=args.frames, bands=args.bands)
-    flt = bm.bam_model(work / "bam_float.onnx", frames=args.frames, bands=args.bands, float_model=True)
-    q8 = _quantize(flt, work / "bam_float_int8qdq.onnx", shape)
+    if args.zoo:
+        bam, flt, shape, in_name = _zoo_models(work, args.frames, args.bands)
+    else:
+        shape, in_name = (1, 1, args.frames, args.bands), "x"
+        bam = bm.bam_model(work / "bam.onnx", frames=args.frames, bands=args.bands)
+        flt = bm.bam_model(work / "bam_float.onnx", frames=args.frames, bands=args.bands, float_model=True)
+    q8 = _quantize(flt, work / "bam_float_int8qdq.onnx", shape, in_name)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
     t0 = time.perf_counter()
@@ -120,7 +149,7 @@ def main(argv=None) -> dict:
     compile_s = time.perf_counter() - t0
     manifest = json.loads((out / "manifest.json").read_text())
     sess = ArtifactSession(out, manifest)
-    dev_args = sess.to_device({"x": x})
+    dev_args = sess.to_device({in_name: x})
     fn_nrqc = lambda: sess.vm["main"](*dev_args)  # noqa: E731
 
     fns = {"nrqc": fn_nrqc, "ort-f32": _ort(flt, x), "ort-int8": _ort(q8, x)}
@@ -158,7 +187,7 @@ def main(argv=None) -> dict:
     # per-kernel breakdown of the nrqc run (the binary layers' share)
     from nrqc.profiler import operator_breakdown
 
-    rows = operator_breakdown(sess, {"x": x}, repeat=max(5, args.iters // 3))
+    rows = operator_breakdown(sess, {in_name: x}, repeat=max(5, args.iters // 3))
     target = get_target("x86")
     clock_hz = target.figure("clock_ghz") * 1e9
     layers = manifest["layers"]

@@ -165,6 +165,7 @@ class Rewriter:
         bindings = main_bindings(mod)
         if bindings is None:
             return mod
+        self.defs = {b.var: b.value for b in bindings}
         for b in bindings:
             v = b.value
             name = op_name(v)
@@ -282,13 +283,19 @@ class Rewriter:
             t = p.head.threshold
             if p.head.flipped:
                 m, k, t = -m, -k, -t
-            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict), g, self.ctx.target)
+            # read through a reshape / unsqueeze of the input (no copy of the features)
+            xin = x
+            src = self.defs.get(x)
+            if op_name(src) in ("relax.reshape", "relax.expand_dims") and isinstance(src.args[0], relax.Var) \
+                    and int(np.prod(_shape(src.args[0]))) == int(np.prod(xs)):
+                xin = src.args[0]
+            src_shape = _shape(xin)
+            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape), g,
+                                                   self.ctx.target)
             gv, kname = self.add_kernel(func, "fconv_threshold_pack")
             target, strict = self.ctx.target, p.head.strict
             self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
-                bo.float_conv_pack(g, strict=strict, pool=pool), g, target, pool), p.layer)
-            xin = x if p.kind == "conv2d" else self.emit(relax.op.reshape(x, (g.n, g.c_in, 1, g.w)),
-                                                         (g.n, g.c_in, 1, g.w), "float32", "x4d")
+                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape), g, target, pool), p.layer)
             var = self.call(gv, [xin, self.weight_oihw(p, p.weight).astype(np.float32), m.astype(np.float32),
                                  k.astype(np.float32), t.astype(np.float32)],
                             (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")

@@ -277,11 +277,26 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     return te.create_prim_func(args)
 
 
-def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
+def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None):
     """The first (float-input) layer: float conv, per-channel affine y*m + k, compare with
     T (Greater, or GreaterOrEqual when strict=False), packed. Params (X float32 NCHW,
-    W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32])."""
-    X = te.placeholder((g.n, g.c_in, g.h, g.w), "float32", name="X")
+    W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32]).
+    src_shape: X's real shape when the model reshapes/unsqueezes its input into NCHW (the
+    kernel reads through the reshape, so no copy of the input is made)."""
+    nchw = (g.n, g.c_in, g.h, g.w)
+    src_shape = tuple(src_shape) if src_shape is not None else nchw
+    X = te.placeholder(src_shape, "float32", name="X")
+
+    def x_at(n, c, y, x):
+        if src_shape == nchw:
+            return X[n, c, y, x]
+        flat = ((n * g.c_in + c) * g.h + y) * g.w + x
+        idx = []
+        for d in reversed(src_shape):
+            idx.append(flat % d)
+            flat = flat // d
+        return X[tuple(reversed(idx))]
+
     W = te.placeholder((g.c_out, g.cg, g.kh, g.kw), "float32", name="W")
     m = te.placeholder((g.c_out,), "float32", name="m")
     k = te.placeholder((g.c_out,), "float32", name="k")
@@ -296,7 +311,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None):
     def pad_(n, ci, y, x):
         yy, xx = y - g.pad[0], x - g.pad[1]
         inb = tirx.all(yy >= 0, yy < g.h, xx >= 0, xx < g.w)
-        return tirx.Select(inb, X[n, ci, _clamp(yy, g.h), _clamp(xx, g.w)], tirx.const(0.0, "float32"))
+        return tirx.Select(inb, x_at(n, ci, _clamp(yy, g.h), _clamp(xx, g.w)), tirx.const(0.0, "float32"))
 
     xpad = te.compute((g.n, g.c_in, hp, wp), pad_, name="xpad")
 
