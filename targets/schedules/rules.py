@@ -221,24 +221,37 @@ def schedule_conv(sch, spec: VectorSpec) -> bool:
     sch.set_scope(conv, 0, "local")
 
     # 4. Tile the output stage (under the pooled rows when a pool follows).
+    fmajor = False  # conv output kept [y, x, f] between the tile and the pool
     if pool is not None:
+        # channel-vectorized tile: the conv output stays [.., y, x, f] (the tile's own
+        # layout: contiguous vector stores, no transpose) and the pool takes vectors of f
+        # (contiguous loads; only its 4x smaller output is scattered to NCHW)
+        fmajor = xvec is None and os.environ.get("NRQC_POOL_FMAJOR", "1") == "1"
+        if fmajor:
+            sch.transform_layout(out, ("write", 0), lambda n, f, y, x: (n, y, x, f))
         pl = sch.get_loops(pool)
         if len(pl) != 6:
             return False
         pn, pf, py, px, r0, r1 = pl
         pfo, pfi = sch.split(pf, [None, f_tile])
-        sch.reorder(pn, pfo, py, pfi, r0, r1, px)
+        if fmajor:
+            sch.reorder(pn, pfo, py, px, r0, r1, pfi)
+        else:
+            sch.reorder(pn, pfo, py, pfi, r0, r1, px)
         outer = sch.fuse(pn, pfo, py)
         sch.parallel(outer)
         sch.compute_at(out, outer, preserve_unit_loops=True)
         sch.unroll(r0)
         sch.unroll(r1)
-        sch.vectorize(px)
+        sch.vectorize(pfi if fmajor else px)
         pinit = sch.decompose_reduction(pool, r0)
         sch.vectorize(sch.get_loops(pinit)[-1])
         n, f, y, x = sch.get_loops(out)[1:]
         xo, xi = sch.split(x, [None, x_tile])
-        sch.reorder(n, y, xo, f, xi)
+        if fmajor:
+            sch.reorder(n, y, xo, xi, f)
+        else:
+            sch.reorder(n, y, xo, f, xi)
         fi = f
         sch.compute_at(conv, xo, preserve_unit_loops=True)
         k = 4  # outer, n, y, xo
@@ -261,11 +274,17 @@ def schedule_conv(sch, spec: VectorSpec) -> bool:
         sch.compute_at(conv, xo, preserve_unit_loops=True)
         k = 2  # the fused parallel loop and xo
     # write-back: contiguous stores along x
-    sch.unroll(fi)
-    if xvec is not None and _xvec_width(x_tile, lanes) < x_tile:
+    if fmajor:
+        sch.unroll(xi)
+        sch.vectorize(fi)
+    else:
+        sch.unroll(fi)
+    if fmajor:
+        pass
+    elif xvec is not None and _xvec_width(x_tile, lanes) < x_tile:
         xio, xi = sch.split(xi, [None, _xvec_width(x_tile, lanes)])
         sch.unroll(xio)
-    if x_tile > 1:
+    if x_tile > 1 and not fmajor:
         sch.vectorize(xi)
 
     # 5. Conv tile: reduction loops outside, x unrolled, f vectorized.
