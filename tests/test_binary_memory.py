@@ -30,3 +30,28 @@ def test_bam_total_memory_reduction_at_least_20x(tmp_path):
     print(f"BAM {total(bam)} B vs float {total(flt)} B: {ratio:.1f}x")
     assert bam["weights_bytes_by_dtype"].get("int8", 0) > 30_000  # the three binary convs' int8 weights
     assert ratio >= 20.0, (bam["memory_plan"], flt["memory_plan"])
+
+
+@pytest.mark.slow
+def test_zoo_bam4_total_memory_reduction_at_least_20x(tmp_path):
+    """Same check on the model zoo's quality_bam4 ('bam' with int8 weights vs 'float'),
+    exported by nrqc's exporter (untrained weights: memory does not depend on them)."""
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import quality_bam4
+    from nrqc.training.onnx_export import to_onnx
+
+    manifests = {}
+    for variant in ("bam", "float"):
+        torch.manual_seed(0)
+        net = quality_bam4(variant)
+        net.eval()
+        model, _ = to_onnx(net)
+        path = tmp_path / f"{variant}.onnx"
+        onnx.save(model, str(path))
+        manifests[variant] = _manifest(path, tmp_path / variant)
+    total = lambda m: m["weights_bytes"] + m["peak_activation_bytes"]  # noqa: E731
+    ratio = total(manifests["float"]) / total(manifests["bam"])
+    print(f"zoo BAM4 {total(manifests['bam'])} B vs float {total(manifests['float'])} B: {ratio:.1f}x")
+    assert ratio >= 20.0, (manifests["bam"]["memory_plan"], manifests["float"]["memory_plan"])
