@@ -117,7 +117,8 @@ def run_pipeline(mod, ctx: CompileContext, steps: list[Step] | None = None):
 
 
 def _main_calls(mod):
-    """(callee name, call) for each call_tir / packed call binding of main, in order."""
+    """(callee name, call) for each kernel call of main, in order: `call_tir` before
+    CallTIRRewrite, a direct call of the PrimFunc's GlobalVar after it."""
     import tvm
     from tvm import relax
 
@@ -126,8 +127,12 @@ def _main_calls(mod):
     for block in mod["main"].body.blocks:
         for b in block.bindings:
             v = b.value
-            if isinstance(v, relax.Call) and v.op.same_as(call_tir):
+            if not isinstance(v, relax.Call):
+                continue
+            if v.op.same_as(call_tir):
                 out.append((v.args[0].name_hint, v))
+            elif isinstance(v.op, tvm.ir.GlobalVar) and isinstance(mod[v.op], tvm.tirx.PrimFunc):
+                out.append((v.op.name_hint, v))
     return out
 
 
@@ -153,10 +158,18 @@ def _record_memory_plan(mod, ctx: CompileContext):
             storage += int(dims[0]) if dims else 0
 
     relax.analysis.post_order_visit(mod["main"], visit)
-    scratch = 0
-    for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc):
-            scratch = max(scratch, _primfunc_scratch_bytes(func))
+    from tvm.s_tir import transform as stir
+
+    called = {name for name, _ in _main_calls(mod)}
+    kernels = tvm.IRModule({gv: f for gv, f in mod.functions.items()
+                            if isinstance(f, tirx.PrimFunc) and gv.name_hint in called})
+    # Buffers shrink to what a schedule's compute_at actually keeps alive only after
+    # TIR's own compaction; measure them as the TIR build will allocate them.
+    kernels = tvm.transform.Sequential([
+        stir.CanonicalizeLoop(), stir.LowerCrossThreadReduction(), stir.LowerInitBlock(),
+        stir.PlanAndUpdateBufferAllocationLocation(), stir.ConvertBlocksToOpaque(), stir.CompactBufferAllocation(),
+    ])(kernels)
+    scratch = max((_primfunc_scratch_bytes(f) for f in kernels.functions.values()), default=0)
     ctx.memory_plan = {"planned_storage_bytes": storage, "max_kernel_scratch_bytes": scratch}
     return mod
 
@@ -167,8 +180,8 @@ def _primfunc_scratch_bytes(func) -> int:
 
     total = 0
     for buf in detect_buffer_access_lca(func):
-        # Parameter buffers are views of the function's handle arguments.
-        if not any(buf.data.same_as(p) for p in func.params):
+        # In TVM 0.27 buffers are buffer-typed Vars and the parameters are such Vars.
+        if not any(buf.same_as(p) for p in func.params):
             total += _buffer_bytes(buf)
     return total
 

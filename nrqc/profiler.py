@@ -111,14 +111,7 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
         result["onnxruntime_note"] = ("not measured: onnxruntime runs on this host, the model on the board"
                                       if rpc else f"source model {src} not found")
     result["operators"] = operator_breakdown(session, inputs, min(repeat, 5)) if breakdown and not rpc else []
-    lib_bytes = (Path(out) / manifest.get("library", LIBRARY)).stat().st_size
-    result["memory"] = {
-        "weights_bytes": manifest["weights_bytes"],
-        "weights_bytes_by_dtype": manifest["weights_bytes_by_dtype"],
-        "peak_activation_bytes": manifest["peak_activation_bytes"],
-        "library_bytes": lib_bytes,
-        "total_bytes": manifest["weights_bytes"] + manifest["peak_activation_bytes"],
-    }
+    result["memory"] = memory_of(manifest, out)
     result["macs"] = manifest.get("macs")
     return result
 
@@ -131,6 +124,31 @@ def add_instruction_count(result: dict, out: str | Path, log=lambda m: None) -> 
     m = measure_instructions(out, seed=0, log=log)
     result["instructions"] = int(m["instructions"])
     result["instructions_what"] = m.get("what")
+
+
+def memory_of(manifest: dict, out: str | Path) -> dict:
+    from nrqc.artifact import LIBRARY
+
+    return {
+        "weights_bytes": manifest["weights_bytes"],
+        "weights_bytes_by_dtype": manifest["weights_bytes_by_dtype"],
+        "peak_activation_bytes": manifest["peak_activation_bytes"],
+        "library_bytes": (Path(out) / manifest.get("library", LIBRARY)).stat().st_size,
+        "total_bytes": manifest["weights_bytes"] + manifest["peak_activation_bytes"],
+    }
+
+
+def add_comparison(result: dict, other_out: str | Path) -> None:
+    """Memory of another artifact (e.g. the float twin of a binary model) beside this one,
+    with the reduction factors other / this."""
+    from nrqc.artifact import read_manifest
+
+    other = memory_of(read_manifest(other_out), other_out)
+    mine = result["memory"]
+    result["against"] = {"artifact": str(other_out), "memory": other}
+    result["memory_reduction"] = {
+        k: (other[k] / mine[k] if mine[k] else None)
+        for k in ("weights_bytes", "peak_activation_bytes", "total_bytes", "library_bytes")}
 
 
 def format_profile(p: dict) -> str:
@@ -161,6 +179,18 @@ def format_profile(p: dict) -> str:
         lines += ["", f"instructions per inference (emulated, stable across runs): {p['instructions']:,}",
                   f"  {p.get('instructions_what') or ''}".rstrip()]
     m = p["memory"]
+    if p.get("against"):
+        o = p["against"]["memory"]
+        r = p["memory_reduction"]
+        lines += ["", f"memory: this artifact vs {p['against']['artifact']}",
+                  f"  {'':<18}{'this':>12}{'other':>12}{'other/this':>12}"]
+        for label, key in (("weights", "weights_bytes"), ("peak activations", "peak_activation_bytes"),
+                           ("weights + acts", "total_bytes"), ("library", "library_bytes")):
+            ratio = f"{r[key]:.1f}x" if r[key] else "-"
+            lines.append(f"  {label:<18}{_kb(m[key]):>12}{_kb(o[key]):>12}{ratio:>12}")
+        lines.append("  weights by dtype: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(m["weights_bytes_by_dtype"].items()))
+                     + " (other: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(o["weights_bytes_by_dtype"].items())) + ")")
+        return "\n".join(lines)
     lines += ["", "memory",
               f"  weights           {_kb(m['weights_bytes']):>12}  "
               + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(m["weights_bytes_by_dtype"].items())),

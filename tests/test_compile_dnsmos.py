@@ -54,8 +54,9 @@ def test_weights_and_macs_match_hand_counts(dnsmos_x86, dnsmos_path):
 def test_memory_plan_is_reported(dnsmos_x86):
     out, _ = dnsmos_x86
     m = json.loads((out / "manifest.json").read_text())
-    # The largest single activation is conv2d_5's output, 32x900x120 float32.
-    assert m["peak_activation_bytes"] >= 32 * 900 * 120 * 4
+    # conv2d_5 (+ its 2x2 max-pool) writes the 32x450x60 float32 map conv2d_6 reads, and
+    # conv2d_6 writes another of 32x225x30 while reading it: both are live at once.
+    assert m["peak_activation_bytes"] >= (32 * 450 * 60 + 32 * 225 * 30) * 4
     assert m["memory_plan"]["planned_storage_bytes"] > 0
 
 

@@ -20,26 +20,37 @@ import click
 @click.option("--instructions", is_flag=True,
               help="aarch64 artifacts: also count the instructions one inference executes under qemu "
                    "(a stable measure for comparing builds without a board; takes seconds to minutes).")
+@click.option("--against", default=None, metavar="OUT|MODEL.onnx",
+              help="Show memory beside another artifact or model for the same target (e.g. the float twin "
+                   "of a binary model), with the reduction factors.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(subject, target, shapes, repeat, threads, rpc, instructions, as_json):
+def command(subject, target, shapes, repeat, threads, rpc, instructions, against, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
     # The TVM thread pool reads this once, when it starts.
     os.environ["TVM_NUM_THREADS"] = str(threads)
 
-    path = Path(subject)
     with tempfile.TemporaryDirectory(prefix="nrqc-profile-") as tmp:
-        if path.is_file():
-            from nrqc.compiler import CompileOptions, compile_model
-            from nrqc.onnx_model import parse_shape_options
+        path = _artifact(Path(subject), target, shapes, Path(tmp) / "subject")
+        if against is not None:
+            from nrqc.artifact import read_manifest
 
-            path = compile_model(subject, target, Path(tmp) / "artifact",
-                                 CompileOptions(shapes=parse_shape_options(shapes)),
-                                 log=lambda m: click.echo(m, err=True))
-        _profile(path, repeat, threads, rpc, instructions, as_json)
+            against = _artifact(Path(against), read_manifest(path)["target"], shapes, Path(tmp) / "against")
+        _profile(path, repeat, threads, rpc, instructions, against, as_json)
 
 
-def _profile(path: Path, repeat, threads, rpc, instructions, as_json):
-    from nrqc.profiler import add_instruction_count, format_profile, profile_artifact
+def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
+    """An artifact directory as is; an ONNX file compiled (with its check) into `out`."""
+    if not path.is_file():
+        return path
+    from nrqc.compiler import CompileOptions, compile_model
+    from nrqc.onnx_model import parse_shape_options
+
+    return compile_model(path, target, out, CompileOptions(shapes=parse_shape_options(shapes)),
+                         log=lambda m: click.echo(m, err=True))
+
+
+def _profile(path: Path, repeat, threads, rpc, instructions, against, as_json):
+    from nrqc.profiler import add_comparison, add_instruction_count, format_profile, profile_artifact
 
     if (path / "manifest.json").exists():
         from nrqc.artifact import read_manifest
@@ -48,10 +59,12 @@ def _profile(path: Path, repeat, threads, rpc, instructions, as_json):
         if manifest.get("target_kind") == "bare-metal":  # Cortex-M: sizes + QEMU instruction count
             from nrqc.cortex_m import format_profile as format_cm, profile_artifact as profile_cm
 
-            result = profile_cm(path, manifest)
+            result = profile_cm(path, manifest, against=against)
             click.echo(json.dumps(result, indent=2) if as_json else format_cm(result))
             return
     result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
+    if against is not None:
+        add_comparison(result, against)
     if instructions:
         add_instruction_count(result, path, log=lambda m: click.echo(m, err=True))
     if as_json:
