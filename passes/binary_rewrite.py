@@ -290,12 +290,22 @@ class Rewriter:
                     and int(np.prod(_shape(src.args[0]))) == int(np.prod(xs)):
                 xin = src.args[0]
             src_shape = _shape(xin)
-            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape), g,
-                                                   self.ctx.target)
+            src_perm = None
+            # bare metal (C): also read through a transpose of the input (e.g. [1, frames, bands]
+            # used bands-as-channels), so the features are never copied into the arena; on
+            # SIMD hosts the copy keeps the vectorized padded-row loads contiguous
+            tsrc = self.defs.get(xin)
+            if select._target_family(self.ctx.target) == "c" and op_name(tsrc) == "relax.permute_dims" \
+                    and isinstance(tsrc.args[0], relax.Var) and tsrc.attrs.axes is not None:
+                src_perm = [int(a) for a in tsrc.attrs.axes]
+                xin = tsrc.args[0]
+            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
+                                                                      src_perm=src_perm), g, self.ctx.target)
             gv, kname = self.add_kernel(func, "fconv_threshold_pack")
             target, strict = self.ctx.target, p.head.strict
             self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
-                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape), g, target, pool), p.layer)
+                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm), g, target,
+                pool), p.layer)
             var = self.call(gv, [xin, self.weight_oihw(p, p.weight).astype(np.float32), m.astype(np.float32),
                                  k.astype(np.float32), t.astype(np.float32)],
                             (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")

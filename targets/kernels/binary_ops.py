@@ -277,25 +277,43 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     return te.create_prim_func(args)
 
 
-def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None):
+def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None, src_perm=None):
     """The first (float-input) layer: float conv, per-channel affine y*m + k, compare with
     T (Greater, or GreaterOrEqual when strict=False), packed. Params (X float32 NCHW,
     W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32]).
     src_shape: X's real shape when the model reshapes/unsqueezes its input into NCHW (the
-    kernel reads through the reshape, so no copy of the input is made)."""
+    kernel reads through the reshape, so no copy of the input is made).
+    src_perm: the model transposes its input (axes of a permute_dims) before the reshape:
+    X is the untransposed tensor (src_shape is then the transposed view's shape) and the
+    kernel reads through the transpose too (e.g. [1, frames, bands] read as bands-as-channels)."""
     nchw = (g.n, g.c_in, g.h, g.w)
     src_shape = tuple(src_shape) if src_shape is not None else nchw
-    X = te.placeholder(src_shape, "float32", name="X")
+    if src_perm is not None:
+        src_perm = tuple(int(a) for a in src_perm)
+        x_shape = [0] * len(src_shape)
+        for d, a in enumerate(src_perm):
+            x_shape[a] = src_shape[d]
+        X = te.placeholder(tuple(x_shape), "float32", name="X")
+    else:
+        X = te.placeholder(src_shape, "float32", name="X")
 
     def x_at(n, c, y, x):
-        if src_shape == nchw:
+        if src_shape == nchw and src_perm is None:
             return X[n, c, y, x]
         flat = ((n * g.c_in + c) * g.h + y) * g.w + x
         idx = []
         for d in reversed(src_shape):
             idx.append(flat % d)
             flat = flat // d
-        return X[tuple(reversed(idx))]
+        idx = list(reversed(idx))
+        if src_shape == nchw:
+            idx = [n, c, y, x]
+        if src_perm is not None:
+            src_idx = [None] * len(idx)
+            for d, a in enumerate(src_perm):
+                src_idx[a] = idx[d]
+            idx = src_idx
+        return X[tuple(idx)]
 
     W = te.placeholder((g.c_out, g.cg, g.kh, g.kw), "float32", name="W")
     m = te.placeholder((g.c_out,), "float32", name="m")

@@ -83,9 +83,14 @@ def _xpad_at(sch, row_loop, target):
         xp = sch.get_sblock("xpad")
     except Exception:
         return
+    if _target_family(target) == "c":
+        # no padded copy at all on bare metal: the padding becomes a guarded (clamped) read,
+        # hoisted out of the output-channel loop by the C compiler (for a Conv1d the "row"
+        # is the whole map, so a per-row stage would cost as much RAM as the input)
+        sch.compute_inline(xp)
+        return
     sch.compute_at(xp, row_loop)
-    if _target_family(target) != "c":
-        sch.vectorize(sch.get_loops(xp)[-1])
+    sch.vectorize(sch.get_loops(xp)[-1])
 
 
 def _wext_at(sch, loop, g, target):
