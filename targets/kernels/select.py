@@ -77,17 +77,21 @@ def _unroll_reductions(sch, red, target=None):
         sch.unroll(r)
 
 
-def _xpad_at(sch, row_loop, target):
-    """The first conv's zero-padded input rows, computed per output row (vectorized)."""
+def _xpad_at(sch, row_loop, target, pixel_loop=None):
+    """The first conv's zero-padded input rows, computed per output row (vectorized).
+    C (bare metal): only the receptive field of one output pixel (Cg x kh x kw floats, a
+    small local array laid out like a filter, so the dot products read both contiguously),
+    never a padded copy of the map (for a Conv1d the "row" is the whole map: as large as
+    the input); without a pixel loop the padding becomes a guarded read."""
     try:
         xp = sch.get_sblock("xpad")
     except Exception:
         return
     if _target_family(target) == "c":
-        # no padded copy at all on bare metal: the padding becomes a guarded (clamped) read,
-        # hoisted out of the output-channel loop by the C compiler (for a Conv1d the "row"
-        # is the whole map, so a per-row stage would cost as much RAM as the input)
-        sch.compute_inline(xp)
+        if pixel_loop is not None:
+            sch.compute_at(xp, pixel_loop)
+        else:
+            sch.compute_inline(xp)
         return
     sch.compute_at(xp, row_loop)
     sch.vectorize(sch.get_loops(xp)[-1])
@@ -173,10 +177,16 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         en, eo, eh, ew = sch.get_loops(epi)
         sch.reorder(en, eh, ew, eo)
     sch.compute_at(acc, ew)
-    _xpad_at(sch, eh, target)
+    c_family = _target_family(target) == "c"
+    _xpad_at(sch, eh, target, ew if c_family else None)
     loops = sch.get_loops(acc)
     o_loop, red = loops[3], loops[4:]
-    sch.reorder(*red, o_loop)
+    if c_family:
+        # scalar C: one output channel's whole reduction innermost, so its accumulator stays
+        # in a register and the weights are read contiguously (no vectors to fill)
+        sch.reorder(o_loop, *red)
+    else:
+        sch.reorder(*red, o_loop)
     if g.ho > 1 and PARALLEL:
         sch.parallel(eh)
     lanes = _vector_lanes(target)
