@@ -300,9 +300,30 @@ def run_artifact(out: Path, manifest: dict, feeds: dict[str, np.ndarray]) -> lis
     return got["outputs_int8"] if qfeeds else got["outputs"]
 
 
-def profile_artifact(out: Path, manifest: dict) -> dict:
+def _footprint_of(out: Path) -> dict:
+    """Another Cortex-M artifact's footprint and instruction count, from its manifest (the
+    figures its compile measured), for `nrqc profile OUT --against OTHER`."""
+    from nrqc.artifact import read_manifest
+
+    other = read_manifest(out)
+    if other.get("target_kind") != "bare-metal" or "flash_bytes" not in other:
+        raise NrqcError(f"--against {out}: not a Cortex-M artifact (target {other.get('target')})")
+    instructions = other.get("instructions")
+    if instructions is None:  # compiled with --no-check: count now
+        from nrqc.cortex_m import firmware
+
+        instructions = firmware.run_firmware(_target_of(other), Path(out) / other.get("firmware", FIRMWARE_ELF),
+                                             _specs(other, "outputs"))["instructions"]
+    return {"artifact": str(out), "model": other.get("source_model"), "target": other.get("target"),
+            "flash_bytes": other["flash_bytes"], "ram_bytes": other["ram_bytes"],
+            "stack_bytes": other["stack_bytes"], "arena_bytes": other["arena_bytes"],
+            "instructions": int(instructions)}
+
+
+def profile_artifact(out: Path, manifest: dict, against: Path | None = None) -> dict:
     """Footprint (from the manifest's arm-none-eabi-size figures) and a fresh QEMU
-    executed-instruction count on the stored input."""
+    executed-instruction count on the stored input. against: another Cortex-M artifact
+    (e.g. the float twin of a BAM model) whose flash / RAM / instructions are shown beside."""
     from nrqc.cortex_m import firmware
 
     out = Path(out)
@@ -314,7 +335,7 @@ def profile_artifact(out: Path, manifest: dict) -> dict:
     sizes = firmware.library_sizes(objs, build)
     run = firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"))
     lim = manifest["limits"]
-    return {
+    result = {
         "target": manifest["target"],
         "model": manifest["source_model"],
         "memory": {"flash_bytes": sizes["flash_bytes"], "ram_bytes": sizes["ram_bytes"],
@@ -329,6 +350,30 @@ def profile_artifact(out: Path, manifest: dict) -> dict:
         "ticks": run["ticks"],
         "macs": manifest.get("macs"),
     }
+    if against is not None:
+        other = _footprint_of(Path(against))
+        mine = {"flash_bytes": sizes["flash_bytes"], "ram_bytes": sizes["ram_bytes"],
+                "ram_with_stack_bytes": sizes["ram_bytes"] + sizes["stack_bytes"], "instructions": run["instructions"]}
+        theirs = {**other, "ram_with_stack_bytes": other["ram_bytes"] + other["stack_bytes"]}
+        result["against"] = other
+        # other / this: > 1 means this artifact needs less
+        result["reduction"] = {k: (theirs[k] / mine[k] if mine[k] else None) for k in mine}
+    return result
+
+
+def format_against(this: dict, other: dict, reduction: dict) -> list[str]:
+    """Lines comparing flash / RAM / instructions of this artifact with another one."""
+    def ratio(k):
+        r = reduction.get(k)
+        return f"{r:.2f}x" if r else "-"
+
+    return [
+        f"  vs {other['artifact']} ({other.get('model')}):  this / other (other/this)",
+        f"    flash         {this['flash_bytes']:>10,} B / {other['flash_bytes']:>10,} B  ({ratio('flash_bytes')})",
+        f"    RAM + stack   {this['ram_with_stack_bytes']:>10,} B / "
+        f"{other['ram_bytes'] + other['stack_bytes']:>10,} B  ({ratio('ram_with_stack_bytes')})",
+        f"    instructions  {this['instructions']:>12,} / {other['instructions']:>12,}  ({ratio('instructions')})",
+    ]
 
 
 def format_profile(result: dict) -> str:
@@ -343,6 +388,9 @@ def format_profile(result: dict) -> str:
         f"  fits   {'yes' if mem['fits'] else 'NO'}",
         f"  instructions/inference {result['instructions']:>12,}  ({result['instruction_measure']})",
         *([f"  MACs/inference         {result['macs']:>12,}"] if result.get("macs") else []),
+        *(format_against({"flash_bytes": mem["flash_bytes"], "ram_with_stack_bytes": mem["ram_bytes"] + mem["stack_bytes"],
+                          "instructions": result["instructions"]}, result["against"], result["reduction"])
+          if result.get("against") else []),
     ])
 
 
