@@ -218,3 +218,42 @@ def test_float_conv_fused_pool_negative_affine_exact():
     func = select.schedule_float_conv_pack(bo.float_conv_pack(g, pool=pool), g, TARGET, pool)
     got = _run(func, [x.astype(np.float32), w, m, k, thr], (1, ref.shape[2], ref.shape[3], g.words_out), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, 35), np.moveaxis(ref, 1, -1))
+
+
+@pytest.mark.parametrize("sched_target", ["x86", "cortex-m4"])
+def test_float_conv_pack_reads_through_transpose(sched_target):
+    """Bands-as-channels Conv1d input ([1, frames, bands] transposed to NCW) read in place
+    (src_perm), with the Cortex-M schedule (per-pixel receptive field, one channel's
+    reduction innermost) as well as the host one; the TIR runs here through LLVM."""
+    rng = np.random.default_rng(11)
+    frames, bands, c_out = 21, 37, 35
+    g = bo.ConvGeom(1, bands, 1, frames, c_out, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 1)
+    src = np.round(rng.standard_normal((1, frames, bands)) * 4).astype(np.float32) / 4
+    w = rng.integers(-3, 4, (c_out, bands, 1, 3)).astype(np.float32)
+    m = rng.choice([-1.0, 1.0, 2.0], c_out).astype(np.float32)
+    k = rng.integers(-2, 3, c_out).astype(np.float32)
+    thr = (rng.integers(-4, 5, c_out) + 0.125).astype(np.float32)
+    xv = np.transpose(src, (0, 2, 1))[:, :, None, :]
+    y = pk.ref_conv_acc(xv * 4, w, g.stride, g.pad).astype(np.float64) / 4
+    ref = (y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]
+    func = bo.float_conv_pack(g, src_shape=(1, bands, frames), src_perm=(0, 2, 1))
+    func = select.schedule_float_conv_pack(func, g, get_target(sched_target))
+    got = _run(func, [src, w, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
+    np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+def test_cortex_m_schedule_of_binary_conv_exact(strategy):
+    """The scalar-C loop order (output channel outside its reduction) stays bit-exact."""
+    rng = np.random.default_rng(12)
+    g = bo.ConvGeom(1, 40, 1, 17, 33, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 1)
+    x = (rng.random((g.n, g.c_in, g.h, g.w)) < 0.4).astype(np.int64)
+    w = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    acc = pk.ref_conv_acc(x, w.astype(np.int64), g.stride, g.pad, g.dilation, g.groups)
+    sigma = rng.choice([-1, 1], g.c_out).astype(np.int32)
+    t = rng.integers(-200, 200, g.c_out).astype(np.int32)
+    ref = sigma[None, :, None, None] * acc >= t[None, :, None, None]
+    func, wargs = select.build_conv(g, "int8", strategy, "pack", w, get_target("cortex-m4"))
+    got = _run(func, [pk.pack_channels(np.moveaxis(x, 1, -1).astype(bool)), *wargs, sigma, t],
+               (1, g.ho, g.wo, g.words_out), np.uint32)
+    np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))

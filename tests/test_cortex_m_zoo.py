@@ -38,3 +38,41 @@ def test_zoo_vad_fits_m4(tmp_path, variant):
     if variant == "bam":
         assert any(str(layer["kernel"]).startswith("nrqc:") for layer in manifest["layers"]), manifest["layers"]
     print(variant, prof["memory"], prof["instructions"])
+
+
+def test_zoo_vad_bam_needs_less_than_float_m4(tmp_path):
+    """Fresh-initialised vad_tiny (nothing trained), BAM and float: both compile for the M4,
+    fit 256 KiB flash / 64 KiB RAM, match onnxruntime in QEMU (the compile's check), and the
+    BAM build needs less RAM (packed bits between binary layers, no float map, no copy of
+    the input) and fewer instructions than its float twin; `profile --against` shows both."""
+    torch = pytest.importorskip("torch")
+    import onnx
+
+    from nrqc.models.zoo import build
+    from nrqc.training.onnx_export import to_onnx
+
+    outs, mans = {}, {}
+    for variant in ("float", "bam"):
+        torch.manual_seed(0)
+        model = to_onnx(build("vad_tiny", variant).eval())
+        model = model[0] if isinstance(model, tuple) else model
+        path = tmp_path / f"vad_tiny_{variant}.onnx"
+        onnx.save(model, str(path))
+        outs[variant] = tmp_path / f"out_{variant}"
+        run_cli("compile", path, "--target", "cortex-m4", "-o", outs[variant])
+        man = mans[variant] = json.loads((outs[variant] / "manifest.json").read_text())
+        assert man["check"]["ran"] and man["check"]["passed"], man["check"]
+        assert man["flash_bytes"] <= 256 * 1024
+        assert man["ram_bytes"] + man["stack_bytes"] <= 64 * 1024
+    bam, flt = mans["bam"], mans["float"]
+    assert any(str(layer["kernel"]).startswith("nrqc:") for layer in bam["layers"]), bam["layers"]
+    assert bam["ram_bytes"] < flt["ram_bytes"] / 2, (bam["ram_bytes"], flt["ram_bytes"])
+    assert bam["ram_bytes"] + bam["stack_bytes"] < flt["ram_bytes"] + flt["stack_bytes"]
+    assert bam["instructions"] < flt["instructions"], (bam["instructions"], flt["instructions"])
+    prof = json.loads(run_cli("profile", outs["bam"], "--against", outs["float"], "--json").stdout)
+    assert prof["against"]["ram_bytes"] == flt["ram_bytes"]
+    assert prof["against"]["instructions"] == flt["instructions"]
+    assert prof["reduction"]["ram_bytes"] > 2
+    text = run_cli("profile", outs["bam"], "--against", outs["float"]).stdout
+    assert "RAM + stack" in text and "instructions" in text
+    print({v: (m["flash_bytes"], m["ram_bytes"], m["stack_bytes"], m["instructions"]) for v, m in mans.items()})
