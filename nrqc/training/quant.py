@@ -24,14 +24,18 @@ def channel_scale(w: torch.Tensor, axis: int = 0) -> torch.Tensor:
     return _scale(w, axis).reshape(-1)
 
 
+def _broadcast_scale(w: torch.Tensor, axis: int, scale: torch.Tensor | None) -> torch.Tensor:
+    """The per-channel scale shaped to broadcast against w: the given one, or max|W_c|/127."""
+    if scale is None:
+        return _scale(w, axis)
+    shape = [1] * w.dim()
+    shape[axis % w.dim()] = -1
+    return scale.detach().reshape(shape)
+
+
 def quantize_int8(w: torch.Tensor, axis: int = 0, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_q int8, scale float32 of shape [w.shape[axis]])."""
-    if scale is None:
-        s = _scale(w, axis)
-    else:
-        shape = [1] * w.dim()
-        shape[axis % w.dim()] = -1
-        s = scale.detach().reshape(shape)
+    s = _broadcast_scale(w, axis, scale)
     q = torch.clamp(torch.round(w.detach() / s), -QMAX, QMAX).to(torch.int8)
     return q, s.reshape(-1).to(torch.float32)
 
@@ -42,11 +46,6 @@ def fake_quant_int8(w: torch.Tensor, axis: int = 0, scale: torch.Tensor | None =
     ``scale`` (shape [w.shape[axis]]) overrides the per-channel max, e.g. to take the max
     over the input channels a pruned model keeps, so that training and export agree.
     """
-    if scale is None:
-        s = _scale(w, axis)
-    else:
-        shape = [1] * w.dim()
-        shape[axis % w.dim()] = -1
-        s = scale.detach().reshape(shape)
+    s = _broadcast_scale(w, axis, scale)
     wq = torch.clamp(torch.round(w / s), -QMAX, QMAX) * s
     return w + (wq - w).detach()
