@@ -199,6 +199,10 @@ class Rewriter:
                               choice={"strategy": "select-add of float weights", "method": "only kernel for float weights"})
                 p_core.layer["float_reason"] = None
                 continue
+            if p_core is not None and p_core.kind in ("conv1d", "conv2d") and p_core.weights == "float" \
+                    and p_core.head is None and isinstance(p_core.x, relax.Var) and p_core.x in self.packed \
+                    and self._float_1x1_on_bits(p_core, b):
+                continue
             self.out_bindings.append(b)
             if b.var in self.by_head:
                 self.head(self.by_head[b.var], b)
@@ -227,6 +231,44 @@ class Rewriter:
         from nrqc.passes.binary_patterns import drop_unused_kernels
 
         return drop_unused_kernels(mod)
+
+    def _float_1x1_on_bits(self, p, b) -> bool:
+        """Bare metal (C): a full-precision 1x1 conv (e.g. the VAD head) reading a packed
+        map runs as a select-add over the bits (bo.binary_conv1x1_float) instead of
+        unpacking the map to float first (a float copy of the whole map in the arena).
+        Host targets keep unpack + the vectorized float conv."""
+        from nrqc.targets.kernels import binary_ops as bo
+        from nrqc.targets.kernels import select
+
+        relax = self.relax
+        if select._target_family(self.ctx.target) != "c" or p.layer is None:
+            return False
+        pk = self.packed[p.x]
+        w = np.asarray(p.weight, np.float32) if p.weight is not None else None
+        if w is None:
+            return False
+        try:
+            g = self.conv_geom(p, pk, (pk.n, pk.c, pk.h, pk.w) if p.kind == "conv2d" else (pk.n, pk.c, pk.w))
+        except Exception:  # noqa: an unusual attribute set: keep unpack + float conv
+            return False
+        if p.kind == "conv1d" and pk.h != 1:
+            return False
+        if (g.kh, g.kw, g.stride, g.pad, g.groups, g.c_in) != (1, 1, (1, 1), (0, 0, 0, 0), 1, pk.c) \
+                or (g.ho, g.wo) != (pk.h, pk.w) or g.c_out != w.shape[0]:
+            return False
+        out_shape = _shape(b.var)
+        c_out = int(w.shape[0])
+        if int(np.prod(out_shape)) != pk.n * c_out * pk.h * pk.w:
+            return False
+        func = bo.binary_conv1x1_float(pk.n, pk.c, pk.h, pk.w, c_out, signed_input=pk.encoding == "pm1")
+        gv, kname = self.add_kernel(func, "bconv1x1_float")
+        y = self.call(gv, [pk.var, w.reshape(c_out, pk.c)], (pk.n, c_out, pk.h, pk.w), "float32", "acc_y")
+        self.out_bindings.append(relax.VarBinding(b.var, relax.op.reshape(y, out_shape)))
+        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer.get("macs", 0),
+                      choice={"strategy": "select-add of float weights over the packed bits",
+                              "method": "bare-metal rule: no float copy of the binary map"})
+        p.layer["float_reason"] = None
+        return True
 
     def unpack_for_float_consumers(self, bo):
         """A packed map whose float twin is still read by a non-binary op (for example the

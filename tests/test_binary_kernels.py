@@ -257,3 +257,18 @@ def test_cortex_m_schedule_of_binary_conv_exact(strategy):
     got = _run(func, [pk.pack_channels(np.moveaxis(x, 1, -1).astype(bool)), *wargs, sigma, t],
                (1, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_binary_conv1x1_float_matches_numpy(signed):
+    """Full-precision 1x1 conv on a packed map (the Cortex-M VAD head without an unpacked
+    float copy) equals the float conv of the unpacked {0,1} / {-1,+1} map."""
+    rng = np.random.default_rng(13)
+    n, c, h, w, o = 1, 37, 2, 9, 5
+    bits = rng.random((n, c, h, w)) < 0.5
+    wf = rng.standard_normal((o, c)).astype(np.float32)
+    xf = np.where(bits, 1.0, -1.0 if signed else 0.0)
+    ref = np.einsum("nchw,oc->nohw", xf, wf.astype(np.float64))
+    got = _run(bo.binary_conv1x1_float(n, c, h, w, o, signed_input=signed),
+               [pk.pack_channels(np.moveaxis(bits, 1, -1)), wf], (n, o, h, w), np.float32)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

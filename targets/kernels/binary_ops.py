@@ -424,6 +424,24 @@ def binary_dense(n, k, o, weights: str, signed_input: bool = False):
     return te.create_prim_func([X, W, scale, Y])
 
 
+def binary_conv1x1_float(n, c, h, w, o, signed_input: bool = False):
+    """A full-precision 1x1 conv (stride 1, no padding, one group) on a packed map:
+    Y[n, o, y, x] = sum_c x_c W[o, c] with x_c in {0,1} ({-1,+1} when signed_input), a
+    select-add per input bit, so the map is never unpacked to float.
+    Params (X uint32 [N,H,W,ceil(C/32)], W float32 [O, C], Y float32 [N,O,H,W])."""
+    X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
+    W = te.placeholder((o, c), "float32", name="W")
+    kk = te.reduce_axis((0, c), "kk")
+    zero = tirx.const(0.0, "float32")
+
+    def f(i, j, y, x):
+        on = _bit(X[i, y, x, kk // WORD], kk % WORD) == _u32(1)
+        wv = W[j, kk]
+        return te.sum(tirx.Select(on, wv, -wv if signed_input else zero), axis=kk)
+
+    return te.create_prim_func([X, W, te.compute((n, o, h, w), f, name="y")])
+
+
 def unpack(n, c, h, w, signed: bool = False):
     """Packed map -> float32 NCHW ({0,1}, or {-1,+1} when signed). Params (X, Y)."""
     X = te.placeholder((n, h, w, n_words(c)), "uint32", name="X")
