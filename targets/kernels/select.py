@@ -185,6 +185,13 @@ def _schedule_pixelwise(func, g: bo.ConvGeom, producer: str, epilogue: str, out:
         # scalar C: one output channel's whole reduction innermost, so its accumulator stays
         # in a register and the weights are read contiguously (no vectors to fill)
         sch.reorder(o_loop, *red)
+        if producer == "conv" and len(red) > 1:
+            # first layer: the pixel's receptive field is laid out like a filter row, so
+            # the whole reduction is one contiguous dot product (no 3-trip inner loop)
+            try:
+                red = [sch.fuse(*red)]
+            except Exception:  # noqa: keep the nested loops
+                pass
     else:
         sch.reorder(*red, o_loop)
     if g.ho > 1 and PARALLEL:
