@@ -47,9 +47,12 @@ def describe() -> TargetDescription:
     # int8 MACs per cycle: vpdpbusd does vec_bits/8 u8*s8 MACs; two issue ports on
     # Intel server cores and Zen 4 (512-bit ops as two 256-bit halves => same total).
     if vnni:
-        int8 = Figure(2 * vec_bits / 8 if vec_bits == 256 else vec_bits / 8 * 2 / (2 if "znver" in host_mcpu() else 1),
-                      "int8 MAC/cycle", "vpdpbusd: vec_bits/8 MACs per instruction, 2 per cycle (Intel optimization manual; "
-                      "Zen 4 splits 512-bit ops into two 256-bit halves, AMD Software Optimization Guide 57647)")
+        # Zen 4 executes a 512-bit op as two 256-bit halves, so one zmm vpdpbusd per cycle;
+        # Intel cores issue two per cycle.
+        per_cycle = 1 if "znver" in host_mcpu() else 2
+        int8 = Figure(vec_bits / 8 * per_cycle, "int8 MAC/cycle",
+                      "vpdpbusd: vec_bits/8 u8*s8 MACs per instruction, 2 per cycle on Intel (optimization "
+                      "manual), 1 zmm per cycle on Zen 4 (AMD Software Optimization Guide 57647)")
     else:
         int8 = Figure(2 * vec_bits / 16 * 2, "int8 MAC/cycle",
                       "vpmaddubsw+vpmaddwd: vec_bits/16 pairs per instruction, 2 ports (Intel optimization manual)")
