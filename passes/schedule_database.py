@@ -14,7 +14,8 @@ from nrqc.pipeline import CompileContext, Step
 
 def apply_database(mod, ctx: CompileContext):
     from nrqc.passes.schedule_shipped import fuse_for_schedules
-    from nrqc.tuning.database import apply_records, default_database_dir, open_for_target
+    from nrqc.tuning.database import (apply_records, default_database_dir, open_for_target, open_selected,
+                                      read_progress, target_dir)
 
     mod = fuse_for_schedules(mod, ctx)
     user_db = ctx.options.get("db")
@@ -26,9 +27,14 @@ def apply_database(mod, ctx: CompileContext):
             ctx.options["db"] = None
             ctx.options["db_requested"] = user_db
         else:
-            mod, applied_user, total = apply_records(mod, db, ctx.target)
+            sub = target_dir(user_db, ctx.target)
+            mod, applied_user, total, verified = apply_records(mod, db, ctx.target, open_selected(sub))
+            kept = sum(1 for t in read_progress(sub).get("tasks", {}).values()
+                       if (t.get("verified") or {}).get("choice") == "shipped")
             ctx.notes.append(f"tuning database {user_db} ({why}): {applied_user} of {total} kernels "
-                             f"from tuning records")
+                             f"from tuning records, {verified} of them verified by re-measurement "
+                             f"(the database keeps the shipped schedule for {kept} kernels); "
+                             f"{applied_user - verified} unverified (best record of an unfinished task)")
             if applied_user == 0:
                 ctx.options["db"] = None
                 ctx.options["db_requested"] = user_db
@@ -39,7 +45,7 @@ def apply_database(mod, ctx: CompileContext):
         return mod
     db, why = open_for_target(default_database_dir(), ctx.target)
     if db is not None:
-        mod, applied, total = apply_records(mod, db, ctx.target)
+        mod, applied, _total, _verified = apply_records(mod, db, ctx.target)
         if applied:
             ctx.notes.append(f"shipped default database ({why}): {applied} more kernels")
     return mod

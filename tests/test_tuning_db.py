@@ -60,6 +60,15 @@ def test_database_of_another_target_is_ignored(tmp_path):
     assert any("ignored" in n and "no records for target x86" in n for n in man["notes"]), man["notes"]
 
 
+def test_verified_choice_keeps_shipped_unless_clearly_faster():
+    from nrqc.tuning.tune import choose_verified
+
+    assert choose_verified({"shipped": 1.00, "record 1": 0.99}, "shipped", 0.98) == "shipped"  # within noise
+    assert choose_verified({"shipped": 1.00, "record 1": 0.90, "record 2": 0.95}, "shipped", 0.98) == "record 1"
+    assert choose_verified({"shipped": 0.80, "record 1": 0.90}, "shipped", 0.98) == "shipped"
+    assert choose_verified({"record 1": 0.9, "record 2": 0.7}, None, 0.98) == "record 2"  # no shipped rule
+
+
 @pytest.mark.slow  # 2-5 min on a loaded 2-core machine (worker start-up, builds, measurements)
 def test_tune_compile_resume_profile(tmp_path):
     """A real (tiny) MetaSchedule run: records measured here, applied by compile, a rerun
@@ -77,11 +86,16 @@ def test_tune_compile_resume_profile(tmp_path):
     assert task["trials"] >= 4 and task["best_ms"] > 0 and task["shipped_ms"] > 0
     records = (sub / "database_tuning_record.json").read_text().strip().splitlines()
     assert len(records) >= 2  # the shipped schedule + at least one tuned candidate
+    # the winner re-measured against the shipped schedule, interleaved, kept in selected_*
+    ver = task["verified"]
+    assert ver["candidates_ms"]["shipped"] > 0 and len(ver["candidates_ms"]) >= 2, ver
+    assert ver["ms"] == min(ver["candidates_ms"].values()) or ver["choice"] == "shipped", ver
+    assert len((sub / "selected_tuning_record.json").read_text().strip().splitlines()) == 1
 
     run_cli("compile", tmp_path / "d.onnx", "-o", tmp_path / "out", "--db", db)
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert man["tuning"] == {"tuned": True, "database": str(db)}
-    assert any("1 of 1 kernels from tuning records" in n for n in man["notes"]), man["notes"]
+    assert any("1 of 1 kernels from tuning records, 1 of them verified" in n for n in man["notes"]), man["notes"]
     assert man["check"]["passed"] and man["check"]["max_abs_error"] < 1e-4
 
     from nrqc.runtime import ArtifactSession

@@ -7,6 +7,7 @@ Layout of a database directory DIR (what `nrqc tune --db DIR` writes and
     DIR/<target name>-<key>/database_workload.json        MetaSchedule JSONDatabase
     DIR/<target name>-<key>/database_tuning_record.json
     DIR/<target name>-<key>/progress.json                 per-task trials done, best latency
+    DIR/<target name>-<key>/selected_*.json               the verified winner per kernel
 
 `key` hashes the target JSON (kind, mtriple, mcpu, mattr), the CPU features LLVM enables
 for it and, for the host target, the CPU flags of /proc/cpuinfo. A compile for another
@@ -21,6 +22,8 @@ from pathlib import Path
 
 KEY_FILE = "key.json"
 PROGRESS_FILE = "progress.json"
+SELECTED_WORKLOADS = "selected_workload.json"
+SELECTED_RECORDS = "selected_tuning_record.json"
 
 
 def default_database_dir() -> Path:
@@ -95,6 +98,19 @@ def open_for_target(db_dir: str | Path, target, create: bool = False):
     return db, f"records {sub.name}"
 
 
+def open_selected(sub: Path, create: bool = False):
+    """The verified choice per kernel (`nrqc tune` re-measures the shipped schedule against
+    the best records and keeps the winner here): a JSONDatabase, or None if absent."""
+    from tvm.s_tir import meta_schedule as ms
+
+    sub = Path(sub)
+    paths = sub / SELECTED_WORKLOADS, sub / SELECTED_RECORDS
+    if not create and not paths[1].is_file():
+        return None
+    return ms.database.JSONDatabase(path_workload=str(paths[0]), path_tuning_record=str(paths[1]),
+                                    allow_missing=True, module_equality="structural")
+
+
 def workload_mod(func):
     """The IRModule a kernel is tuned and looked up as (same form in tune and compile)."""
     import tvm
@@ -103,16 +119,17 @@ def workload_mod(func):
     return tvm.IRModule({"main": func})
 
 
-def apply_records(mod, db, target):
-    """Replace each unscheduled PrimFunc of mod that has a record in db by its best schedule.
+def apply_records(mod, db, target, selected=None):
+    """Replace each unscheduled PrimFunc of mod that has a record by its schedule: the
+    verified choice in `selected` first, else the best record of `db`.
 
-    Returns (mod, kernels applied, kernels considered)."""
+    Returns (mod, kernels applied, kernels considered, of them from `selected`)."""
     import tvm
     from tvm import tirx
 
     tvm_target = target.tvm()
     updates = {}
-    total = 0
+    total = verified = 0
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc):
             continue
@@ -120,9 +137,12 @@ def apply_records(mod, db, target):
             continue
         total += 1
         wl = workload_mod(func)
-        if not db.has_workload(wl):
-            continue
-        sch = db.query_schedule(wl, tvm_target, "main")
+        sch = None
+        if selected is not None and selected.has_workload(wl):
+            sch = selected.query_schedule(wl, tvm_target, "main")
+            verified += sch is not None
+        if sch is None and db.has_workload(wl):
+            sch = db.query_schedule(wl, tvm_target, "main")
         if sch is None:
             continue
         new = sch.mod["main"]
@@ -131,7 +151,7 @@ def apply_records(mod, db, target):
         updates[gv] = new.with_attr("tirx.is_scheduled", True)
     if updates:
         mod = tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()}, attrs=mod.attrs)
-    return mod, len(updates), total
+    return mod, len(updates), total, verified
 
 
 def read_progress(sub: Path) -> dict:
@@ -147,37 +167,28 @@ def write_progress(sub: Path, progress: dict) -> None:
 
 
 def export_best(src_dir: str | Path, target, dest_dir: str | Path | None = None, margin: float = 0.95) -> list[str]:
-    """Copy the best record of each task of src_dir (this target's key) into dest_dir (the
-    shipped default database by default), only where it beats the shipped schedule by
-    `margin` (else the shipped rule gives the same code and the record is dead weight).
-    Returns the task names exported."""
+    """Copy the verified choice of each task of src_dir (this target's key) into dest_dir
+    (the shipped default database by default), only where a tuned schedule beat the
+    shipped one by `margin` in the verification (else the shipped rule gives the same code
+    and the record is dead weight). Returns the task names exported."""
     from tvm.s_tir import meta_schedule as ms
 
-    src, why = open_for_target(src_dir, target)
-    if src is None:
-        raise FileNotFoundError(why)
-    progress = read_progress(target_dir(src_dir, target))
+    sub = target_dir(src_dir, target)
+    selected = open_selected(sub)
+    if selected is None:
+        raise FileNotFoundError(f"{sub} has no verified choices (run `nrqc tune` to the end)")
+    by_ms = {}
+    for name, rec in read_progress(sub).get("tasks", {}).items():
+        v = rec.get("verified") or {}
+        if v.get("choice") not in (None, "shipped") and v.get("shipped_ms") and v["ms"] < margin * v["shipped_ms"]:
+            by_ms[round(v["ms"], 6)] = name
     dest_dir = Path(dest_dir) if dest_dir is not None else default_database_dir()
     dest, why = open_for_target(dest_dir, target, create=True)
     if dest is None:
         raise FileExistsError(why)
-    by_best = {}
-    for name, rec in progress.get("tasks", {}).items():
-        if rec.get("best_ms") and rec.get("shipped_ms") and rec["best_ms"] < margin * rec["shipped_ms"]:
-            by_best[round(rec["best_ms"], 9)] = name
-    import tvm_ffi
-
-    best: dict[int, tuple[float, object]] = {}
-    for record in src.get_all_tuning_records():
-        if not record.run_secs:
-            continue
-        secs = sum(float(x) for x in record.run_secs) / len(record.run_secs)
-        h = tvm_ffi.structural_hash(record.workload.mod)
-        if h not in best or secs < best[h][0]:
-            best[h] = (secs, record)
     exported = []
-    for secs, record in best.values():
-        name = by_best.get(round(secs * 1e3, 9))
+    for record in selected.get_all_tuning_records():
+        name = by_ms.get(round(float(record.run_secs[0]) * 1e3, 6)) if record.run_secs else None
         if name is None:
             continue
         wl = dest.commit_workload(record.workload.mod)
