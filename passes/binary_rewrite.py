@@ -341,14 +341,22 @@ class Rewriter:
                     and isinstance(tsrc.args[0], relax.Var) and tsrc.attrs.axes is not None:
                 src_perm = [int(a) for a in tsrc.attrs.axes]
                 xin = tsrc.args[0]
+            # SIMD hosts vectorize over output channels: weights output-channel-last (an OIHW
+            # weight vector is a strided gather: 7.5x slower on the VAD's first layer);
+            # scalar C reads one channel's whole filter contiguously: OIHW
+            w_layout = "oihw" if select._target_family(self.ctx.target) == "c" else "ihwo"
+            w = self.weight_oihw(p, p.weight).astype(np.float32)
+            if w_layout == "ihwo":
+                w = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
             func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
-                                                                      src_perm=src_perm), g, self.ctx.target)
+                                                                      src_perm=src_perm, w_layout=w_layout),
+                                                   g, self.ctx.target)
             gv, kname = self.add_kernel(func, "fconv_threshold_pack")
             target, strict = self.ctx.target, p.head.strict
             self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
-                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm), g, target,
-                pool), p.layer)
-            var = self.call(gv, [xin, self.weight_oihw(p, p.weight).astype(np.float32), m.astype(np.float32),
+                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm,
+                                   w_layout=w_layout), g, target, pool), p.layer)
+            var = self.call(gv, [xin, w, m.astype(np.float32),
                                  k.astype(np.float32), t.astype(np.float32)],
                             (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
             self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,

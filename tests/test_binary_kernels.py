@@ -116,7 +116,8 @@ def test_global_or_and_binary_dense_exact():
     np.testing.assert_allclose(ys, (2.0 * ref - 1) @ wf, rtol=1e-5, atol=1e-5)
 
 
-def test_float_conv_pack_and_unpack_exact():
+@pytest.mark.parametrize("w_layout", ["oihw", "ihwo"])
+def test_float_conv_pack_and_unpack_exact(w_layout):
     rng = np.random.default_rng(5)
     g = bo.ConvGeom(1, 3, 10, 9, 37, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
     x = rng.standard_normal((1, 3, 10, 9)).astype(np.float32)
@@ -127,8 +128,9 @@ def test_float_conv_pack_and_unpack_exact():
     thr = (rng.integers(-4, 5, 37) + 0.125).astype(np.float32)
     y = pk.ref_conv_acc(x * 4, w, g.stride, g.pad).astype(np.float64) / 4
     ref = (y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]
-    func = select.schedule_float_conv_pack(bo.float_conv_pack(g), g, TARGET)
-    got = _run(func, [x, w, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
+    func = select.schedule_float_conv_pack(bo.float_conv_pack(g, w_layout=w_layout), g, TARGET)
+    wl = w if w_layout == "oihw" else np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    got = _run(func, [x, wl, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
     un = _run(bo.unpack(1, 37, g.ho, g.wo, signed=True), [got], (1, 37, g.ho, g.wo), np.float32)
     np.testing.assert_array_equal(un, np.where(ref, 1.0, -1.0))

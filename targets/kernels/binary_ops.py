@@ -277,7 +277,8 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
     return te.create_prim_func(args)
 
 
-def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None, src_perm=None):
+def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None, src_perm=None,
+                    w_layout: str = "oihw"):
     """The first (float-input) layer: float conv, per-channel affine y*m + k, compare with
     T (Greater, or GreaterOrEqual when strict=False), packed. Params (X float32 NCHW,
     W float32 [Co, Cg, kh, kw], m, k, T float32 [Co], Y uint32 [N,Ho,Wo,Wo32]).
@@ -285,7 +286,9 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
     kernel reads through the reshape, so no copy of the input is made).
     src_perm: the model transposes its input (axes of a permute_dims) before the reshape:
     X is the untransposed tensor (src_shape is then the transposed view's shape) and the
-    kernel reads through the transpose too (e.g. [1, frames, bands] read as bands-as-channels)."""
+    kernel reads through the transpose too (e.g. [1, frames, bands] read as bands-as-channels).
+    w_layout "ihwo": W is [Cg, kh, kw, Co] (output channels contiguous: SIMD targets
+    vectorize over them, and OIHW would make every weight vector a strided gather)."""
     nchw = (g.n, g.c_in, g.h, g.w)
     src_shape = tuple(src_shape) if src_shape is not None else nchw
     if src_perm is not None:
@@ -315,7 +318,12 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
             idx = src_idx
         return X[tuple(idx)]
 
-    W = te.placeholder((g.c_out, g.cg, g.kh, g.kw), "float32", name="W")
+    if w_layout == "ihwo":
+        W = te.placeholder((g.cg, g.kh, g.kw, g.c_out), "float32", name="W")
+        w_at = lambda o, c, r, s: W[c, r, s, o]  # noqa: E731
+    else:
+        W = te.placeholder((g.c_out, g.cg, g.kh, g.kw), "float32", name="W")
+        w_at = lambda o, c, r, s: W[o, c, r, s]  # noqa: E731
     m = te.placeholder((g.c_out,), "float32", name="m")
     k = te.placeholder((g.c_out,), "float32", name="k")
     T = te.placeholder((g.c_out,), "float32", name="T")
@@ -337,7 +345,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
         ih = oh * g.stride[0] + r * g.dilation[0]
         iw = ow * g.stride[1] + s * g.dilation[1]
         ci = c if g.groups == 1 else (o // g.og) * g.cg + c  # no per-lane gather when ungrouped
-        return te.sum(xpad[n, ci, ih, iw] * W[o, c, r, s], axis=[c, r, s])
+        return te.sum(xpad[n, ci, ih, iw] * w_at(o, c, r, s), axis=[c, r, s])
 
     y = te.compute((g.n, g.ho, g.wo, g.c_out), conv, name="conv")
     if strict:
