@@ -39,7 +39,7 @@ def fuse_pack(mod, ctx):
                 make, layer = recipes[pcallee]
                 spec, pool_layer = pools[callee]
                 name = f"{pcallee}_orpool"
-                gv = bb.add_func(as_kernel(make(spec), name, ctx.target), name)
+                gv = bb.add_func(as_kernel(make(spec), name, ctx.target, ctx.notes), name)
                 value = relax.call_tir(gv, list(prod.args[1].fields), b.var.ty)
                 out.append(relax.VarBinding(b.var, value))
                 fused += 1

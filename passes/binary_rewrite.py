@@ -67,7 +67,7 @@ class Rewriter:
 
         name = f"nrqc_{base}_{self.counter}"
         self.counter += 1
-        gv = self.bb.add_func(as_kernel(func, name, self.ctx.target), name)
+        gv = self.bb.add_func(as_kernel(func, name, self.ctx.target, self.ctx.notes), name)
         return gv, name
 
     def emit(self, value, shape, dtype, hint):

@@ -274,3 +274,24 @@ def test_binary_conv1x1_float_matches_numpy(signed):
     got = _run(bo.binary_conv1x1_float(n, c, h, w, o, signed_input=signed),
                [pk.pack_channels(np.moveaxis(bits, 1, -1)), wf], (n, o, h, w), np.float32)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_failed_schedule_is_reported_not_silent(monkeypatch):
+    """A kernel whose schedule fails still runs (plain loops), and says so in the notes."""
+    g = bo.ConvGeom(1, 3, 6, 5, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    func = bo.float_conv_pack(g)
+    real = select._schedule_pixelwise
+
+    def failing(*a, **k):
+        raise ValueError("no such block")
+
+    monkeypatch.setattr(select, "_schedule_pixelwise", failing)
+    out = select.schedule_float_conv_pack(func, g, TARGET)
+    monkeypatch.setattr(select, "_schedule_pixelwise", real)
+    assert "schedule failed" in str(out.attrs[bo.FALLBACK_ATTR])
+    notes = []
+    kernel = bo.as_kernel(out, "nrqc_k", TARGET, notes)
+    assert bo.FALLBACK_ATTR not in kernel.attrs
+    assert len(notes) == 1 and "nrqc_k" in notes[0] and "unscheduled" in notes[0], notes
+    ok = bo.as_kernel(select.schedule_float_conv_pack(func, g, TARGET), "nrqc_ok", TARGET, notes)
+    assert len(notes) == 1 and ok.attrs["tirx.is_scheduled"]

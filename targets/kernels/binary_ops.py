@@ -475,8 +475,17 @@ def compact(func):
     return seq(tvm.IRModule({"main": func}))["main"]
 
 
-def as_kernel(func, name: str, target=None):
-    """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it)."""
+FALLBACK_ATTR = "nrqc.schedule_fallback"  # set by select when a kernel's schedule failed
+
+
+def as_kernel(func, name: str, target=None, notes: list | None = None):
+    """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it).
+    A schedule that failed (select's fallback attribute) becomes a line in `notes`."""
+    reason = func.attrs.get(FALLBACK_ATTR) if func.attrs is not None else None
+    if reason is not None:
+        func = func.without_attr(FALLBACK_ATTR)
+        if notes is not None:
+            notes.append(f"kernel {name}: {reason}; it runs as unscheduled loops (slow)")
     func = compact(func)
     if target is not None and str(target.tvm_target.get("kind")) == "c":
         # block-free loops: later passes that re-schedule legalized kernels (the

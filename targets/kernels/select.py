@@ -275,27 +275,34 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     return sch.mod["main"]
 
 
+def _unscheduled(func, what: str, err: Exception):
+    """A schedule is an optimization: on failure the kernel runs as plain loops, and the
+    reason rides on the function (`as_kernel` moves it to the compile report's notes)."""
+    reason = f"{what} schedule failed ({type(err).__name__}: {str(err).strip().splitlines()[-1][:160] if str(err).strip() else ''})"
+    return func.with_attr(bo.FALLBACK_ATTR, reason)
+
+
 def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: bool = False):
     # C (Cortex-M): the same loop structure (per-pixel accumulators, fused pool) without
     # vectors or unrolling: generic TIR that lowers to plain C loops with small scratch
     if "unpacked" in func.script():
         try:
             return _schedule_vnni(func, g, out, target, pool)
-        except Exception:
+        except Exception as e:
             if strict:
                 raise
-            return func
+            return _unscheduled(func, "VNNI conv", e)
     try:
         return _schedule_pixelwise(func, g, "acc", "packed" if out == "pack" else "y", out, target, pool)
-    except Exception:  # a schedule is an optimization: fall back to plain loops
-        return func
+    except Exception as e:
+        return _unscheduled(func, "binary conv", e)
 
 
 def schedule_float_conv_pack(func, g: bo.ConvGeom, target, pool=None):
     try:
         return _schedule_pixelwise(func, g, "conv", "packed", "pack", target, pool)
-    except Exception:
-        return func
+    except Exception as e:
+        return _unscheduled(func, "float conv + threshold + pack", e)
 
 
 def schedule_dense(func, target):
@@ -312,8 +319,8 @@ def schedule_elementwise(func, target):
         if len(loops) >= 2:
             sch.parallel(loops[1])
         return sch.mod["main"]
-    except Exception:
-        return func
+    except Exception as e:
+        return _unscheduled(func, "packed pooling", e)
 
 
 def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target, pool=None):
