@@ -38,35 +38,55 @@ class _Spec:
         return Block(kind, c_in, c_out, kernel, weight=weight, act=act, bn=self.bn, beta=self.beta,
                      gate=self.gate(gate, c_out) if gate else None)
 
-    def head_block(self, kind, c_in, c_out, gate: str | None, last: bool = False, kernel=1) -> Block:
-        """Full-precision head layer (float weights, ReLU, or no activation on the output)."""
-        return Block(kind, c_in, c_out, kernel, weight="float", act="none" if last else "relu",
+    def head_block(self, kind, c_in, c_out, gate: str | None, last: bool = False, kernel=1,
+                   binary: bool = False) -> Block:
+        """Head layer. Full precision (float weights, ReLU; no activation on the output), as
+        in the paper's model, or with `binary` in BAM models: fed by a binary vector (the
+        global max of a binary map is one), so int8 weights, and a binary activation on its
+        hidden outputs too; the whole head then runs as int8 sums with 1-bit activations in
+        between. Measured on the synthesized quality task (bam4, 400 clips, 8 epochs, same
+        data): test Pearson 0.67 binary head vs 0.89 float head; weights 48.5 vs 72.7 kB."""
+        binary = binary and self.bam
+        act = "none" if last else ("heaviside" if binary else "relu")
+        return Block(kind, c_in, c_out, kernel, weight="int8" if binary else "float", act=act,
+                     bn=self.bn if binary and not last else False, beta=self.beta,
                      gate=self.gate(gate, c_out) if gate and not last else None)
 
 
+def _head_kind(head_kind: str) -> bool:
+    if head_kind not in ("float", "binary"):
+        raise ValueError(f"head_kind must be 'float' or 'binary', not {head_kind!r}")
+    return head_kind == "binary"
+
+
 def quality_bam4(variant="float", frames=200, bands=64, channels=(32, 32, 32, 64), head=64,
-                 beta=5.0, bn=None) -> SeqNet:
+                 beta=5.0, bn=None, head_kind="float") -> SeqNet:
     """The BAM paper's speech-quality CNN: four 3×3 convs (32, 32, 32, 64), each followed by
-    the activation and a 2×2 max-pool, a global max-pool and a dense head 64→64→64→1."""
+    the activation and a 2×2 max-pool, a global max-pool and a dense head 64→64→64→1.
+    head_kind="binary" (BAM variants): the head too has int8 weights and binary hidden
+    activations (see `_Spec.head_block` for what that costs in quality)."""
     s = _Spec(variant, beta, bn)
+    binary = _head_kind(head_kind)
     layers, c_in = [], 1
     for i, c in enumerate(channels):
         layers += [s.feature_block("conv2d", c_in, c, i == 0, f"conv{i + 1}"), MaxPool("conv2d", 2)]
         c_in = c
     layers += [GlobalMaxPool(),
-               s.head_block("linear", c_in, head, "dense1"),
-               s.head_block("linear", head, head, "dense2"),
-               s.head_block("linear", head, 1, None, last=True)]
+               s.head_block("linear", c_in, head, "dense1", binary=binary),
+               s.head_block("linear", head, head, "dense2", binary=binary),
+               s.head_block("linear", head, 1, None, last=True, binary=binary)]
     return SeqNet(layers, s.gates, "image", None, False,
                   {"task": "quality", "arch": "bam4", "variant": variant, "frames": frames, "bands": bands,
                    "output": "MOS-like quality score [1, 1]"})
 
 
-def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=None) -> SeqNet:
+def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=None, head_kind="float") -> SeqNet:
     """The DNSMOS P.808 architecture (model_v8.onnx): conv 1→32 + pool, 32→32 + pool,
     32→32, 32→32 + pool, 32→64, global max-pool, dense 64→64→64→1.  The published model
-    reads 900 frames × 120 bands; the default here is a shorter, narrower input."""
+    reads 900 frames × 120 bands; the default here is a shorter, narrower input.
+    head_kind as in :func:`quality_bam4`."""
     s = _Spec(variant, beta, bn)
+    binary = _head_kind(head_kind)
     plan = [(1, 32, True), (32, 32, True), (32, 32, False), (32, 32, True), (32, 64, False)]
     layers = []
     for i, (ci, co, pool) in enumerate(plan):
@@ -74,9 +94,9 @@ def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=None) -> 
         if pool:
             layers.append(MaxPool("conv2d", 2))
     layers += [GlobalMaxPool(),
-               s.head_block("linear", 64, 64, "dense1"),
-               s.head_block("linear", 64, 64, "dense2"),
-               s.head_block("linear", 64, 1, None, last=True)]
+               s.head_block("linear", 64, 64, "dense1", binary=binary),
+               s.head_block("linear", 64, 64, "dense2", binary=binary),
+               s.head_block("linear", 64, 1, None, last=True, binary=binary)]
     return SeqNet(layers, s.gates, "image", None, False,
                   {"task": "quality", "arch": "dnsmos", "variant": variant, "frames": frames, "bands": bands,
                    "output": "MOS-like quality score [1, 1]"})

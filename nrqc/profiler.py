@@ -135,6 +135,8 @@ def memory_of(manifest: dict, out: str | Path) -> dict:
         "peak_activation_bytes": manifest["peak_activation_bytes"],
         "library_bytes": (Path(out) / manifest.get("library", LIBRARY)).stat().st_size,
         "total_bytes": manifest["weights_bytes"] + manifest["peak_activation_bytes"],
+        # the model's input/output tensors are part of the peak (the caller owns them)
+        "io_bytes": int((manifest.get("memory_plan") or {}).get("io_bytes", 0)),
     }
 
 
@@ -149,6 +151,8 @@ def add_comparison(result: dict, other_out: str | Path) -> None:
     result["memory_reduction"] = {
         k: (other[k] / mine[k] if mine[k] else None)
         for k in ("weights_bytes", "peak_activation_bytes", "total_bytes", "library_bytes")}
+    mine_x, other_x = mine["total_bytes"] - mine["io_bytes"], other["total_bytes"] - other["io_bytes"]
+    result["memory_reduction"]["total_without_io_bytes"] = other_x / mine_x if mine_x > 0 else None
 
 
 def format_profile(p: dict) -> str:
@@ -188,6 +192,10 @@ def format_profile(p: dict) -> str:
                            ("weights + acts", "total_bytes"), ("library", "library_bytes")):
             ratio = f"{r[key]:.1f}x" if r[key] else "-"
             lines.append(f"  {label:<18}{_kb(m[key]):>12}{_kb(o[key]):>12}{ratio:>12}")
+            if key == "total_bytes" and r.get("total_without_io_bytes"):
+                lines.append(f"  {'  without I/O':<18}{_kb(m[key] - m['io_bytes']):>12}"
+                             f"{_kb(o[key] - o['io_bytes']):>12}{r['total_without_io_bytes']:>11.1f}x"
+                             "   (model input/output tensors, owned by the caller)")
         lines.append("  weights by dtype: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(m["weights_bytes_by_dtype"].items()))
                      + " (other: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(o["weights_bytes_by_dtype"].items())) + ")")
         return "\n".join(lines)

@@ -1,13 +1,18 @@
-"""Memory of the DNSMOS-like BAM model (int8 weights, Heaviside maps) against its float
-twin of the same architecture, both compiled by nrqc, from the manifests `nrqc profile`
+"""Memory of the DNSMOS-like BAM models (int8 weights, Heaviside maps) against their float
+twins of the same architecture, both compiled by nrqc, from the manifests `nrqc profile`
 reads: weights as stored + peak activation bytes (static plan + largest kernel scratch +
-inputs/outputs). Issue 4 asks for at least 20x in total (the BAM paper reports 25x).
+the model's input/output tensors). Issue 4 asks for at least 20x in total (the BAM paper
+reports 25x).
 
-Measured with the corrected scratch accounting (kernel parameters are not scratch): the
-activation memory (static plan + kernel scratch) shrinks about 45x, but the total only
-about 8x, because both models hold the same float log-mel input (51 KB) and keep the
-first conv and the dense head in float. The tests assert the activation reduction and
-print the total; the 20x total is an open item of issue 4, not asserted here."""
+Measured (zoo models with head_kind="binary": int8 weights and 1-bit activations everywhere
+after the first conv; the default float head keeps 33 KB of float weights):
+activations shrink 45x (200x64 input) to 60x (DNSMOS's published 900x120). The total with
+the float log-mel input counted is 10x (bam4, 200x64) / 13.6x (dnsmos, 900x120), and it cannot
+reach 20x for this architecture: at 900x120 the float input alone (432 KB) is 1/19.9 of the
+float twin's total (8.6 MB). Without the caller-owned input/output tensors the total is 16.6x
+(bam4, 200x64) and 40x (dnsmos, 900x120). The tests assert the activation reduction and,
+at the published input size, the total without I/O; the 20x with the input counted is an
+open item of issue 4."""
 from __future__ import annotations
 
 import json
@@ -33,12 +38,36 @@ def _activations(m) -> int:
 
 def _check_reduction(name, bam, flt):
     total = lambda m: m["weights_bytes"] + m["peak_activation_bytes"]  # noqa: E731
+    no_io = lambda m: total(m) - m["memory_plan"]["io_bytes"]  # noqa: E731
     acts = _activations(flt) / _activations(bam)
-    print(f"{name}: total {total(bam)} B vs float {total(flt)} B = {total(flt) / total(bam):.1f}x; "
+    print(f"{name}: total {total(bam)} B vs float {total(flt)} B = {total(flt) / total(bam):.1f}x "
+          f"({no_io(flt) / no_io(bam):.1f}x without the model's input/output); "
           f"activations {_activations(bam)} B vs {_activations(flt)} B = {acts:.1f}x; "
           f"weights {bam['weights_bytes']} B vs {flt['weights_bytes']} B")
     assert acts >= 20.0, (bam["memory_plan"], flt["memory_plan"])
     assert bam["weights_bytes"] < flt["weights_bytes"] / 2
+    return no_io(flt) / no_io(bam)
+
+
+def _zoo_manifests(tmp_path, arch, **shape):
+    """The zoo's 'bam' (int8 weights, binary head) and 'float' variants, exported by nrqc's
+    exporter (untrained weights: memory does not depend on them), compiled for x86."""
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import build
+    from nrqc.training.onnx_export import to_onnx
+
+    manifests = {}
+    for variant in ("bam", "float"):
+        torch.manual_seed(0)
+        net = build(arch, variant, head_kind="binary", **shape)
+        net.eval()
+        model, _ = to_onnx(net)
+        path = tmp_path / f"{variant}.onnx"
+        onnx.save(model, str(path))
+        manifests[variant] = _manifest(path, tmp_path / variant)
+    return manifests["bam"], manifests["float"]
 
 
 @pytest.mark.slow
@@ -51,21 +80,13 @@ def test_bam_activation_memory_reduction_at_least_20x(tmp_path):
 
 @pytest.mark.slow
 def test_zoo_bam4_activation_memory_reduction_at_least_20x(tmp_path):
-    """Same check on the model zoo's quality_bam4 ('bam' with int8 weights vs 'float'),
-    exported by nrqc's exporter (untrained weights: memory does not depend on them)."""
-    import onnx
-    import torch
+    bam, flt = _zoo_manifests(tmp_path, "bam4")
+    assert bam["weights_bytes_by_dtype"]["int8"] > 40_000  # convs and the dense head
+    _check_reduction("zoo BAM4", bam, flt)
 
-    from nrqc.models.zoo import quality_bam4
-    from nrqc.training.onnx_export import to_onnx
 
-    manifests = {}
-    for variant in ("bam", "float"):
-        torch.manual_seed(0)
-        net = quality_bam4(variant)
-        net.eval()
-        model, _ = to_onnx(net)
-        path = tmp_path / f"{variant}.onnx"
-        onnx.save(model, str(path))
-        manifests[variant] = _manifest(path, tmp_path / variant)
-    _check_reduction("zoo BAM4", manifests["bam"], manifests["float"])
+@pytest.mark.slow
+def test_zoo_dnsmos_published_size_memory_reduction(tmp_path):
+    """The DNSMOS-like zoo model at DNSMOS's own input size (900 frames x 120 bands)."""
+    bam, flt = _zoo_manifests(tmp_path, "dnsmos", frames=900, bands=120)
+    assert _check_reduction("zoo DNSMOS 900x120", bam, flt) >= 20.0

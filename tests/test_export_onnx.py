@@ -40,10 +40,11 @@ def _dyadic_input(net, seed=1):
 
 @pytest.mark.parametrize("arch,variant", [
     ("bam4", "bam"), ("vad_tiny", "bam"), ("vad_tiny", "bam-reparam"), ("antispoof_cnn", "bam-reparam"),
-    ("synthetic_mlp", "bam"), ("dnsmos", "bam"),
+    ("synthetic_mlp", "bam"), ("dnsmos", "bam"), ("dnsmos", "bam-binary-head"),
 ])
 def test_bam_export_is_bit_exact_on_exact_arithmetic(arch, variant):
-    net = build(arch, variant, bn=True).eval()
+    kw = {"head_kind": "binary"} if variant.endswith("binary-head") else {}
+    net = build(arch, variant.removesuffix("-binary-head"), bn=True, **kw).eval()
     for g in net.gates.values():
         g.k.data.fill_(g.n * 0.55 + 0.3)
     _dyadic_(net)

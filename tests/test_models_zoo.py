@@ -46,6 +46,18 @@ def test_bam_layer_choices_follow_the_paper():
         assert set(torch.unique(m).tolist()) <= {0.0, 1.0}
 
 
+def test_binary_head_option():
+    """head_kind='binary': every layer fed by a binary map (the head too: the global max of
+    a binary map is binary) has int8 weights, hidden outputs are binary."""
+    blocks = [b for _, b in build("bam4", "bam", head_kind="binary").blocks()]
+    assert [b.weight_mode for b in blocks] == ["float"] + ["int8"] * 6
+    assert [b.act for b in blocks] == ["heaviside"] * 6 + ["none"]
+    float_head = [b for _, b in build("dnsmos", "float", head_kind="binary").blocks()]
+    assert all(b.weight_mode == "float" for b in float_head)  # float variants ignore it
+    with pytest.raises(ValueError, match="head_kind"):
+        build("bam4", "bam", head_kind="int4")
+
+
 def test_dnsmos_architecture_matches_the_published_model():
     net = build("dnsmos", "float", frames=900, bands=120)
     ours = sorted(tuple(p.shape) for p in net.parameters())

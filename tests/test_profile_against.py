@@ -22,6 +22,10 @@ def test_profile_against_float_twin_reports_reduction(tmp_path):
     assert p["memory"]["total_bytes"] == total(mb) and p["against"]["memory"]["total_bytes"] == total(mf)
     assert abs(p["memory_reduction"]["total_bytes"] - total(mf) / total(mb)) < 1e-9
     assert p["memory_reduction"]["peak_activation_bytes"] > 1 and p["memory_reduction"]["weights_bytes"] > 1
+    io = lambda m: m["memory_plan"]["io_bytes"]  # noqa: E731 - the caller's input/output tensors
+    assert p["memory"]["io_bytes"] == io(mb) == 48 * 32 * 4 + 4
+    assert abs(p["memory_reduction"]["total_without_io_bytes"]
+               - (total(mf) - io(mf)) / (total(mb) - io(mb))) < 1e-9
     # An ONNX model as --against is compiled for the same target first.
     text = run_cli("profile", tmp_path / "bam", "--against", flt, "--repeat", "1").stdout
-    assert "other/this" in text and "peak activations" in text
+    assert "other/this" in text and "peak activations" in text and "without I/O" in text
