@@ -170,7 +170,12 @@ def main(argv=None) -> dict:
     rn = per_round["nrqc"]
 
     # memory: the same manifests `nrqc profile` reads, binary model next to its float twin
-    out_f = compile_model(flt, "x86", work / "nrqc_float", CompileOptions(check=False), log=lambda *a: None)
+    # the float twin without Winograd: its smallest footprint (Winograd stores 16/9 of the weights)
+    os.environ["NRQC_NO_WINOGRAD"] = "1"
+    try:
+        out_f = compile_model(flt, "x86", work / "nrqc_float", CompileOptions(check=False), log=lambda *a: None)
+    finally:
+        os.environ.pop("NRQC_NO_WINOGRAD", None)
     mf = json.loads((out_f / "manifest.json").read_text())
 
     def mem(m):

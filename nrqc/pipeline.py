@@ -94,6 +94,7 @@ def build_pipeline() -> list[Step]:
     return [
         *_relax_steps_before_binary(),
         *passes.binary_steps(),
+        *passes.float_steps(),
         *legalize,
         *passes.schedule_steps(),
         *dataflow,

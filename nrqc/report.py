@@ -40,7 +40,7 @@ def compile_report(manifest: dict) -> str:
     ]
     chosen = [layer for layer in manifest["layers"] if layer.get("strategy")]
     if chosen:
-        lines += ["", "binary-layer kernels (strategy, how it was chosen, accumulator)"]
+        lines += ["", "kernel strategies (what nrqc chose per layer, how, accumulator)"]
         for layer in chosen:
             st = layer["strategy"]
             cand = st.get("candidates_ms") or st.get("cost_model_cycles")

@@ -1,7 +1,8 @@
 """nrqc's own Relax/TIR passes, exposed to the pipeline through named slots.
 
 `nrqc.pipeline.build_pipeline` calls each slot and splices the steps it returns in
-place: binary-layer rewrites before legalization, schedule application after fusion.
+place: binary-layer rewrites and float-layer algorithms before legalization, schedule
+application after fusion.
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def binary_steps() -> list:
         Step("nrqc.BinaryRewrite", "binary", binary_rewrite.rewrite),
         Step("nrqc.BinaryFusePack", "binary", binary_fuse_pack.fuse_pack),
     ]
+
+
+def float_steps() -> list:
+    """Steps that give float layers faster algorithms (before legalization)."""
+    from nrqc.passes import conv_winograd
+
+    return [conv_winograd.step()]
 
 
 def schedule_steps() -> list:

@@ -27,6 +27,13 @@ import binary_models as bm  # noqa: E402
 from nrqc.compiler import CompileOptions, compile_model  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _float_twin_without_winograd(monkeypatch):
+    """Winograd stores 16/9 of a float conv's weights: the float twins are compiled with
+    the direct conv, their smaller footprint (the conservative reduction factor)."""
+    monkeypatch.setenv("NRQC_NO_WINOGRAD", "1")
+
+
 def _manifest(path, out):
     d = compile_model(path, "x86", out, CompileOptions(check=False), log=lambda *a: None)
     return json.loads((d / "manifest.json").read_text())

@@ -58,6 +58,13 @@ def _np_conv2d(x, w, b, stride, pad):
     return out + b[None, :, None, None]
 
 
+@pytest.fixture(autouse=True)
+def _direct_convolutions(monkeypatch):
+    """These tests are about the shipped direct-conv schedules: Winograd off (its own
+    tests are in test_winograd.py)."""
+    monkeypatch.setenv("NRQC_NO_WINOGRAD", "1")
+
+
 def _compile(tmp_path, model, shapes=None):
     from nrqc.compiler import CompileOptions, compile_model
 

@@ -133,8 +133,8 @@ def apply_records(mod, db, target, selected=None):
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc):
             continue
-        if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
-            continue
+        # nrqc's own kernels come scheduled (tirx.is_scheduled) and are tuned in that form:
+        # a record keyed by that exact function applies to it like to any other
         total += 1
         wl = workload_mod(func)
         sch = None
