@@ -55,6 +55,6 @@ def calibrate_thresholds(net: SeqNet, x: torch.Tensor, p: float = 0.2) -> int:
             else:
                 m.layer.bias -= level
             count += 1
-        h = m(h, net.gate(m.gate), net.kept(net.in_gates[i])) if isinstance(m, Block) else m(h)
+        h = net.apply_layer(i, m, h)
     net.train(was)
     return count

@@ -7,7 +7,9 @@ weight tap per output position; pooling and activations are comparisons, not MAC
   MACs = k_in·k_out·t·P, params = k_in·k_out·t + k_out (bias, or the folded threshold)
 - Linear: the same with t = P = 1
 - GRU (LSTM): per step g·(k_in·h + h·h) MACs with g = 3 (4) gates, params
-  g·(k_in·h + h·h + 2h) (PyTorch keeps two bias vectors).
+  g·(k_in·h + h·h + 2h) (PyTorch and ONNX keep two bias vectors); a SeqNet GRU runs one
+  step per output frame.
+- Residual: its two blocks as above; the skip add is not a MAC.
 
 The widths k are the continuous K of each :class:`DynamicWidth` (or of the layer feeding
 it), so every count is a polynomial in the Ks and ``task + α·MACs`` trains them.
@@ -17,9 +19,12 @@ bias/threshold per output channel.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from nrqc.training.net import SeqNet
+if TYPE_CHECKING:  # net.py imports recurrent.py, which imports this module
+    from nrqc.training.net import SeqNet
 
 
 def conv_cost(k_in, k_out, taps: int, positions: int, int8: bool = False) -> dict:
@@ -62,7 +67,10 @@ def model_cost(net: SeqNet, mode: str = "soft") -> dict:
     for (i, b), pos in zip(net.blocks(), positions):
         k_in = _width(net, net.in_gates[i], b.c_in, mode)
         k_out = _width(net, b.gate, b.c_out, mode)
-        c = conv_cost(k_in, k_out, b.kernel_size, pos, b.weight_mode == "int8")
+        if b.kind == "gru":  # pos = output frames = recurrence steps
+            c = rnn_cost(k_in, k_out, pos, gates=3)
+        else:
+            c = conv_cost(k_in, k_out, b.kernel_size, pos, b.weight_mode == "int8")
         layers.append({"layer": i, "kind": b.kind, "in": float(k_in.detach()), "out": float(k_out.detach()),
                        **{k: float(torch.as_tensor(v).detach()) for k, v in c.items()}})
         for k in total:

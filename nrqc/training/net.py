@@ -3,9 +3,10 @@
 :class:`SeqNet` is what the model zoo is built from and what the complexity model, the
 slicer and the ONNX exporter understand: an input layout, an optional learned number of
 input bands, then :class:`Block` (conv1d / conv2d / linear, optional BatchNorm, an
-activation, optional learned width), :class:`MaxPool` and :class:`GlobalMaxPool` layers.
-Widths live in ``net.gates`` (a ModuleDict of :class:`DynamicWidth`) and blocks refer to
-them by name, so several blocks can share one K.
+activation, optional learned width), :class:`~nrqc.training.recurrent.GRUBlock` (a GRU
+over frames), :class:`Residual` (two blocks + skip add), :class:`MaxPool` and
+:class:`GlobalMaxPool` layers.  Widths live in ``net.gates`` (a ModuleDict of
+:class:`DynamicWidth`) and blocks refer to them by name, so several blocks can share one K.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nrqc.training.quant import channel_scale, fake_quant_int8
+from nrqc.training.recurrent import GRUBlock
 from nrqc.training.reparam import DynamicWidth
 from nrqc.training.surrogate import Heaviside
 
@@ -114,6 +116,39 @@ class GlobalMaxPool(nn.Module):
         return x.flatten(2).amax(dim=2)
 
 
+class Residual(nn.Module):
+    """y = act(x + second(first(x))): two blocks and a skip connection.
+
+    The sum is only sliceable if both sides keep the same channels, so ``second`` must
+    name the same gate as the layer feeding the residual (one shared K over the residual
+    stream; both None without learned widths); ``first`` may have its own gate.  Padding
+    must keep the spatial size.  Used with float (ReLU) blocks: the sum of two binary maps
+    is not binary.
+    """
+
+    def __init__(self, first: Block, second: Block, act: str = "relu"):
+        super().__init__()
+        if act not in ("relu", "none"):
+            raise ValueError(f"Residual act must be relu or none, not {act!r}")
+        if second.c_out != first.c_in or second.c_in != first.c_out:
+            raise ValueError(f"Residual blocks must map {first.c_in} -> {first.c_out} -> {first.c_in} channels")
+        self.body = nn.ModuleList([first, second])
+        self.act = act
+
+    @property
+    def gate(self) -> str | None:
+        return self.body[1].gate
+
+    def forward(self, x, gates: list, kept: list):
+        """gates / kept: the output gate module and the input width kept of each body block."""
+        y = self.body[0](x, gates[0], kept[0])
+        y = self.body[1](y, gates[1], kept[1]) + x
+        return F.relu(y) if self.act == "relu" else y
+
+
+_WEIGHTED = (Block, GRUBlock)
+
+
 class SeqNet(nn.Module):
     """Sequential model: layout → (input band gate) → layers.  ``meta`` records the task,
     variant, input frames/bands and what the output means; it travels in checkpoints."""
@@ -132,19 +167,40 @@ class SeqNet(nn.Module):
         self.meta = dict(meta or {})
         if input_gate is not None and layout == "image":
             raise ValueError("an input band gate needs layout 'bands_as_channels' or 'features'")
-        # Which gate (if any) feeds each block's input: the previous block's output gate.
-        self.in_gates: list[str | None] = []
+        # Which gate (if any) feeds each weighted layer's input: the previous one's output
+        # gate.  Keys: the index in `layers`, or "i.j" for block j of the residual at i.
+        self.in_gates: dict = {}
+        self._blocks: list = []
         cur = input_gate
-        for layer in self.layers:
-            if isinstance(layer, Block):
-                self.in_gates.append(cur)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, _WEIGHTED):
+                self.in_gates[i] = cur
+                self._blocks.append((i, layer))
                 cur = layer.gate
+            elif isinstance(layer, Residual):
+                if layer.gate != cur:
+                    raise ValueError(f"layer {i}: the residual's second block must share the gate of its input "
+                                     f"({cur!r}), not {layer.gate!r}, so that both sides of the sum keep the same units")
+                for j, b in enumerate(layer.body):
+                    self.in_gates[f"{i}.{j}"] = cur if j == 0 else layer.body[0].gate
+                    self._blocks.append((f"{i}.{j}", b))
             else:
-                self.in_gates.append(None)
+                self.in_gates[i] = None
         self._shapes: dict[tuple, list] = {}
 
     def blocks(self):
-        return [(i, m) for i, m in enumerate(self.layers) if isinstance(m, Block)]
+        """(key, layer) of every weighted layer (Block, GRUBlock, blocks inside residuals),
+        in execution order; ``in_gates[key]`` names the gate of its input."""
+        return list(self._blocks)
+
+    def apply_layer(self, i: int, layer: nn.Module, x):
+        """Run top-level layer i with its gates (eval: units beyond ⌈K⌉ are zero)."""
+        if isinstance(layer, _WEIGHTED):
+            return layer(x, self.gate(layer.gate), self.kept(self.in_gates[i]))
+        if isinstance(layer, Residual):
+            keys = [f"{i}.{j}" for j in range(2)]
+            return layer(x, [self.gate(b.gate) for b in layer.body], [self.kept(self.in_gates[k]) for k in keys])
+        return layer(x)
 
     def gate(self, name):
         return self.gates[name] if name is not None else None
@@ -160,10 +216,7 @@ class SeqNet(nn.Module):
         elif self.layout == "bands_as_channels":
             x = x.transpose(1, 2)
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Block):
-                x = layer(x, self.gate(layer.gate), self.kept(self.in_gates[i]))
-            else:
-                x = layer(x)
+            x = self.apply_layer(i, layer, x)
         return x.flatten(1) if self.squeeze_output else x
 
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:

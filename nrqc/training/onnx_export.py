@@ -8,14 +8,18 @@ The model is first sliced to ⌈K⌉ units per layer, then written op by op:
 - int8 weights: `DequantizeLinear(W_q int8, scale [C_out], zero_point int8 0, axis)`
   feeding the Conv weight (axis 0) or the MatMul weight stored [in, out] (axis 1);
 - full-precision layers: float `Conv` (+bias) / `MatMul` + `Add`, then `Relu`;
-- `MaxPool`, `GlobalMaxPool` + `Flatten`.
+- `MaxPool`, `GlobalMaxPool` + `Flatten`;
+- a GRU (on the NCL map [1, C, T]): `Transpose(perm=[2, 0, 1])` → ONNX `GRU`
+  (linear_before_reset=1, PyTorch's form) → `Squeeze(axes=[1])` → `Transpose(perm=[1, 2, 0])`;
+- a residual: its two blocks, `Add` of the skip, then `Relu`.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from nrqc.training.net import Block, GlobalMaxPool, MaxPool, SeqNet
+from nrqc.training.net import Block, GlobalMaxPool, MaxPool, Residual, SeqNet
+from nrqc.training.recurrent import GRUBlock
 from nrqc.training.quant import quantize_int8
 from nrqc.training.slicing import slice_net
 
@@ -126,6 +130,27 @@ def _block(g: _Graph, block: Block, x: str) -> str:
     return g.op("Relu", [y], "relu") if block.act == "relu" else y
 
 
+def _gru(g: _Graph, block: GRUBlock, x: str) -> str:
+    """ONNX GRU, layout 0 ([T, B, C]); gates reordered from PyTorch's (r, z, n) to ONNX's
+    (z, r, h); linear_before_reset=1 is PyTorch's r ⊙ (W_hn h + b_hn)."""
+    h = block.c_out
+    w_ih, w_hh, b_ih, b_hh = (_np(t) for t in block.weights())
+    order = np.concatenate([np.arange(h, 2 * h), np.arange(0, h), np.arange(2 * h, 3 * h)])
+    w = g.init("gru_w", w_ih[order][None])
+    r = g.init("gru_r", w_hh[order][None])
+    b = g.init("gru_b", np.concatenate([b_ih[order], b_hh[order]])[None])
+    seq = g.op("Transpose", [x], "transpose", perm=[2, 0, 1])
+    y = g.op("GRU", [seq, w, r, b], "gru", hidden_size=h, linear_before_reset=1)  # [T, 1, B, H]
+    y = g.op("Squeeze", [y, g.init("axes", np.array([1], dtype=np.int64))], "squeeze")
+    return g.op("Transpose", [y], "transpose", perm=[1, 2, 0])
+
+
+def _residual(g: _Graph, res: Residual, x: str) -> str:
+    y = _block(g, res.body[1], _block(g, res.body[0], x))
+    y = g.op("Add", [y, x], "residual")
+    return g.op("Relu", [y], "relu") if res.act == "relu" else y
+
+
 def _frontend_json(net: SeqNet) -> str | None:
     """How to compute the input: the log-mel frontend, and which of its bands are kept."""
     if net.layout == "features":
@@ -154,6 +179,10 @@ def to_onnx(net: SeqNet, input_name: str | None = None):
     for layer in small.layers:
         if isinstance(layer, Block):
             x = _block(g, layer, x)
+        elif isinstance(layer, GRUBlock):
+            x = _gru(g, layer, x)
+        elif isinstance(layer, Residual):
+            x = _residual(g, layer, x)
         elif isinstance(layer, MaxPool):
             k = [layer.k, layer.k] if layer.kind == "conv2d" else [layer.k]
             x = g.op("MaxPool", [x], "maxpool", kernel_shape=k, strides=k)

@@ -5,6 +5,9 @@ and the next block keeps the matching input channels; the input band gate shrink
 model input to its first ⌈K⌉ bands.  In eval mode a gate zeroes the units beyond ⌈K⌉,
 and zero inputs contribute nothing to the next layer, so the sliced model computes
 exactly the same outputs (int8 scales are taken over the kept inputs in both).
+A GRU keeps ⌈K⌉ hidden units (the dense ``nn.GRU``; its gate zeroes the rest inside the
+recurrence, so they never feed back); a residual's two sides share one gate, so the skip
+and the second block keep the same channels.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import copy
 
 import torch
 
-from nrqc.training.net import Block, SeqNet
+from nrqc.training.net import Block, Residual, SeqNet
+from nrqc.training.recurrent import GRUBlock
 
 
 def _slice_block(b: Block, keep_in: int | None, keep_out: int | None) -> Block:
@@ -43,6 +47,11 @@ def slice_net(net: SeqNet) -> SeqNet:
     for i, m in enumerate(net.layers):
         if isinstance(m, Block):
             layers.append(_slice_block(m, net.kept(net.in_gates[i]), net.kept(m.gate)))
+        elif isinstance(m, GRUBlock):
+            layers.append(m.sliced(net.kept(net.in_gates[i]), net.kept(m.gate)))
+        elif isinstance(m, Residual):
+            body = [_slice_block(b, net.kept(net.in_gates[f"{i}.{j}"]), net.kept(b.gate)) for j, b in enumerate(m.body)]
+            layers.append(Residual(*body, act=m.act))
         else:
             layers.append(copy.deepcopy(m))
     meta = dict(net.meta)
