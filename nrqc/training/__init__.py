@@ -10,15 +10,17 @@ Two published methods, usable in any PyTorch model:
   :class:`Heaviside` with the SuperSpike surrogate gradient (per-layer beta) and
   :func:`fake_quant_int8` (symmetric, per-output-channel, straight-through).
 
-:class:`SeqNet` strings :class:`Block` layers into a model the exporter understands.
+:class:`SeqNet` strings :class:`Block`, :class:`GRUBlock` and :class:`Residual` layers into a
+model the complexity model, the slicer and the exporter understand.
 """
 from nrqc.training.surrogate import Heaviside, heaviside, sign_spike, superspike_grad
 from nrqc.training.quant import fake_quant_int8, quantize_int8
 from nrqc.training.reparam import DynamicWidth
-from nrqc.training.net import Block, GlobalMaxPool, MaxPool, SeqNet
+from nrqc.training.recurrent import GatedGRU, GRUBlock
+from nrqc.training.net import Block, GlobalMaxPool, MaxPool, Residual, SeqNet
 
 __all__ = [
     "Heaviside", "heaviside", "sign_spike", "superspike_grad",
     "fake_quant_int8", "quantize_int8", "DynamicWidth",
-    "Block", "GlobalMaxPool", "MaxPool", "SeqNet",
+    "Block", "GlobalMaxPool", "MaxPool", "Residual", "SeqNet", "GatedGRU", "GRUBlock",
 ]
