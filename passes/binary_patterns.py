@@ -168,8 +168,8 @@ def eval_affine(ops, c_out: int, ndim: int, channel_axis: int = 1):
     def run(y):
         for name, c, const_left in ops:
             c = np.asarray(c, np.float64)
-            if c.ndim > ndim or any(d not in (1, shape[i - (ndim - c.ndim)]) or
-                                    (d != 1 and i - (ndim - c.ndim) != channel_axis)
+            off = ndim - c.ndim  # numpy broadcasting aligns c's axes to the right
+            if c.ndim > ndim or any(d not in (1, shape[i + off]) or (d != 1 and i + off != channel_axis)
                                     for i, d in enumerate(c.shape)):
                 return None
             if name == "relax.add":
