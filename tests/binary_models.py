@@ -4,8 +4,8 @@ Every variant of docs/bam-onnx-contract.md can be produced: Greater / GreaterOrE
 activations, thresholds as initializers or folded from a conv bias / BatchNormalization
 (negative scales included), int8 weights as DequantizeLinear(int8) (per-tensor or
 per-channel) or QuantizeLinear->DequantizeLinear of float weights, +-1 weights with a scale,
-Conv1d/Conv2d with stride/dilation/padding/groups, MatMul and Gemm heads, MaxPool and
-GlobalMaxPool/ReduceMax.
+Conv1d/Conv2d with stride/dilation/padding/groups, MatMul and Gemm (transB 0 or 1) heads,
+Less/LessOrEqual and bare Sign(y) activations, MaxPool and GlobalMaxPool/ReduceMax.
 
 Thresholds are chosen analytically so that the binary maps are roughly 15-50 % ones, and
 for integer-accumulator layers they sit half-way between two representable accumulator
@@ -53,7 +53,9 @@ def binary_conv(g: G, x, c_in, c_out, k=3, *, dims=2, stride=1, dilation=1, pad=
     weights: "int8" (DequantizeLinear of int8), "qdq" (float through Q->DQ), "binary" (+-s).
     fold: "threshold" (Greater(y, T) with T initializer), "bias" (conv bias, Greater(y, 0)),
           "bn" (BatchNormalization then Greater(y, 0); `neg_channels` channels get gamma < 0).
-    act: "greater", "greaterequal", "sign" (Sign gives +-1 maps).
+    act: "greater" (Greater(y, T)), "greaterequal", "less" (Less(T, y), the same map as
+         Greater), "lessequal" (LessOrEqual(T, y)), "less_below" (Less(y, T): 1 below the
+         threshold), "sign" (Sign(y - T): +-1 maps), "sign_bare" (Sign(y), with fold "bias"/"bn").
     """
     rng = g.rng
     ks = [k] * dims
@@ -112,10 +114,21 @@ def binary_conv(g: G, x, c_in, c_out, k=3, *, dims=2, stride=1, dilation=1, pad=
         thr = g.const(np.float32(0.0), "zero")
     else:
         raise ValueError(fold)
+    return _head(g, y, thr, act, fold)
+
+
+def _head(g: G, y, thr, act, fold):
+    """The binary activation of `y` against the threshold `thr` (see binary_conv's `act`)."""
     if act == "sign":
         return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
-    cmp = {"greater": "Greater", "greaterequal": "GreaterOrEqual"}[act]
-    return g.op("Cast", [g.op(cmp, [y, thr], "cmp")], "binary", to=TensorProto.FLOAT)
+    if act == "sign_bare":  # Sign(y): the threshold must already be folded into y
+        if fold == "threshold":
+            raise ValueError("act='sign_bare' needs fold='bias' or 'bn' (Sign(y) compares with 0)")
+        return g.op("Sign", [y], "sign")
+    cmp, args = {"greater": ("Greater", [y, thr]), "greaterequal": ("GreaterOrEqual", [y, thr]),
+                 "less": ("Less", [thr, y]), "lessequal": ("LessOrEqual", [thr, y]),
+                 "less_below": ("Less", [y, thr])}[act]
+    return g.op("Cast", [g.op(cmp, args, "cmp")], "binary", to=TensorProto.FLOAT)
 
 
 def first_conv(g: G, x, c_in, c_out, k=3, dims=2, act="greater"):
@@ -128,21 +141,69 @@ def first_conv(g: G, x, c_in, c_out, k=3, dims=2, act="greater"):
     return g.op("Cast", [g.op("Greater", [y, thr], "cmp")], "binary", to=TensorProto.FLOAT)
 
 
-def dense(g: G, x, n_in, n_out, *, op="MatMul", relu=True, weights="float"):
+def dense(g: G, x, n_in, n_out, *, op="MatMul", relu=True, weights="float", trans_b=False, bias=True):
+    """A dense layer: MatMul [in, out] (+ Add) or Gemm (weight [in, out], or [out, in] with
+    transB=1 as PyTorch's nn.Linear exports it).
+
+    weights: "float", "int8" (DequantizeLinear of int8, per-output-channel scale on the
+    weight's output axis) or "binary" (a float initializer holding +-s_c per output unit)."""
     rng = g.rng
+    trans_b = bool(trans_b) and op == "Gemm"
+    wshape, out_axis = ((n_out, n_in), 0) if trans_b else ((n_in, n_out), 1)
     if weights == "int8":
-        wq = rng.integers(-127, 128, size=(n_in, n_out)).astype(np.int8)
+        wq = rng.integers(-127, 128, size=wshape).astype(np.int8)
         s = rng.uniform(0.002, 0.02, n_out).astype(np.float32)
         w = g.op("DequantizeLinear", [g.const(wq, "dq"), g.const(s, "ds"), g.const(np.zeros(n_out, np.int8), "dz")],
-                 "dw_deq", axis=1)
+                 "dw_deq", axis=out_axis)
+    elif weights == "binary":
+        s = rng.uniform(0.01, 0.1, n_out).astype(np.float32)
+        sign = rng.choice([-1.0, 1.0], size=wshape).astype(np.float32)
+        w = g.const((sign * (s[:, None] if trans_b else s[None, :])).astype(np.float32), "dwbin")
     else:
-        w = g.const((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), "dw")
-    b = g.const((rng.standard_normal(n_out) * 0.1).astype(np.float32), "db")
+        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+        w = g.const(np.ascontiguousarray(w.T) if trans_b else w, "dw")
+    b = g.const((rng.standard_normal(n_out) * 0.1).astype(np.float32), "db") if bias else None
     if op == "Gemm":
-        y = g.op("Gemm", [x, w, b], "gemm")
+        y = g.op("Gemm", [x, w] + ([b] if bias else []), "gemm", **({"transB": 1} if trans_b else {}))
     else:
-        y = g.op("Add", [g.op("MatMul", [x, w], "matmul"), b], "add")
+        y = g.op("MatMul", [x, w], "matmul")
+        y = g.op("Add", [y, b], "add") if bias else y
     return g.op("Relu", [y], "relu") if relu else y
+
+
+def binary_dense(g: G, x, n_in, n_out, *, op="MatMul", trans_b=False, weights="binary", p_in=0.3, z=0.5,
+                 act="greater"):
+    """A dense layer fed by a binary {0,1} vector, followed by its own binary activation
+    (so it emits packed bits): int8 (DequantizeLinear) or +-s_c weights, MatMul [in, out]
+    or Gemm ([out, in] with transB=1), bias folded into the threshold by the exporter
+    (Gemm) or a threshold initializer (MatMul). Thresholds sit half-way between two
+    accumulator values."""
+    rng = g.rng
+    wshape = (n_out, n_in) if trans_b else (n_in, n_out)
+    if weights == "binary":
+        wq = rng.choice([-1, 1], size=wshape).astype(np.int8)
+        s = rng.uniform(0.01, 0.1, n_out).astype(np.float32)
+    else:
+        wq = rng.integers(-127, 128, size=wshape).astype(np.int8)
+        s = rng.uniform(0.002, 0.02, n_out).astype(np.float32)
+    rows = (wq if trans_b else wq.T).astype(np.float64)  # [out, in]
+    scale_b = s[:, None] if trans_b else s[None, :]
+    if weights == "binary":
+        w = g.const((wq.astype(np.float32) * scale_b).astype(np.float32), "dwbin")
+    else:
+        w = g.op("DequantizeLinear", [g.const(wq, "dq"), g.const(s, "ds"), g.const(np.zeros(n_out, np.int8), "dz")],
+                 "dw_deq", axis=0 if trans_b else 1)
+    mean, std = p_in * rows.sum(1), np.sqrt(p_in * (1 - p_in) * (rows ** 2).sum(1))
+    t_val = (_half_threshold(mean, std, z) * s).astype(np.float32)
+    if op == "Gemm":
+        y = g.op("Gemm", [x, w, g.const(-t_val, "db")], "gemm", **({"transB": 1} if trans_b else {}))
+        thr = g.const(np.float32(0.0), "zero")
+        fold = "bias"
+    else:
+        y = g.op("MatMul", [x, w], "matmul")
+        thr = g.const(t_val, "thr")
+        fold = "threshold"
+    return _head(g, y, thr, act, fold)
 
 
 def save(g: G, x_shape, out, y_shape, path: Path) -> Path:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +62,14 @@ CASES = {
                                      (1, 1, 12, 11), "greater"),
     "conv1d": ([dict(c_out=35, c_first=33, k=5), dict(pool=(2, 2, 0)), dict(c_out=31, fold="bn", neg_channels=3)],
                (1, 3, 29), "greater"),
+    # Less(T, y) / LessOrEqual(T, y) (operands swapped), and Less(y, T) (1 below T)
+    "less_lessequal_heads": ([dict(c_out=37, c_first=35, act="less"),
+                              dict(c_out=33, act="lessequal", fold="bn", neg_channels=4),
+                              dict(c_out=30, act="less_below", stride=2)], (1, 1, 13, 12), "greater"),
+    # bare Sign(y), the threshold folded into a conv bias / BatchNormalization
+    "sign_bare_xnor": ([dict(c_out=40, c_first=33, weights="binary", act="sign_bare", fold="bias"),
+                        dict(c_out=36, weights="binary", act="sign_bare", fold="bn", neg_channels=3, input_sign=True)],
+                       (1, 1, 12, 11), "greater"),
 }
 
 
@@ -193,3 +202,89 @@ def test_zoo_bam4_export_is_fully_converted(tmp_path):
     assert all(layer["weight_bits"] == 8 and layer["act_bits"] == 1 for layer in convs[1:])
     assert all(str(layer["kernel"]).startswith("nrqc:") for layer in manifest["layers"]
                if layer["op"] in ("MaxPool", "GlobalMaxPool"))
+
+
+# name: (hidden binary dense layer before the last one or None, last dense layer);
+# each dense as dict(op, trans_b, weights[, act])
+DENSE_CASES = {
+    # PyTorch's nn.Linear export: Gemm(x, W[out, in], b, transB=1), int8 weights through
+    # DequantizeLinear (per output unit, axis=0)
+    "gemm_transB1_int8": (None, dict(op="Gemm", trans_b=True, weights="int8")),
+    "matmul_pm1": (None, dict(op="MatMul", trans_b=False, weights="binary")),
+    "gemm_transB1_pm1": (None, dict(op="Gemm", trans_b=True, weights="binary")),
+    # a binary dense layer with its own head (packed output) feeding a float dense layer
+    "gemm_transB1_pm1_head": (dict(op="Gemm", trans_b=True, weights="binary"),
+                              dict(op="MatMul", trans_b=False, weights="float")),
+    "matmul_int8_less_head": (dict(op="MatMul", trans_b=False, weights="int8", act="less"),
+                              dict(op="Gemm", trans_b=True, weights="float")),
+    "gemm_transB1_int8_head": (dict(op="Gemm", trans_b=True, weights="int8"),
+                               dict(op="Gemm", trans_b=True, weights="binary")),
+}
+
+
+@pytest.mark.parametrize("name", list(DENSE_CASES))
+def test_dense_variants_match_onnxruntime(tmp_path, name):
+    """Dense layers fed by a globally max-pooled binary vector: Gemm with transB=1 (what
+    nn.Linear exports) and transB=0, MatMul, int8 (DequantizeLinear) and +-s_c weights, with
+    a float output or their own Heaviside head (packed output). Compared with onnxruntime
+    within 1e-5 (the integer sums are exact; only the final float scale/bias rounds), and
+    every dense layer on binary input is reported converted in manifest.json."""
+    hidden, last = DENSE_CASES[name]
+    g = bm.G(7)
+    x = bm.first_conv(g, "x", 1, 35)
+    x = bm.binary_conv(g, x, 35, 40, p_in=0.3)
+    x = g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "flatten", axis=1)
+    n_in = 40
+    if hidden is not None:
+        x = bm.binary_dense(g, x, n_in, 21, p_in=0.5, **hidden)
+        n_in = 21
+    x = bm.dense(g, x, n_in, 9, relu=False, **last)
+    path = bm.save(g, (1, 1, 10, 9), x, (1, 9), tmp_path / "m.onnx")
+    gemm = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "Gemm") if "gemm" in name else None
+    if gemm is not None and "transB1" in name:
+        assert {a.name: a.i for a in gemm.attribute}.get("transB") == 1
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=False), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    sess = ArtifactSession(out, manifest)
+    rng = np.random.default_rng(1)
+    spread = []
+    for _ in range(4):
+        xin = rng.standard_normal((1, 1, 10, 9)).astype(np.float32)
+        ref = run_onnxruntime(path, {"x": xin})[0]
+        np.testing.assert_allclose(sess.run({"x": xin})[0], ref, rtol=1e-5, atol=1e-5)
+        spread.append(ref)
+    assert np.ptp(np.stack(spread), axis=0).max() > 1e-2  # the output depends on the input
+    dense = [layer for layer in manifest["layers"] if layer["op"] in ("MatMul", "Gemm")]
+    assert len(dense) == 1 + (hidden is not None)
+    specs = ([hidden] if hidden is not None else []) + [last]
+    for layer, spec in zip(dense, specs):
+        assert layer["op"] == spec["op"] and layer["act_bits"] == 1, layer
+        assert layer["float_reason"] is None, layer
+        assert layer["multiplications_replaced"] == layer["macs"] > 0, layer
+        assert layer.get("strategy") and layer["strategy"].get("method"), layer
+        if spec["weights"] == "float":
+            assert "binary_fc_float" in layer["kernel"] and layer["weight_bits"] == 32, layer
+            continue
+        kind = {"int8": "int8", "binary": "binary"}[spec["weights"]]
+        assert layer["kernel"].startswith(f"nrqc:nrqc_bconv_{kind}"), layer
+        assert layer["weight_bits"] == (8 if kind == "int8" else 1), layer
+        # a layer with its own head emits packed bits; the last one emits floats
+        assert ("_pack" in layer["kernel"]) == (spec is hidden), layer
+
+
+def test_eval_affine_broadcasts_constants_from_the_right():
+    """A dense layer's bias is a [C] constant on a [N, C] output (and a conv's may be
+    [C, 1, 1] on [N, C, H, W]): numpy aligns it to the right, onto the channel axis. (A [C]
+    bias used to be read as varying along a non-channel axis, so a MatMul/Gemm + bias +
+    Greater head stayed float.)"""
+    from nrqc.passes.binary_patterns import eval_affine
+
+    bias = np.arange(5, dtype=np.float32)
+    m, k = eval_affine([("relax.add", bias, False), ("relax.multiply", np.float32(2.0), False)], 5, 2)
+    np.testing.assert_array_equal(m, np.full(5, 2.0))
+    np.testing.assert_array_equal(k, 2.0 * bias)
+    m, k = eval_affine([("relax.subtract", bias.reshape(5, 1, 1), True)], 5, 4)  # c - y
+    np.testing.assert_array_equal(m, -np.ones(5))
+    np.testing.assert_array_equal(k, bias)
+    assert eval_affine([("relax.add", np.zeros((1, 5, 3, 1)), False)], 5, 4) is None  # varies along H
+    assert eval_affine([("relax.add", np.zeros(3), False)], 5, 4) is None  # [3] is on W, not channels
