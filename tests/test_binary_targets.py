@@ -71,3 +71,65 @@ def test_cortex_m4_bam_small_runs_exactly_in_qemu(tmp_path):
     assert manifest["check"]["ran"] and manifest["check"]["passed"], manifest["check"]
     convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
     assert all(str(layer["kernel"]).startswith("nrqc:nrqc_bconv_int8") for layer in convs[1:])
+
+
+# AVX-512 in AT&T assembly: zmm registers, mask registers, EVEX-only upper xmm/ymm
+# registers, and mnemonics that exist only with AVX-512 (or AVX-512-era extensions)
+_AVX512 = re.compile(r"%zmm\d+|%k[0-7]\b|%[xy]mm(1[6-9]|2\d|3[01])\b|\{1to\d+\}|"
+                     r"\b(vpopcnt[bwdq]|vpternlog[dq]|vpdpbus[d]s?|vpdpwssds?|kmov[bwdq]|vpcompress[bwdq]|"
+                     r"vpexpand[bwdq]|vpermt2\w+|vpermi2\w+|vpmovm2\w+|vpmov\w+2m|vpcmp[u]?[bwdq]\s+\$)")
+
+HASWELL_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "popcnt")  # what an AVX2-only core (haswell) has
+
+
+def _avx2_target():
+    """The x86 description with an AVX2-only CPU: mcpu haswell, and only haswell's flags in
+    the notes the schedules read (8 x 32-bit lanes; no VNNI strategy)."""
+    import dataclasses
+
+    host = get_target("x86")
+    return dataclasses.replace(host, name="x86-avx2", tvm_target={**host.tvm_target, "mcpu": "haswell"},
+                               summary="AVX2-only x86-64 (haswell), LLVM, 256-bit SIMD",
+                               notes=tuple(f for f in host.notes if f in HASWELL_FLAGS))
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked"])
+def test_x86_avx2_only_target_has_no_avx512_and_is_exact(strategy):
+    """An AVX2-only x86 build of a binary x int8 kernel on this (AVX-512) host: the
+    assembly is 256-bit (ymm) with no AVX-512 instruction or register, the bit-serial
+    popcount is the AVX2 nibble-table sequence (vpshufb + vpsadbw, no vpopcnt), and the
+    kernel, which this host can run, is bit-exact against numpy."""
+    import numpy as np
+
+    from nrqc.targets.kernels import packing as pk
+
+    target = _avx2_target()
+    assert not select.has_vnni(target) and select.strategies_for(G, target) == ("bitserial", "masked")
+    assert select._vector_lanes(target) == 8
+    func = select.schedule_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
+    asm = _source(tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm()), "asm")
+    bad = sorted({m.group(0) for m in _AVX512.finditer(asm)})
+    assert not bad, f"AVX-512 in an AVX2-only build: {bad[:10]}"
+    assert re.search(r"%ymm\d+", asm), "no 256-bit vector code"
+    if strategy == "bitserial":
+        assert re.search(r"\bvpshufb\b", asm) and re.search(r"\bvpsadbw\b|\bvpaddb\b", asm)
+    # exact on this host (an AVX-512 CPU runs AVX2 code)
+    rng = np.random.default_rng(11)
+    x = (rng.random((G.n, G.c_in, G.h, G.w)) < 0.4).astype(np.int64)
+    w = rng.integers(-128, 128, (G.c_out, G.cg, G.kh, G.kw)).astype(np.int8)
+    ref = pk.ref_conv_acc(x, w, G.stride, G.pad, G.dilation, G.groups)
+    func, wargs = select.build_conv(G, "int8", strategy, "float", w, target)
+    lib = tvm.tirx.build(func, target=target.tvm())
+    dev = tvm.cpu()
+    out = tvm.runtime.tensor(np.zeros((G.n, G.c_out, G.ho, G.wo), np.float32), dev)
+    lib(*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in [pk.pack_nchw(x), *wargs,
+                                                                   np.ones(G.c_out, np.float32)]], out)
+    np.testing.assert_array_equal(out.numpy().astype(np.int64), ref)
+
+
+def test_avx512_pattern_catches_the_host_build():
+    """The AVX-512 detector above is not vacuous: on an AVX-512 host the host build of the
+    same kernel matches it (skipped elsewhere)."""
+    if "avx512f" not in set(get_target("x86").notes):
+        pytest.skip("host has no AVX-512")
+    assert _AVX512.search(_source(_build("x86"), "asm"))
