@@ -152,6 +152,37 @@ def test_does_not_fit_m4(tmp_path):
     assert json.loads((tmp_path / "o7" / "manifest.json").read_text())["flash_bytes"] > 1280 * 64 * 4
 
 
+def test_does_not_fit_m4_ram(tmp_path):
+    """Conv(1->8, 3x3) + Relu + Conv(8->1) on a 64x64 map: 2.5 KB of code and weights, but the
+    8x64x64 float map between the convs (131,072 B) must live in the arena: more than the
+    M4's 64 KiB of RAM. Compile exits 2 with one error line naming RAM and the limit, and
+    writes nothing; the M7 (1 MiB RAM) takes the same model."""
+    rng = np.random.default_rng(0)
+    w0 = numpy_helper.from_array((rng.standard_normal((8, 1, 3, 3)) / 3).astype(np.float32), "w0")
+    w1 = numpy_helper.from_array((rng.standard_normal((1, 8, 3, 3)) / 8).astype(np.float32), "w1")
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 64, 64])], [w0, w1])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "wide.onnx"))
+    proc = run_cli("compile", tmp_path / "wide.onnx", "--target", "cortex-m4", "-o", tmp_path / "o", check_exit=2)
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower() or "does not fit" in ln]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    hit = re.fullmatch(r"nrqc: error: wide\.onnx does not fit cortex-m4: RAM ([\d,]+) B \(arena ([\d,]+)\) "
+                       r"\+ stack ([\d,]+) B > 65,536 B", errors[0])
+    assert hit, errors[0]
+    ram, arena, stack = (int(v.replace(",", "")) for v in hit.groups())
+    assert arena >= 8 * 64 * 64 * 4 and ram >= arena and ram + stack > 64 * 1024
+    assert "flash" not in errors[0]  # the flash (a few KB) fits: RAM is the reason
+    assert not (tmp_path / "o").exists()
+    run_cli("compile", tmp_path / "wide.onnx", "--target", "cortex-m7", "-o", tmp_path / "o7", "--no-check")
+    man7 = json.loads((tmp_path / "o7" / "manifest.json").read_text())
+    assert man7["arena_bytes"] == arena and man7["flash_bytes"] < 64 * 1024
+
+
 def test_m7_matches_onnxruntime(tmp_path):
     model = vad_like_model(tmp_path / "vad.onnx", seed=3, mels=24, frames=16, hidden=16)
     out = tmp_path / "out7"
