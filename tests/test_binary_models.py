@@ -288,3 +288,47 @@ def test_eval_affine_broadcasts_constants_from_the_right():
     np.testing.assert_array_equal(k, bias)
     assert eval_affine([("relax.add", np.zeros((1, 5, 3, 1)), False)], 5, 4) is None  # varies along H
     assert eval_affine([("relax.add", np.zeros(3), False)], 5, 4) is None  # [3] is on W, not channels
+
+
+def test_manifest_records_the_int8_strategy_choice(tmp_path):
+    """Every binary x int8 layer of a whole model has a `strategy` entry in manifest.json
+    saying which strategy runs and how it was chosen: timed on this host for a layer of at
+    least select.MEASURE_MIN_MACS MACs (the winner is the fastest candidate), the cost
+    model below that (the winner has the lowest estimate); the kernel is the chosen one
+    and report.txt shows the choice."""
+    from nrqc.targets import get_target
+    from nrqc.targets.kernels import select
+
+    # second conv 20x12x32x(3x3x32) = 2.2 M MACs (timed); third 0.55 M, fourth 0.28 M (cost model)
+    path = bm.bam_model(tmp_path / "bam.onnx", frames=40, bands=24, channels=(32, 32, 32, 64), head=64, seed=3)
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=False), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    int8 = [layer for layer in manifest["layers"] if layer["op"] in ("Conv", "MatMul", "Gemm")
+            and str(layer["kernel"]).startswith("nrqc:nrqc_bconv_int8")]  # (fused pools share the kernel)
+    assert len(int8) == 3, [(layer["name"], layer["kernel"]) for layer in manifest["layers"]]
+    offered = set(select.strategies_for(bo_geom_any(), get_target("x86")))
+    methods = []
+    report = (out / "report.txt").read_text()
+    for layer in int8:
+        st = layer.get("strategy")
+        assert st and st["strategy"] in offered and st["method"], layer
+        assert layer["kernel"].startswith(f"nrqc:nrqc_bconv_int8_{st['strategy']}_"), layer
+        if layer["macs"] >= select.MEASURE_MIN_MACS:
+            assert st["method"].startswith("measured"), st
+            ms = st["candidates_ms"]
+            assert set(ms) == offered and all(v > 0 for v in ms.values()), st
+            assert st["strategy"] == min(ms, key=ms.get), st
+        else:
+            assert st["method"].startswith("cost model"), st
+            est = st["cost_model_cycles"]
+            assert set(est) == offered and st["strategy"] == min(est, key=est.get), st
+        methods.append(st["method"].split()[0])
+        assert f"{layer['name']}: {st['strategy']} by {st['method']}" in report, report
+    assert set(methods) == {"measured", "cost"}  # both ways of choosing are exercised
+
+
+def bo_geom_any():
+    """A groups=1 geometry: the strategies offered for every conv of the BAM model."""
+    from nrqc.targets.kernels import binary_ops as bo
+
+    return bo.ConvGeom(1, 32, 4, 4, 32, 3, 3, (1, 1), (1, 1, 1, 1))
