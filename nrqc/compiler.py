@@ -25,6 +25,7 @@ class CompileOptions:
     rtol: float = 1e-4
     db: str | None = None
     seed: int = 0
+    rpc: str | None = None  # run the check on this board (HOST:PORT), see nrqc.board_check
 
 
 @dataclasses.dataclass
@@ -200,9 +201,10 @@ def make_manifest(m: LoadedModel, ctx: CompileContext, weights: dict[str, int], 
 def numerical_check(stage: Path, m: LoadedModel, manifest: dict, options: CompileOptions,
                     target: TargetDescription) -> dict:
     """Run the built library on a seeded input and compare with onnxruntime."""
-    if target.kind != "host":
-        return {"ran": False, "reason": f"{target.name} library cannot run on this host; "
-                                        f"check it on a board or emulator with `nrqc deploy OUT --rpc HOST:PORT`"}
+    if target.kind != "host" or options.rpc:
+        from nrqc.board_check import check_off_host  # a board (--rpc) or the emulated one
+
+        return check_off_host(stage, m, manifest, options, target)
     from nrqc.reference import run_onnxruntime
     from nrqc.runtime import ArtifactSession
 

@@ -20,12 +20,9 @@ def deploy_artifact(out: str | Path, rpc: str, input_options: tuple[str, ...] = 
     self-description (``board``: ``{"emulated": ...}``) and timings. Raises NrqcError on
     user errors (bad directory, address, input, missing ONNX model).
     """
-    from nrqc.artifact import LIBRARY, read_manifest
-    from nrqc.compiler import compare_outputs
-    from nrqc.emulator.board import remote_board_info
+    from nrqc.artifact import read_manifest
     from nrqc.onnx_model import TensorSpec, random_inputs
-    from nrqc.reference import run_onnxruntime
-    from nrqc.runtime import ArtifactSession, load_inputs, parse_rpc
+    from nrqc.runtime import load_inputs, parse_rpc
 
     out = Path(out)
     manifest = read_manifest(out)
@@ -44,10 +41,41 @@ def deploy_artifact(out: str | Path, rpc: str, input_options: tuple[str, ...] = 
     for s in specs:
         feeds.setdefault(s.name, rand[s.name])
 
-    lib = out / manifest.get("library", LIBRARY)
+    check = run_and_compare_on_board(out, manifest, rpc, feeds, src, atol, rtol, seed, log)
+    check.update({
+        "artifact": str(out),
+        "inputs": {k: ("file" if k in from_files else f"random (seed {seed})") for k in feeds},
+    })
+    return check
+
+
+def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[str, np.ndarray], src: Path,
+                             atol: float, rtol: float, seed: int, log=lambda m: None) -> dict:
+    """Upload ``out``'s library to the board at ``rpc``, run it on ``feeds``, run ``src`` in
+    onnxruntime here, and compare (``nrqc deploy`` and the compile-time check on a board).
+
+    Returns :func:`nrqc.compiler.compare_outputs`'s dict plus ``rpc``, ``board`` (what the
+    board says about itself) and timings. A board that cannot load the library (wrong
+    architecture, no TVM runtime) is an NrqcError naming the board.
+    """
+    from nrqc.artifact import LIBRARY
+    from nrqc.compiler import compare_outputs
+    from nrqc.emulator.board import remote_board_info
+    from nrqc.reference import run_onnxruntime
+    from nrqc.runtime import ArtifactSession, connect_rpc
+
+    lib = Path(out) / manifest.get("library", LIBRARY)
     log(f"connecting to {rpc}, uploading {lib.name} ({lib.stat().st_size / 1e6:.1f} MB)")
     t0 = time.perf_counter()
-    session = ArtifactSession(out, manifest, rpc=rpc)
+    try:
+        session = ArtifactSession(out, manifest, rpc=rpc)
+    except NrqcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the remote loader's error, e.g. an ELF of another machine
+        arch = _remote_machine(connect_rpc(rpc))
+        raise NrqcError(f"--rpc {rpc}: the board{f' ({arch})' if arch else ''} cannot load {lib.name} built for "
+                        f"{manifest.get('target')} ({(manifest.get('tvm_target') or {}).get('mtriple', 'host')}): "
+                        f"{_last_line(e)[:160]}") from None
     load_s = time.perf_counter() - t0
     board = remote_board_info(session.remote)
     log(f"loaded on the board in {load_s:.1f} s; running")
@@ -61,14 +89,27 @@ def deploy_artifact(out: str | Path, rpc: str, input_options: tuple[str, ...] = 
         raise NrqcError(f"{out}: the board returned {len(got)} outputs, onnxruntime {len(ref)} for {src}")
     check = compare_outputs([np.asarray(g) for g in got], ref, names, atol, rtol, seed)
     check.update({
-        "artifact": str(out),
         "rpc": rpc,
         "board": board,
         "upload_and_load_seconds": round(load_s, 3),
         "board_run_seconds": round(run_s, 3),
-        "inputs": {k: ("file" if k in from_files else f"random (seed {seed})") for k in feeds},
     })
     return check
+
+
+def _last_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _remote_machine(remote) -> str | None:
+    """The board's machine (``uname -m``) if its server says (the emulated board does)."""
+    from nrqc.emulator.board import remote_board_info
+
+    try:
+        return remote_board_info(remote).get("machine")
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def format_deploy(result: dict) -> str:

@@ -14,12 +14,24 @@ import click
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of the check.")
 @click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance of the check.")
 @click.option("--db", default=None, type=click.Path(), help="Tuning database directory (from `nrqc tune`).")
-def command(model, target, out, shapes, check, atol, rtol, db):
+@click.option("--rpc", default=None, metavar="HOST:PORT",
+              help="Run the numerical check on this board (TVM RPC: a Pi's rpc_server or `nrqc emulate`). "
+                   "Without it, arm_cpu is checked on the emulated board when its root file system is cached.")
+def command(model, target, out, shapes, check, atol, rtol, db, rpc):
     """Compile MODEL (ONNX) for a target."""
     from nrqc.compiler import CompileOptions, compile_model
+    from nrqc.errors import NrqcError
     from nrqc.onnx_model import parse_shape_options
+    from nrqc.runtime import parse_rpc
     from nrqc.targets import get_target
 
-    get_target(target)  # fail on a bad name before loading anything
-    opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db)
+    desc = get_target(target)  # fail on a bad name before loading anything
+    if rpc is not None:
+        parse_rpc(rpc)
+        if desc.kind == "bare-metal":
+            raise NrqcError(f"--rpc {rpc}: {desc.name} is bare metal and has no TVM RPC server "
+                            f"(its check runs in QEMU by itself)")
+        if not check:
+            raise NrqcError(f"--rpc {rpc} runs the numerical check on a board; it contradicts --no-check")
+    opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc)
     compile_model(model, target, out, opts, log=lambda msg: click.echo(msg, err=True))
