@@ -165,6 +165,28 @@ def _score(task: str, m: dict) -> float:
     return -math.inf if v != v else sign * v  # NaN (e.g. one class only) never counts as better
 
 
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` epochs in a row without a better validation score (higher is
+    better; NaN scores arrive as −inf and never improve).  Its state travels in last.pt."""
+
+    patience: int
+    best: float = -math.inf
+    bad_epochs: int = 0
+
+    def update(self, score: float) -> bool:
+        """Record one epoch's score; True if it is a new best."""
+        if score > self.best:
+            self.best, self.bad_epochs = score, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
 def _complexity_term(net, cfg: TrainConfig, full_macs: float):
     if len(net.gates) == 0:
         return None
@@ -212,7 +234,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     opt = torch.optim.Adam([{"params": weights, "lr": cfg.lr}] +
                            [{"params": [g.k], "lr": cfg.lr_k * max(1.0, g.n / 16)} for g in net.gates.values()])
     full_macs = float(model_cost(net, "full")["macs"])
-    history, start_epoch, best, bad_epochs = [], 0, -math.inf, 0
+    history, start_epoch = [], 0
+    stopper = EarlyStopping(cfg.patience)
     last = out / "last.pt"
     if resume and last.is_file():
         state = load_checkpoint(last)
@@ -221,7 +244,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         net.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         history, start_epoch = state["history"], state["epoch"]
-        best, bad_epochs = state["best"], state["bad_epochs"]
+        stopper.best, stopper.bad_epochs = state["best"], state["bad_epochs"]
         torch.set_rng_state(state["rng"])
         _log(f"nrqc train: resuming {last} after epoch {start_epoch}")
     tr, va, te = (torch.from_numpy(np.flatnonzero(split == s)) for s in (0, 1, 2))
@@ -232,7 +255,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     stopped_early = False
     for epoch in range(start_epoch, cfg.epochs):
-        if bad_epochs >= cfg.patience and cfg.task == "quality":
+        if stopper.stop and cfg.task == "quality":  # early stopping on validation Pearson
             stopped_early = True
             break
         net.train()
@@ -264,20 +287,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
                "widths": {k: round(float(g.width().detach()), 3) for k, g in net.gates.items()},
                "elapsed_s": time.time() - t_start}
         history.append(rec)
-        score = _score(cfg.task, val)
-        improved = score > best
+        improved = stopper.update(_score(cfg.task, val))
         # With learned widths the final epoch is the model (an earlier "best" would undo the
         # width learning); early stopping and best-of still decide for fixed-width models.
-        keep = improved or len(net.gates) > 0
-        if improved:
-            best, bad_epochs = score, 0
-        else:
-            bad_epochs += 1
+        # While the criterion is undefined (NaN: e.g. AUC of a one-class validation split)
+        # nothing can be "best", so the latest epoch is kept rather than no checkpoint.
+        undefined = stopper.best == -math.inf
+        if undefined and not improved and epoch == start_epoch:
+            _log(f"nrqc train: the validation criterion is undefined ({val}); keeping the latest epoch")
+        keep = improved or len(net.gates) > 0 or undefined
         if keep:
             save_checkpoint(out / "checkpoint.pt", net, cfg.arch, cfg.variant, cfg.build_kwargs,
                             epoch=epoch + 1, val=val, train_config=asdict(cfg))
         save_checkpoint(last, net, cfg.arch, cfg.variant, cfg.build_kwargs, optimizer=opt.state_dict(),
-                        epoch=epoch + 1, best=best, bad_epochs=bad_epochs, history=history,
+                        epoch=epoch + 1, best=stopper.best, bad_epochs=stopper.bad_epochs, history=history,
                         rng=torch.get_rng_state(), train_config=asdict(cfg))
         vs = " ".join(f"{k} {v:.4f}" for k, v in val.items())
         ws = " ".join(f"{k}={v:.2f}" for k, v in rec["widths"].items())
