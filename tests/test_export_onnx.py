@@ -9,10 +9,12 @@ from nrqc.training.onnx_export import run_onnx, to_onnx
 from nrqc.training.slicing import slice_input
 
 
-def _dyadic_(net, seed=0):
+def _dyadic_(net, seed=0, no_ties=False):
     """Make every float weight, bias and int8 scale a small multiple of a power of two, so
     every sum in PyTorch and onnxruntime is exact whatever the order: then binary maps
-    (comparisons with thresholds) must agree bit for bit."""
+    (comparisons with thresholds) must agree bit for bit.  no_ties: biases are odd
+    multiples of 2⁻⁸ while weighted sums are multiples of 2⁻⁷, so no pre-activation equals
+    its threshold (where ONNX's Sign(0) = 0 and PyTorch's ±1 step gives −1)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, b in net.blocks():
@@ -23,7 +25,10 @@ def _dyadic_(net, seed=0):
                 w.copy_(q / 128)
             else:
                 w.copy_(torch.randint(-8, 9, w.shape, generator=gen).float() / 16)
-            b.layer.bias.copy_(torch.randint(-16, 17, b.layer.bias.shape, generator=gen).float() / 32)
+            if no_ties:
+                b.layer.bias.copy_((2 * torch.randint(-64, 65, b.layer.bias.shape, generator=gen) + 1).float() / 256)
+            else:
+                b.layer.bias.copy_(torch.randint(-16, 17, b.layer.bias.shape, generator=gen).float() / 32)
             if b.bn is not None:
                 c = b.bn.num_features
                 b.bn.eps = 0.0
@@ -123,3 +128,45 @@ def test_float_export_parity(arch, variant):
         ref = net(x).numpy()
     got = run_onnx(model, slice_input(net, x).numpy())
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def _sign_net(kind, bn):
+    """A ±1 (sign) activation model: float first layer, int8 second, pooled, dense head."""
+    from nrqc.training import Block, GlobalMaxPool, MaxPool, SeqNet
+
+    layout = "image" if kind == "conv2d" else "bands_as_channels"
+    c0 = 1 if kind == "conv2d" else 12
+    layers = [Block(kind, c0, 8, 3, act="sign", bn=bn), MaxPool(kind, 2),
+              Block(kind, 8, 8, 3, weight="int8", act="sign", bn=bn), GlobalMaxPool(),
+              Block("linear", 8, 4), Block("linear", 4, 1, act="none")]
+    return SeqNet(layers, layout=layout, meta={"frames": 16, "bands": 12}).eval()
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "conv1d"])
+@pytest.mark.parametrize("bn", [False, True])
+def test_sign_activation_export(kind, bn):
+    net = _sign_net(kind, bn)
+    _dyadic_(net, no_ties=True)
+    model, _ = to_onnx(net)
+    onnx.checker.check_model(model, full_check=True)
+    # the ±1 head is Sign(Sub(y, T)) on a bias-free Conv, the form the compiler recognizes
+    nodes = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    signs = [n for n in model.graph.node if n.op_type == "Sign"]
+    assert len(signs) == 2 and not any(n.op_type in ("Greater", "Cast", "Mul") for n in model.graph.node)
+    for n in signs:
+        sub = nodes[n.input[0]]
+        assert sub.op_type == "Sub" and nodes[sub.input[0]].op_type == "Conv" and len(nodes[sub.input[0]].input) == 2
+        assert inits[sub.input[1]].shape == ((8, 1, 1) if kind == "conv2d" else (8, 1))
+    if not bn:  # T = −b
+        t = inits[nodes[signs[0].input[0]].input[1]].reshape(-1)
+        np.testing.assert_array_equal(t, -net.layers[0].layer.bias.detach().numpy())
+    maps = []
+    hook = net.layers[2].register_forward_hook(lambda m, i, o: maps.append(o))
+    for seed in range(3):
+        x = _dyadic_input(net, seed)
+        with torch.no_grad():
+            ref = net(x).numpy()
+        np.testing.assert_array_equal(run_onnx(model, x.numpy()), ref)
+    hook.remove()
+    assert set(torch.cat(maps).unique().tolist()) == {-1.0, 1.0}  # the maps really are ±1

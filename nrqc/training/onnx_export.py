@@ -4,7 +4,8 @@ The model is first sliced to ⌈K⌉ units per layer, then written op by op:
 
 - a Heaviside after a conv/dense layer with bias b: `Conv`/`MatMul` without bias →
   `Greater(y, T)` → `Cast(to=FLOAT)`, T = −b ([C,1,1] for conv2d, [C,1] for conv1d, [C]
-  for dense).  BatchNorm folds into T = mean − beta·sqrt(var+eps)/gamma − b;
+  for dense).  BatchNorm folds into T = mean − beta·sqrt(var+eps)/gamma − b.  The ±1
+  variant: `Sign(Sub(y, T))` instead of `Greater` + `Cast`;
 - int8 weights: `DequantizeLinear(W_q int8, scale [C_out], zero_point int8 0, axis)`
   feeding the Conv weight (axis 0) or the MatMul weight stored [in, out] (axis 1);
 - full-precision layers: float `Conv` (+bias) / `MatMul` + `Add`, then `Relu`;
@@ -116,11 +117,12 @@ def _block(g: _Graph, block: Block, x: str) -> str:
         sign = torch.where(dead, torch.zeros_like(sign), sign)
         y = _linear_op(g, block, x, _weight_input(g, block, w, sign), None)
         thr = g.init("threshold", _np(t).reshape(tshape))
-        out = g.op("Cast", [g.op("Greater", [y, thr], "greater")], "binary", to=1)  # 1 = FLOAT
-        if block.act == "sign":  # {0,1} -> {−1,+1}
-            out = g.op("Sub", [g.op("Mul", [out, g.init("two", np.float32(2.0))], "mul"),
-                               g.init("one", np.float32(1.0))], "sign")
-        return out
+        if block.act == "sign":
+            # {−1,+1} as Sign(Sub(y, T)), the ±1 head the compiler's pattern pass recognizes
+            # (2·Cast(Greater) − 1 is not).  At an exact tie y = T ONNX gives Sign(0) = 0,
+            # PyTorch 2Θ(0) − 1 = −1 (as do nrqc's compiled kernels).
+            return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
+        return g.op("Cast", [g.op("Greater", [y, thr], "greater")], "binary", to=1)  # 1 = FLOAT
     # ReLU / no activation: fold BN into the weights (|mult| into int8 scales, its sign into W).
     sign = torch.where(mult < 0, -1.0, 1.0)
     bias = mult * b + add
