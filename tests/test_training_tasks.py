@@ -177,3 +177,43 @@ def test_one_class_validation_split_still_writes_a_checkpoint(tmp_path):
     _cli(["train", "vad", "--variant", "float", "--data", str(tmp_path / "corpus"), "--epochs", "2", "--out", str(out)])
     m = json.loads((out / "metrics.json").read_text())
     assert all(math.isnan(h["val"]["auc"]) for h in m["history"]) and m["best_epoch"] == 2
+
+
+def _tiny_vad_cache(path, count, kind="synthesized"):
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(count, 100, 80)).astype(np.float32)
+    labels = (feats[:, :, :8].mean(axis=2) > 0).astype(np.uint8)
+    split = np.array(([0] * 8 + [1, 2]) * (count // 10), np.int8)
+    write_corpus(path, "vad", feats, labels, split, {"kind": kind, "seed": 0, "path": "elsewhere"})
+
+
+def test_a_cached_corpus_that_does_not_match_the_run_is_refused(tmp_path):
+    out = tmp_path / "run"
+    _tiny_vad_cache(out / "data", 20)  # as if an earlier run had synthesized 20 windows
+    r = CliRunner().invoke(main, ["train", "vad", "--samples", "30", "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 2 and "20 synthesized examples" in r.output and "--samples 30" in r.output
+    # without --samples the cache is the run's data, and the recorded config says so
+    _cli(["train", "vad", "--variant", "float", "--epochs", "1", "--out", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["count"] == 20 and m["config"]["samples"] == 20
+    # a real corpus given with --data is not the cached synthesized one
+    src = tmp_path / "wavs"
+    src.mkdir()
+    write_wav(src / "a.wav", np.zeros(16000, np.float32))
+    (src / "a.lab").write_text("0.2 0.5\n")
+    r = CliRunner().invoke(main, ["train", "vad", "--data", str(src), "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 2 and "--data" in r.output and str(src) in r.output
+
+
+def test_resume_refuses_a_changed_objective(tmp_path):
+    args = ["train", "synthetic", "--variant", "reparam", "--samples", "256", "--out", str(tmp_path)]
+    _cli(args + ["--complexity-weight", "0.5", "--epochs", "1"])
+    for extra, flag in ((["--complexity-weight", "2"], "--complexity-weight 0.5"), (["--budget-macs", "300"], "not --budget-macs 300")):
+        r = CliRunner().invoke(main, args + extra + ["--epochs", "2"])
+        assert r.exit_code == 2 and flag in r.output and "--no-resume" in r.output, r.output
+        assert "was trained with --complexity-weight 0.5" in r.output
+    r = _cli(args + ["--complexity-weight", "0.5", "--epochs", "2", "--lr", "0.01"])  # same objective: resumes
+    assert "changed settings (lr" in r.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["epochs_run"] == 2
+    r = _cli(args + ["--complexity-weight", "2", "--epochs", "1", "--no-resume"])  # starting over is fine

@@ -68,7 +68,33 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress: bool = True) -> dict:
+def _check_cache(cfg: TrainConfig, cache_dir: Path, data_dir: Path | None, samples_given: bool) -> None:
+    """OUT/data is reused by later runs with the same --out; refuse when it is not the data
+    this run asks for (a changed --data or --samples would otherwise be silently ignored).
+    Without --samples a synthesized cache is taken as it is (cfg.samples follows it)."""
+    import json
+
+    mf = cache_dir / "manifest.json"
+    if not mf.is_file():
+        return
+    m = json.loads(mf.read_text())
+    src = m.get("source") or {}
+    have = (f"{m.get('count')} synthesized examples" if src.get("kind") == "synthesized"
+            else f"the corpus read from {src.get('path')}")
+    fix = f"use another --out or delete '{cache_dir}'"
+    if data_dir is not None:
+        if src.get("kind") != "real" or src.get("path") != str(data_dir.resolve()):
+            raise NrqcError(f"'{cache_dir}' holds {have}, not the corpus in --data {data_dir}; {fix}")
+    elif src.get("kind") == "synthesized":
+        if samples_given and m.get("count") != cfg.samples:
+            raise NrqcError(f"'{cache_dir}' holds {have}, not --samples {cfg.samples}; {fix}")
+        cfg.samples = int(m.get("count"))
+    elif samples_given:
+        raise NrqcError(f"'{cache_dir}' holds {have}; --samples {cfg.samples} asks for synthesized data; {fix}")
+
+
+def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress: bool = True,
+              samples_given: bool = True) -> dict:
     """{'x': tensor [N, ...], 'y': tensor, 'split': array, 'manifest': dict}."""
     if cfg.task == "synthetic":
         from nrqc.training.synthetic import make_synthetic
@@ -82,8 +108,13 @@ def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress
     from nrqc.data.loaders import prepare_corpus
 
     target = data_dir if data_dir is not None else cache_dir
+    # --data: an nrqc corpus is used in place, a real corpus is read into the cache, an
+    # empty or new folder gets a synthesized corpus.
+    real = (data_dir is not None and data_dir.is_dir() and not (data_dir / "manifest.json").is_file()
+            and any(data_dir.iterdir()))
+    if data_dir is None or real:
+        _check_cache(cfg, cache_dir, data_dir, samples_given)
     if not (target / "manifest.json").is_file():
-        real = data_dir is not None and data_dir.is_dir() and any(data_dir.iterdir())
         frames, bands = cfg.build_kwargs.get("frames"), cfg.build_kwargs.get("bands")
         if real:
             from nrqc.data.corpus import DEFAULT_SHAPES
@@ -198,6 +229,13 @@ def _complexity_term(net, cfg: TrainConfig, full_macs: float):
     return None
 
 
+def _objective(c: dict) -> str:
+    """The complexity term of a config, as the CLI spells it."""
+    if c.get("budget_macs") is not None:
+        return f"--budget-macs {c['budget_macs']:g}"
+    return f"--complexity-weight {c.get('complexity_weight') or 0:g}"
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=float))
@@ -210,6 +248,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     resumption) and out_dir/metrics.json; returns the metrics dict."""
     from nrqc.models import build
 
+    samples_given = cfg.samples is not None
     cfg = cfg.resolved()
     if cfg.budget_macs is not None and cfg.complexity_weight:
         raise NrqcError("give either --complexity-weight or --budget-macs, not both")
@@ -219,7 +258,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     torch.set_num_threads(threads or (1 if cfg.task in ("synthetic", "vad") else 2))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg, Path(data_dir) if data_dir else None, out / "data", progress)
+    data = load_data(cfg, Path(data_dir) if data_dir else None, out / "data", progress, samples_given)
     x, y, split = data["x"], data["y"], data["split"]
     if cfg.task == "synthetic":
         cfg.build_kwargs.setdefault("features", int(x.shape[1]))
@@ -241,6 +280,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         state = load_checkpoint(last)
         if state["train_config"]["task"] != cfg.task or state["variant"] != cfg.variant or state["arch"] != cfg.arch:
             raise NrqcError(f"'{last}' is a {state['arch']}/{state['variant']} run; use another --out or --no-resume")
+        old = state["train_config"]
+        # A different α or budget is a different objective: continuing would mix two runs.
+        if _objective(old) != _objective(asdict(cfg)):
+            raise NrqcError(f"'{last}' was trained with {_objective(old)}, not {_objective(asdict(cfg))}; "
+                            f"resume with the same value, or use another --out or --no-resume")
+        changed = [f"{k} {old.get(k)} -> {getattr(cfg, k)}" for k in ("lr", "lr_k", "batch_size", "seed")
+                   if old.get(k) != getattr(cfg, k)]
+        if changed:
+            _log(f"nrqc train: warning: resuming {last} with changed settings ({', '.join(changed)})")
         net.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         history, start_epoch = state["history"], state["epoch"]
