@@ -4,6 +4,7 @@ and drives the exporter)."""
 from __future__ import annotations
 
 from nrqc.training.net import Block, GlobalMaxPool, MaxPool, SeqNet
+from nrqc.training.recurrent import GRUBlock
 from nrqc.training.reparam import DynamicWidth
 
 VARIANTS = ("float", "bam", "reparam", "bam-reparam")
@@ -122,6 +123,26 @@ def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=No
                    "output": "speech logit per frame [1, frames]"})
 
 
+def vad_gru(variant="float", frames=100, bands=80, channels=32, hidden=32, beta=5.0, bn=None) -> SeqNet:
+    """Recurrent frame-level VAD: a 3-tap conv over time (bands as channels), a GRU over
+    the frames, a 1×1 full-precision head, one logit per frame.  The GRU is full precision
+    in every variant (BAM: it reads the first conv's binary map); the reparameterized
+    variants learn the input bands, the conv width and the GRU's hidden size (gated inside
+    the recurrence, sliced to a dense GRU at export)."""
+    s = _Spec(variant, beta, bn)
+    in_gate = None
+    if s.reparam:
+        s.gates["bands"] = DynamicWidth(bands, k_min=4, dim=-1)
+        in_gate = "bands"
+    layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
+              GRUBlock(channels, hidden, s.gate("gru", hidden)),
+              s.head_block("conv1d", hidden, 16, "head1"),
+              s.head_block("conv1d", 16, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
+                  {"task": "vad", "arch": "vad_gru", "variant": variant, "frames": frames, "bands": bands,
+                   "output": "speech logit per frame [1, frames]"})
+
+
 def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), head=32, beta=5.0,
                   bn=None) -> SeqNet:
     """Bona fide vs spoofed speech: three 3×3 convs with 2×2 max-pools, a global max-pool
@@ -155,7 +176,7 @@ def synthetic_mlp(variant="float", features=16, hidden=32, beta=5.0, bn=None) ->
 
 
 ARCHS = {
-    "bam4": quality_bam4, "dnsmos": quality_dnsmos, "vad_tiny": vad_tiny,
+    "bam4": quality_bam4, "dnsmos": quality_dnsmos, "vad_tiny": vad_tiny, "vad_gru": vad_gru,
     "antispoof_cnn": antispoof_cnn, "synthetic_mlp": synthetic_mlp,
 }
 _DEFAULT_ARCH = {"quality": "bam4", "vad": "vad_tiny", "antispoof": "antispoof_cnn", "synthetic": "synthetic_mlp"}

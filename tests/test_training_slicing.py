@@ -12,7 +12,7 @@ def _set_widths(net, seed):
         g.k.data.fill_(float(g.k_min + (g.n - g.k_min) * torch.rand((), generator=gen) * 0.8))
 
 
-@pytest.mark.parametrize("arch", ["bam4", "dnsmos", "vad_tiny", "antispoof_cnn", "synthetic_mlp"])
+@pytest.mark.parametrize("arch", ["bam4", "dnsmos", "vad_tiny", "vad_gru", "antispoof_cnn", "synthetic_mlp"])
 def test_slicing_float_reparam_is_exact(arch):
     torch.manual_seed(0)
     net = build(arch, "reparam").eval()
@@ -40,7 +40,7 @@ def test_slicing_removed_units_carry_no_signal():
         assert torch.equal(net(x), ref)
 
 
-@pytest.mark.parametrize("arch", ["bam4", "vad_tiny", "antispoof_cnn"])
+@pytest.mark.parametrize("arch", ["bam4", "vad_tiny", "vad_gru", "antispoof_cnn"])
 def test_slicing_bam_reparam(arch):
     torch.manual_seed(0)
     net = build(arch, "bam-reparam").eval()

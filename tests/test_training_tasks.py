@@ -217,3 +217,24 @@ def test_resume_refuses_a_changed_objective(tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["epochs_run"] == 2
     r = _cli(args + ["--complexity-weight", "2", "--epochs", "1", "--no-resume"])  # starting over is fine
+
+
+def test_recurrent_vad_trains_with_learned_widths_and_exports(tmp_path):
+    # vad_gru, reparam: the GRU's hidden width is a K in the whole-model complexity term.
+    _tiny_vad_cache(tmp_path / "corpus", 20)
+    out = tmp_path / "run"
+    _cli(["train", "vad", "--arch", "vad_gru", "--variant", "reparam", "--complexity-weight", "5", "--lr-k", "0.5",
+          "--data", str(tmp_path / "corpus"), "--epochs", "2", "--batch-size", "8", "--out", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["arch"] == "vad_gru" and set(m["history"][-1]["widths"]) == {"bands", "conv1", "gru", "head1"}
+    assert m["history"][-1]["widths"]["gru"] < 32  # the complexity term moved the recurrent K
+    kept = m["complexity"]["widths"]
+    b, c, h, h1 = kept["bands"], kept["conv1"], kept["gru"], kept["head1"]
+    assert m["complexity"]["macs"] == 100 * (b * c * 3 + 3 * (c * h + h * h) + h * h1 + h1)  # hand count
+    r = _cli(["export", str(out / "checkpoint.pt"), "-o", str(tmp_path / "m.onnx"), "--json"])
+    s = json.loads(r.output)
+    assert s["parity"]["agree_fraction"] == 1.0 and s["after"]["macs"] == m["complexity"]["macs"]
+    import onnx
+
+    gru = next(n for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "GRU")
+    assert {a.name: a.i for a in gru.attribute}["hidden_size"] == h
