@@ -124,7 +124,7 @@ def rewrite(mod, ctx: CompileContext):
     from nrqc.passes.binary_patterns import main_bindings, op_name
     from nrqc.targets.kernels import select
     from nrqc.targets.kernels import winograd as wg
-    from nrqc.targets.kernels.binary_ops import as_kernel
+    from nrqc.targets.kernels.binary_ops import as_kernel, with_workload
     from nrqc.targets.schedules import vector_spec
 
     if select._target_family(ctx.target) == "c" or os.environ.get("NRQC_NO_WINOGRAD", "") not in ("", "0"):
@@ -161,7 +161,8 @@ def rewrite(mod, ctx: CompileContext):
         if nxt is not None and _is_pool2(nxt.value):
             last, pool = nxt, True
         g = wg.WinogradConv(c, k, h, wd, pool, relu)
-        func = wg.schedule(wg.winograd_conv(g), g, spec.lanes, spec.registers)
+        workload = wg.winograd_conv(g)
+        func = with_workload(wg.schedule(workload, g, spec.lanes, spec.registers), workload)
         name = f"nrqc_winograd_conv{len(done)}"
         gv = bb.add_func(as_kernel(func, name, ctx.target, ctx.notes), name)
         u = wg.transform_weights(w)

@@ -121,11 +121,15 @@ def workload_mod(func):
 
 def apply_records(mod, db, target, selected=None):
     """Replace each unscheduled PrimFunc of mod that has a record by its schedule: the
-    verified choice in `selected` first, else the best record of `db`.
+    verified choice in `selected` first, else the best record of `db`. nrqc's own
+    hand-scheduled kernels are tuned in their unscheduled form (`kernel_workload`) and take
+    only a verified choice (a tuned schedule that beat theirs when re-measured).
 
     Returns (mod, kernels applied, kernels considered, of them from `selected`)."""
     import tvm
     from tvm import tirx
+
+    from nrqc.targets.kernels.binary_ops import as_kernel, kernel_workload, with_workload
 
     tvm_target = target.tvm()
     updates = {}
@@ -133,19 +137,23 @@ def apply_records(mod, db, target, selected=None):
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc):
             continue
-        # nrqc's own kernels come scheduled (tirx.is_scheduled) and are tuned in that form:
-        # a record keyed by that exact function applies to it like to any other
+        workload = kernel_workload(func)
+        if workload is None and func.attrs is not None and "tirx.is_scheduled" in func.attrs:
+            continue
         total += 1
-        wl = workload_mod(func)
+        wl = workload_mod(func if workload is None else workload)
         sch = None
         if selected is not None and selected.has_workload(wl):
             sch = selected.query_schedule(wl, tvm_target, "main")
             verified += sch is not None
-        if sch is None and db.has_workload(wl):
+        if sch is None and workload is None and db.has_workload(wl):
             sch = db.query_schedule(wl, tvm_target, "main")
         if sch is None:
             continue
         new = sch.mod["main"]
+        if workload is not None:
+            updates[gv] = with_workload(as_kernel(new, func.attrs["global_symbol"], target), workload)
+            continue
         if func.attrs is not None and "global_symbol" in func.attrs:
             new = new.with_attr("global_symbol", func.attrs["global_symbol"])
         updates[gv] = new.with_attr("tirx.is_scheduled", True)

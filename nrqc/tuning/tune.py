@@ -28,6 +28,8 @@ class Task:
     func: object  # PrimFunc (unscheduled)
     calls: int
     flops: float
+    # nrqc's own kernels: their hand schedule (the baseline; it has no trace to record)
+    shipped: object = None
 
     @property
     def weight(self) -> float:
@@ -42,6 +44,7 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     from nrqc.compiler import import_relax, load_model
     from nrqc.layer_table import build_layer_table
     from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
+    from nrqc.targets.kernels.binary_ops import kernel_workload
     from nrqc.tuning.database import workload_mod
 
     m = load_model(model_path, shapes or {})
@@ -65,6 +68,8 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc) or gv.name_hint not in calls:
             continue
+        hand = func if kernel_workload(func) is not None else None
+        func = kernel_workload(func) or func
         h = tvm_ffi.structural_hash(workload_mod(func))
         if h in seen:
             seen[h].calls += calls[gv.name_hint]
@@ -75,7 +80,7 @@ def extract_tasks(model_path, target, shapes=None, log=print):
             flops = float(estimate_tir_flops(workload_mod(func)))
         except Exception:  # noqa: BLE001 - opaque kernels
             flops = 1.0
-        t = Task(gv.name_hint, func, calls[gv.name_hint], flops)
+        t = Task(gv.name_hint, func, calls[gv.name_hint], flops, shipped=hand)
         seen[h] = t
         tasks.append(t)
     tasks.sort(key=lambda t: -t.weight)
@@ -147,9 +152,9 @@ def _shipped_schedule(task: Task, target):
     from nrqc.targets.schedules.rules import RULES
     from nrqc.tuning.database import workload_mod
 
+    if task.shipped is not None:
+        return None  # nrqc's own kernel: its hand schedule is `task.shipped` itself
     wl_mod = workload_mod(task.func)
-    if task.func.attrs is not None and "tirx.is_scheduled" in task.func.attrs:
-        return s_tir.Schedule(wl_mod)  # nrqc's own kernel (binary, Winograd): its schedule as built
     spec = vector_spec(target)
     for _name, rule in RULES:
         sch = s_tir.Schedule(wl_mod)
@@ -169,20 +174,23 @@ def _measure_shipped(task: Task, target, db, builder, runner, log) -> float | No
 
     wl_mod = workload_mod(task.func)
     sch = _shipped_schedule(task, target)
-    if sch is None:
+    if sch is None and task.shipped is None:
         return None
     tvm_target = target.tvm()
-    (b,) = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target)])
+    shipped_mod = sch.mod if sch is not None else workload_mod(task.shipped)
+    (b,) = builder.build([ms.builder.BuilderInput(shipped_mod, tvm_target)])
     if b.error_msg:
         log(f"  shipped schedule of {task.name} failed to build: {b.error_msg.splitlines()[-1]}")
         return None
-    args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+    args_info = ms.arg_info.ArgInfo.from_prim_func(shipped_mod["main"])
     (fut,) = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args_info)])
     res = fut.result()
     if res.error_msg:
         log(f"  shipped schedule of {task.name} failed to run: {res.error_msg.splitlines()[-1]}")
         return None
     secs = [float(s) for s in res.run_secs]
+    if sch is None:  # a hand schedule has no trace: measured as the baseline, not recorded
+        return sum(secs) / len(secs)
     wl = db.commit_workload(wl_mod)
     db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, secs, tvm_target,
                                                      ms.arg_info.ArgInfo.from_prim_func(wl_mod["main"])))
@@ -225,6 +233,10 @@ def _verify_task(task: Task, target, db, selected, builder, runner, log, *, top_
         for i, rec in enumerate(db.get_top_k(db.commit_workload(wl_mod), top_k + 1)):
             cands.append((f"record {i + 1}", rec.trace))
     mods, labels, traces = [], [], []
+    if task.shipped is not None:  # a hand schedule: compared as built, no trace
+        mods.append(workload_mod(task.shipped))
+        labels.append("shipped")
+        traces.append(None)
     for label, trace in cands:
         sch = s_tir.Schedule(wl_mod)
         try:
@@ -255,8 +267,10 @@ def _verify_task(task: Task, target, db, selected, builder, runner, log, *, top_
         return {"choice": None}
     ship = next((i for i in med if labels[i] == "shipped"), None)
     best = choose_verified(med, ship, margin)
-    wl = selected.commit_workload(wl_mod)
-    selected.commit_tuning_record(ms.database.TuningRecord(traces[best], wl, [med[best]], tvm_target, args_info))
+    if traces[best] is not None:  # a kept hand schedule needs no record: compile builds it by default
+        wl = selected.commit_workload(wl_mod)
+        selected.commit_tuning_record(ms.database.TuningRecord(traces[best], wl, [med[best]], tvm_target,
+                                                               args_info))
     out = {"choice": labels[best], "ms": med[best] * 1e3,
            "shipped_ms": None if ship is None else med[ship] * 1e3,
            "candidates_ms": {labels[i]: round(v * 1e3, 4) for i, v in med.items()}, "rounds": rounds}

@@ -476,6 +476,24 @@ def compact(func):
 
 
 FALLBACK_ATTR = "nrqc.schedule_fallback"  # set by select when a kernel's schedule failed
+# The unscheduled (TE) form of a hand-scheduled kernel: what `nrqc tune` searches over and
+# a tuning record is keyed by (the scheduled, compacted form has unnamed opaque blocks that
+# MetaSchedule cannot take). Kept as IR JSON text: TVMScript cannot print a PrimFunc attribute.
+WORKLOAD_ATTR = "nrqc.workload"
+
+
+def with_workload(scheduled, workload):
+    """`scheduled` remembering the unscheduled PrimFunc it was made from."""
+    if workload.attrs is not None and WORKLOAD_ATTR in workload.attrs:
+        workload = workload.without_attr(WORKLOAD_ATTR)
+    return scheduled.with_attr(WORKLOAD_ATTR, tvm.ir.save_json(workload))
+
+
+def kernel_workload(func):
+    """The unscheduled form of an nrqc kernel (None for other PrimFuncs)."""
+    if func.attrs is None or WORKLOAD_ATTR not in func.attrs:
+        return None
+    return tvm.ir.load_json(str(func.attrs[WORKLOAD_ATTR]))
 
 
 def as_kernel(func, name: str, target=None, notes: list | None = None):
@@ -486,8 +504,12 @@ def as_kernel(func, name: str, target=None, notes: list | None = None):
         func = func.without_attr(FALLBACK_ATTR)
         if notes is not None:
             notes.append(f"kernel {name}: {reason}; it runs as unscheduled loops (slow)")
+    if kernel_workload(func) is None:  # built unscheduled (TE): its own workload
+        func = with_workload(func, func)
     func = compact(func)
     if target is not None and str(target.tvm_target.get("kind")) == "c":
+        if kernel_workload(func) is not None:  # never tuned: C kernels run on boards without a runner
+            func = func.without_attr(WORKLOAD_ATTR)
         # block-free loops: later passes that re-schedule legalized kernels (the
         # Cortex-M memory pass) find no blocks to touch in a kernel that is already final
         from tvm import s_tir

@@ -275,6 +275,17 @@ def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     return sch.mod["main"]
 
 
+def _keeps_workload(schedule):
+    """A schedule function whose result remembers its unscheduled input (`nrqc tune`)."""
+    import functools
+
+    @functools.wraps(schedule)
+    def run(func, *args, **kwargs):
+        return bo.with_workload(schedule(func, *args, **kwargs), func)
+
+    return run
+
+
 def _unscheduled(func, what: str, err: Exception):
     """A schedule is an optimization: on failure the kernel runs as plain loops, and the
     reason rides on the function (`as_kernel` moves it to the compile report's notes)."""
@@ -282,6 +293,7 @@ def _unscheduled(func, what: str, err: Exception):
     return func.with_attr(bo.FALLBACK_ATTR, reason)
 
 
+@_keeps_workload
 def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: bool = False):
     # C (Cortex-M): the same loop structure (per-pixel accumulators, fused pool) without
     # vectors or unrolling: generic TIR that lowers to plain C loops with small scratch
@@ -298,6 +310,7 @@ def schedule_conv(func, g: bo.ConvGeom, out: str, target, pool=None, strict: boo
         return _unscheduled(func, "binary conv", e)
 
 
+@_keeps_workload
 def schedule_float_conv_pack(func, g: bo.ConvGeom, target, pool=None):
     try:
         return _schedule_pixelwise(func, g, "conv", "packed", "pack", target, pool)
@@ -305,10 +318,12 @@ def schedule_float_conv_pack(func, g: bo.ConvGeom, target, pool=None):
         return _unscheduled(func, "float conv + threshold + pack", e)
 
 
+@_keeps_workload
 def schedule_dense(func, target):
     return func
 
 
+@_keeps_workload
 def schedule_elementwise(func, target):
     if _target_family(target) == "c":
         return func
