@@ -100,3 +100,12 @@ def test_export_parity(bn):
         with torch.no_grad():
             ref = net(x).numpy()
         np.testing.assert_allclose(run_onnx(model, x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_activation_peak_counts_the_skip():
+    from nrqc.training.complexity import activation_peak_bytes
+
+    net = slice_net(_res_net())  # stream 6 channels, inner 4 and 5, on 10 x 12 positions
+    P = F * B
+    # the largest: the second residual's second conv, its input (5 ch), output and held skip (6 ch each)
+    assert activation_peak_bytes(net) == 4 * max(P * (1 + 6), P * (6 + 6), P * (4 + 6 + 6), P * (5 + 6 + 6))

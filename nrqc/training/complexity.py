@@ -98,9 +98,14 @@ def summary(net: SeqNet, mode: str = "kept") -> dict:
 def activation_peak_bytes(net: SeqNet) -> int:
     """Largest input + output activation of any layer for one input window, float32
     (the working memory of a layer-by-layer runtime without in-place reuse)."""
+    from nrqc.training.net import Residual
+
     sizes = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].numel() + out.numel()))
              for m in net.layers]
+    # Inside a residual the skip input stays alive while its second block runs.
+    hooks += [r.body[1].register_forward_hook(lambda mod, inp, out: sizes.append(2 * out.numel() + inp[0].numel()))
+              for r in net.layers if isinstance(r, Residual)]
     was = net.training
     try:
         net.eval()
