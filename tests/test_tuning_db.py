@@ -110,3 +110,25 @@ def test_tune_compile_resume_profile(tmp_path):
 
     prof = run_cli("profile", tmp_path / "out", "--repeat", "2")
     assert f"tuned with {db}" in prof.stdout + prof.stderr
+
+
+@pytest.mark.slow  # ~1-2 min: a real search cut short by its time budget
+def test_time_budget_ends_the_search_and_resume_continues(tmp_path):
+    """--minutes: a budget of far more trials than fit stops at the clock (the task listed
+    as cut short, its trials so far kept), and the winner is still verified."""
+    import time
+
+    _dense_model(tmp_path / "d.onnx")
+    db = tmp_path / "db"
+    t0 = time.perf_counter()
+    proc = run_cli("tune", tmp_path / "d.onnx", "--trials", "2000", "--trials-per-batch", "4", "--minutes", "1",
+                   "--db", db, timeout=900)
+    wall = time.perf_counter() - t0
+    (sub,) = [p for p in db.iterdir() if p.is_dir()]
+    progress = json.loads((sub / "progress.json").read_text())
+    (name, task), = progress["tasks"].items()
+    assert progress["short_of_time"] == [name], proc.stderr[-2000:]
+    assert 4 <= task["trials"] < 2000 and task["verified"]["candidates_ms"], task
+    assert "time share spent" in proc.stderr and "time budget of 1 min" in proc.stderr
+    # the clock is checked between batches: one batch and the verification past the minute at most
+    assert wall < 60 + 240, wall

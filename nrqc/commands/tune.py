@@ -16,8 +16,10 @@ import click
 @click.option("--device-key", default=None, metavar="KEY", help="Tracker key of the boards [default: target name].")
 @click.option("--trials-per-batch", default=16, show_default=True, type=click.IntRange(1),
               help="Candidates measured per search round.")
+@click.option("--minutes", default=None, type=click.FloatRange(min=0.5),
+              help="Wall-clock budget: stop each task's search when its share of the time is spent.")
 @click.option("--seed", default=0, show_default=True)
-def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_key, trials_per_batch, seed):
+def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_key, trials_per_batch, minutes, seed):
     """Tune MODEL (ONNX) for a target with MetaSchedule (XGBoost cost model).
 
     Progress (tasks done, best latency so far, time left) is printed after every measured
@@ -32,7 +34,7 @@ def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_k
     try:
         tune_model(model, desc, trials, db, shapes=parse_shape_options(shapes), rpc_tracker=rpc_tracker,
                    device_key=device_key, num_trials_per_iter=trials_per_batch, min_trials_per_task=min_trials,
-                   seed=seed, log=lambda msg: click.echo(msg, err=True))
+                   seed=seed, minutes=minutes, log=lambda msg: click.echo(msg, err=True))
     except KeyboardInterrupt:
         click.echo(f"nrqc tune: stopped; the records measured so far are in {db}: rerun the same command "
                    f"to resume", err=True)

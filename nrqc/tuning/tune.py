@@ -302,6 +302,8 @@ def _progress_callback(state: dict, log):
             done_here = state["trials_all"] - state["trials_at_start"]
             left = state["trials_planned"] - state["trials_all"]
             eta = elapsed / done_here * left if done_here else float("nan")
+            if state.get("deadline") is not None:  # --minutes: the clock ends the run first
+                eta = min(eta, max(state["deadline"] - time.perf_counter(), 0.0))
             best = state["best"]
             log(f"  [{state['task_index']}/{state['n_tasks']} tasks] {state['task']}: "
                 f"{state['trials_task']}/{state['budget']} trials, best {best * 1e3:.3f} ms"
@@ -314,8 +316,12 @@ def _progress_callback(state: dict, log):
 
 def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_tracker=None, device_key=None,
                num_trials_per_iter: int = 16, min_trials_per_task: int = 8, seed: int = 0, log=print,
-               only_tasks: list[str] | None = None) -> dict:
-    """Tune every task of a model; returns the summary written to progress.json."""
+               only_tasks: list[str] | None = None, minutes: float | None = None) -> dict:
+    """Tune every task of a model; returns the summary written to progress.json.
+
+    With `minutes`, the run ends within that wall-clock budget: each task searches in
+    batches until its share of the time left (by its trial share) is spent, and the
+    re-measurement of the winners is reserved time at the end of each task."""
     from tvm.s_tir import meta_schedule as ms
 
     from nrqc.tuning.build import make_builder, make_local_runner, make_rpc_runner
@@ -366,6 +372,11 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         write_progress(sub, progress)
 
     state["save"] = save
+    deadline = None if minutes is None else t_start + 60.0 * minutes
+    state["deadline"] = deadline
+    # time kept back per task for the shipped measurement and the verification rounds
+    reserve = 0.0 if deadline is None else min(45.0, 0.4 * 60.0 * minutes / max(len(tasks), 1))
+    short_of_time: list[str] = []
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
     for i, task in enumerate(tasks, 1):
         rec = progress["tasks"].setdefault(task.name, {})
@@ -387,22 +398,43 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
                 write_progress(sub, progress)
             continue
         remaining = budget - have
+        task_end = None
+        if deadline is not None:
+            later = sum(max(budgets[t.name] - int(progress["tasks"].get(t.name, {}).get("trials", 0)), 0)
+                        for t in tasks[i:])
+            search_left = deadline - time.perf_counter() - reserve * (len(tasks) - i + 1)
+            task_end = time.perf_counter() + max(search_left, 0.0) * remaining / max(remaining + later, 1)
         log(f"  [{i}/{len(tasks)} tasks] {task.name}: {task.calls} call(s), {task.flops / 1e6:.1f} MFLOP, "
             f"tuning {remaining} trials (shipped schedule: "
             f"{rec['shipped_ms']:.3f} ms)" if rec.get("shipped_ms") else
             f"  [{i}/{len(tasks)} tasks] {task.name}: tuning {remaining} trials")
+        if task_end is not None:
+            log(f"    time share: {max(task_end - time.perf_counter(), 0):.0f} s of search")
         ctx = _tune_context(task, target, seed + i)
-        ms.tune.tune_tasks(
-            tasks=[ctx], task_weights=[1.0], work_dir=str(sub / "logs"),
-            max_trials_global=remaining, max_trials_per_task=remaining,
-            num_trials_per_iter=min(num_trials_per_iter, remaining),
-            builder=builder, runner=runner, database=db, cost_model=cost_model,
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                               _progress_callback(state, log)],
-            task_scheduler="round-robin",
-        )
+        exhausted = False
+        while state["trials_task"] < budget:
+            if task_end is not None and time.perf_counter() >= task_end:
+                short_of_time.append(task.name)
+                log(f"    time share spent after {state['trials_task']}/{budget} trials")
+                break
+            # under a time budget, one batch per call so the clock is checked between batches
+            n = budget - state["trials_task"] if task_end is None else min(num_trials_per_iter,
+                                                                            budget - state["trials_task"])
+            before = state["trials_task"]
+            ms.tune.tune_tasks(
+                tasks=[ctx], task_weights=[1.0], work_dir=str(sub / "logs"),
+                max_trials_global=n, max_trials_per_task=n, num_trials_per_iter=min(num_trials_per_iter, n),
+                builder=builder, runner=runner, database=db, cost_model=cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                   _progress_callback(state, log)],
+                task_scheduler="round-robin",
+            )
+            if state["trials_task"] == before or task_end is None:
+                exhausted = state["trials_task"] < budget
+                break
         # Search space exhausted before the budget: the task counts as done.
-        rec["trials"] = max(int(progress["tasks"][task.name].get("trials", 0)), budget)
+        if exhausted or task.name not in short_of_time:
+            rec["trials"] = max(int(progress["tasks"][task.name].get("trials", 0)), budget)
         best = _best_secs(db, task)
         rec["best_ms"] = None if best is None else best * 1e3
         rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log)
@@ -414,6 +446,11 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
     tot_sel = sum((v.get("ms") or 0.0) * t.calls for v, t in zip(ver, tasks))
     tot_ship = sum((v.get("shipped_ms") or v.get("ms") or 0.0) * t.calls for v, t in zip(ver, tasks))
     n_tuned = sum(1 for v in ver if v.get("choice") not in (None, "shipped"))
+    if short_of_time:
+        progress["short_of_time"] = short_of_time
+        write_progress(sub, progress)
+        log(f"time budget of {minutes:g} min: {len(short_of_time)} task(s) searched fewer trials than planned "
+            f"({', '.join(short_of_time)}); rerun to resume them")
     log(f"tuned {len(tasks)} tasks: {n_tuned} use a tuned schedule, the others keep the shipped one; "
         f"sum of verified kernel times {tot_sel:.3f} ms (shipped schedules {tot_ship:.3f} ms); "
         f"{progress['tuning_seconds_total']:.0f} s tuning in total; database {sub}")
