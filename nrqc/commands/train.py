@@ -11,7 +11,9 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.argument("task", type=click.Choice(TASKS))
 @click.option("--variant", type=click.Choice(["float", "bam", "reparam", "bam-reparam"]), default="bam",
               show_default=True, help="bam: binary activation maps + int8 weights; reparam: learned widths.")
-@click.option("--arch", default=None, help="Model of the zoo (quality: bam4 [default] or dnsmos).")
+@click.option("--arch", default=None,
+              help="Model of the zoo (quality: bam4 [default] or dnsmos; vad: vad_tiny [default] or vad_gru; "
+                   "antispoof: antispoof_cnn; synthetic: synthetic_mlp).")
 @click.option("--complexity-weight", "alpha", type=float, default=None,
               help="α in task + α·MACs(K)/MACs(full) (reparam variants; default 0.05 for them).")
 @click.option("--budget-macs", type=float, default=None, help="Hold MACs per input window under this budget instead.")
