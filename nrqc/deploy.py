@@ -62,7 +62,7 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
     from nrqc.compiler import compare_outputs
     from nrqc.emulator.board import remote_board_info
     from nrqc.reference import run_onnxruntime
-    from nrqc.runtime import ArtifactSession, connect_rpc
+    from nrqc.runtime import ArtifactSession
 
     lib = Path(out) / manifest.get("library", LIBRARY)
     log(f"connecting to {rpc}, uploading {lib.name} ({lib.stat().st_size / 1e6:.1f} MB)")
@@ -72,10 +72,10 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
     except NrqcError:
         raise
     except Exception as e:  # noqa: BLE001 - the remote loader's error, e.g. an ELF of another machine
-        arch = _remote_machine(connect_rpc(rpc))
+        arch = _remote_machine(rpc)
         raise NrqcError(f"--rpc {rpc}: the board{f' ({arch})' if arch else ''} cannot load {lib.name} built for "
-                        f"{manifest.get('target')} ({(manifest.get('tvm_target') or {}).get('mtriple', 'host')}): "
-                        f"{_last_line(e)[:160]}") from None
+                        f"{manifest.get('target')} ({(manifest.get('tvm_target') or {}).get('mtriple', 'host')}; "
+                        f"is the board of that architecture?): {_last_line(e)[:160]}") from None
     load_s = time.perf_counter() - t0
     board = remote_board_info(session.remote)
     log(f"loaded on the board in {load_s:.1f} s; running")
@@ -102,12 +102,13 @@ def _last_line(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def _remote_machine(remote) -> str | None:
+def _remote_machine(rpc: str) -> str | None:
     """The board's machine (``uname -m``) if its server says (the emulated board does)."""
     from nrqc.emulator.board import remote_board_info
+    from nrqc.runtime import connect_rpc
 
     try:
-        return remote_board_info(remote).get("machine")
+        return remote_board_info(connect_rpc(rpc)).get("machine")
     except Exception:  # noqa: BLE001
         return None
 

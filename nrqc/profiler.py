@@ -82,6 +82,11 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
     threads = threads or 1
     inputs = random_inputs(_specs(manifest), seed=0)
     session = ArtifactSession(out, manifest, rpc=rpc)
+    threads_requested = threads
+    threads_note = None
+    if session.remote is not None:
+        # TVM_NUM_THREADS here does not reach the board: size the board's own pool.
+        threads, threads_note = configure_remote_threads(session.remote, threads)
     lat = _stats(time_artifact(session, inputs, repeat))
     board = {"emulated": False}
     if session.remote is not None:
@@ -96,6 +101,8 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
         "emulated": bool(board.get("emulated")),
         "board": board,
         "threads": threads,
+        "threads_requested": threads_requested,
+        "threads_note": threads_note,
         "batch": 1,
         "latency_ms": lat,
         "tuning": manifest.get("tuning", {"tuned": False, "database": None}),
@@ -116,14 +123,95 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
     return result
 
 
+def configure_remote_threads(remote, threads: int) -> tuple[int, str | None]:
+    """Size the board's TVM thread pool through RPC; returns (threads the board now uses, note).
+
+    ``runtime.config_threadpool(1, n)`` (mode 1 = the big cores: all of a Pi 4's) asks for
+    ``n`` workers, ``runtime.NumThreads()`` reads back what the pool uses: the pool cannot
+    grow beyond the size it was created with (the board's core count, or its
+    ``TVM_NUM_THREADS``), so the figure reported is the board's, not the request."""
+    note = None
+    try:
+        remote.get_function("runtime.config_threadpool")(1, int(threads))
+    except Exception as e:  # noqa: BLE001 - an old/stripped runtime without the function
+        note = f"the board's runtime could not configure its thread pool ({str(e).splitlines()[0][:80]})"
+    try:
+        actual = int(remote.get_function("runtime.NumThreads")())
+    except Exception:  # noqa: BLE001
+        return threads, (note or "") + ("; " if note else "") + "the board did not report its thread count"
+    if actual != threads:
+        note = ((note + "; ") if note else "") + (
+            f"the board's TVM thread pool has {actual} worker(s), not {threads}: its size is fixed when the "
+            f"server's pool starts (the board's cores, or TVM_NUM_THREADS in the rpc_server's environment)")
+    return actual, note
+
+
 def add_instruction_count(result: dict, out: str | Path, log=lambda m: None) -> None:
     """A board-free, repeatable cost of one inference: aarch64 instructions executed in
-    model.so under qemu (see nrqc.emulator.icount), for comparing two builds."""
+    model.so under qemu (see nrqc.emulator.icount), for comparing two builds.
+
+    Builds (or reuses) the cached emulated root file system, as ``nrqc emulate`` does. The
+    counted run's outputs are compared with onnxruntime (same seeded input) when the
+    source model is here, so the count is known to belong to a correct run."""
+    from nrqc.artifact import read_manifest
     from nrqc.emulator.icount import measure_instructions
 
+    manifest = read_manifest(out)
     m = measure_instructions(out, seed=0, log=log)
     result["instructions"] = int(m["instructions"])
     result["instructions_what"] = m.get("what")
+    result["instructions_emulator"] = m.get("emulator")
+    result["instructions_seconds"] = m.get("seconds")
+    macs = manifest.get("macs")
+    result["instructions_per_mac"] = m["instructions"] / macs if macs else None
+    src = manifest.get("source_model")
+    if src and Path(src).exists():
+        from nrqc.compiler import compare_outputs
+        from nrqc.reference import run_onnxruntime
+
+        ref = run_onnxruntime(src, random_inputs(_specs(manifest), seed=0))
+        chk = compare_outputs(m["outputs"], ref, [o["name"] for o in manifest["outputs"]], 1e-4, 1e-4, 0)
+        result["instructions_check"] = {"passed": chk["passed"], "max_abs_error": chk["max_abs_error"]}
+    else:
+        result["instructions_check"] = None
+
+
+def profile_without_board(out: str | Path, log=lambda m: None) -> dict:
+    """The profile of a cross-compiled aarch64 artifact with no board: the emulated
+    instruction count (the stable measure) and the memory table. No latency: an
+    emulated latency is not a Pi latency, and there is no board to measure one."""
+    from nrqc.artifact import read_manifest
+    from nrqc.errors import NrqcError
+
+    manifest = read_manifest(out)
+    triple = str((manifest.get("tvm_target") or {}).get("mtriple", ""))
+    if not triple.startswith("aarch64"):
+        raise NrqcError(f"{out}: built for {manifest.get('target')} ({triple}), which has no emulated board here "
+                        f"(the instruction count is aarch64 only): use --rpc HOST:PORT to profile it on a board")
+    from nrqc.emulator.guest_run import SHORT_LABEL
+
+    result = {
+        "artifact": str(out),
+        "target": manifest["target"],
+        "where": "no board",
+        "emulated": True,
+        "board": {"emulated": True, "machine": "aarch64", "label": SHORT_LABEL},
+        "threads": 1,
+        "batch": 1,
+        "latency_ms": None,
+        "latency_note": "not measured: no board (--rpc HOST:PORT measures on a Pi); an emulated latency "
+                        "would not be a Pi latency",
+        "tuning": manifest.get("tuning", {"tuned": False, "database": None}),
+        "onnxruntime_latency_ms": None,
+        "speedup_vs_onnxruntime": None,
+        "onnxruntime_note": "not measured: no board latency to compare with",
+        "operators": [],
+        "memory": memory_of(manifest, out),
+        "macs": manifest.get("macs"),
+    }
+    add_instruction_count(result, out, log=log)
+    result["board"]["emulator"] = result.get("instructions_emulator")
+    return result
 
 
 def memory_of(manifest: dict, out: str | Path) -> dict:
@@ -161,12 +249,19 @@ def format_profile(p: dict) -> str:
     lat = p["latency_ms"]
     where = p["where"] + (f", EMULATED ({p['board'].get('emulator', 'qemu')}): latency is not a device latency"
                           if p["emulated"] else "")
+    threads = f"{p['threads']} thread(s)"
+    if p.get("threads_requested") not in (None, p["threads"]):
+        threads += f" (asked for {p['threads_requested']})"
     lines = [f"profile of {p['artifact']} ({p['target']}, {where}), "
-             f"batch {p['batch']}, {p['threads']} thread(s), "
-             f"{'tuned with ' + str(p['tuning'].get('database')) if p['tuning'].get('tuned') else 'untuned'}",
-             "",
-             "latency (ms)          median       p90       min   runs",
-             f"  nrqc            {lat['median']:>10.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['runs']:>6}"]
+             f"batch {p['batch']}, {threads}, "
+             f"{'tuned with ' + str(p['tuning'].get('database')) if p['tuning'].get('tuned') else 'untuned'}"]
+    if p.get("threads_note"):
+        lines.append(f"  threads: {p['threads_note']}")
+    lines += ["", "latency (ms)          median       p90       min   runs"]
+    if lat:
+        lines.append(f"  nrqc            {lat['median']:>10.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['runs']:>6}")
+    else:
+        lines.append(f"  nrqc            {p.get('latency_note', 'not measured')}")
     ort = p.get("onnxruntime_latency_ms")
     if ort:
         lines.append(f"  onnxruntime     {ort['median']:>10.3f} {ort['p90']:>9.3f} {ort['min']:>9.3f} {ort['runs']:>6}")
@@ -180,8 +275,16 @@ def format_profile(p: dict) -> str:
         for r in p["operators"][:25]:
             lines.append(f"  {r['kernel'][:48]:<48} {r['ms']:>9.3f} {r['percent']:>5.1f}%")
     if p.get("instructions") is not None:
-        lines += ["", f"instructions per inference (emulated, stable across runs): {p['instructions']:,}",
-                  f"  {p.get('instructions_what') or ''}".rstrip()]
+        lines += ["", f"instructions per inference (emulated, stable across runs): {p['instructions']:,}"]
+        if p.get("instructions_per_mac"):
+            lines.append(f"  {p['instructions_per_mac']:.3f} instructions per MAC ({p['macs']:,} MACs)")
+        chk = p.get("instructions_check")
+        if chk:
+            lines.append(f"  counted run vs onnxruntime: max abs error {chk['max_abs_error']:.3g} "
+                         f"({'match' if chk['passed'] else 'MISMATCH: the count is of a wrong run'})")
+        lines.append(f"  {p.get('instructions_what') or ''}".rstrip())
+        if p.get("instructions_emulator"):
+            lines.append(f"  emulator: {p['instructions_emulator']}; counted in {p.get('instructions_seconds')} s")
     m = p["memory"]
     if p.get("against"):
         o = p["against"]["memory"]

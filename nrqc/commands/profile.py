@@ -17,9 +17,11 @@ import click
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads for nrqc (TVM_NUM_THREADS) and onnxruntime alike.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Measure on a board through TVM RPC.")
-@click.option("--instructions", is_flag=True,
-              help="aarch64 artifacts: also count the instructions one inference executes under qemu "
-                   "(a stable measure for comparing builds without a board; takes seconds to minutes).")
+@click.option("--instructions/--no-instructions", default=None,
+              help="aarch64 artifacts: count the instructions one inference executes under qemu (a stable "
+                   "measure for comparing builds, no board needed; seconds to minutes; builds the cached "
+                   "emulated root file system on first use). Default: on when the profile is emulated "
+                   "(no --rpc, or an emulated board), off on a real board.")
 @click.option("--against", default=None, metavar="OUT|MODEL.onnx",
               help="Show memory beside another artifact or model for the same target (e.g. the float twin "
                    "of a binary model), with the reduction factors.")
@@ -50,11 +52,12 @@ def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
 
 
 def _profile(path: Path, repeat, threads, rpc, instructions, against, as_json):
-    from nrqc.profiler import add_comparison, add_instruction_count, format_profile, profile_artifact
+    from nrqc.artifact import read_manifest
+    from nrqc.errors import NrqcError
+    from nrqc.profiler import (add_comparison, add_instruction_count, format_profile, profile_artifact,
+                               profile_without_board)
 
     if (path / "manifest.json").exists():
-        from nrqc.artifact import read_manifest
-
         manifest = read_manifest(path)
         if manifest.get("target_kind") == "bare-metal":  # Cortex-M: sizes + QEMU instruction count
             from nrqc.cortex_m import format_profile as format_cm, profile_artifact as profile_cm
@@ -62,11 +65,23 @@ def _profile(path: Path, repeat, threads, rpc, instructions, against, as_json):
             result = profile_cm(path, manifest, against=against)
             click.echo(json.dumps(result, indent=2) if as_json else format_cm(result))
             return
-    result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
+    log = lambda m: click.echo(f"[nrqc profile] {m}", err=True)  # noqa: E731
+    manifest = read_manifest(path) if (path / "manifest.json").exists() else {}
+    if rpc is None and manifest.get("target_kind") == "linux-cross":
+        # No board: the emulator's instruction count is the measure (no latency).
+        if instructions is False:
+            raise NrqcError(f"{path}: built for {manifest.get('target')}, which does not run on this host: use "
+                            f"--rpc HOST:PORT (a board, or `nrqc emulate {manifest.get('target')}`) for latency, or "
+                            f"--instructions for the emulated instruction count (no board needed)")
+        if threads != 1:
+            log(f"--threads {threads}: the emulated instruction count is single-threaded")
+        result = profile_without_board(path, log=log)
+    else:
+        result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
+        if instructions or (instructions is None and result["emulated"]):
+            add_instruction_count(result, path, log=log)
     if against is not None:
         add_comparison(result, against)
-    if instructions:
-        add_instruction_count(result, path, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

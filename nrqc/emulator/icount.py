@@ -152,10 +152,14 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
         np.savez(host_dir / "inputs.npz", **feeds)
         g_lib, g_script = f"{guest_dir}/model.so", f"{guest_dir}/icount_guest.py"
         env_extra = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        # The guest's load addresses depend on its argv and environment sizes: the probe
+        # runs the counted run's exact command line, with a same-length mode value.
+        guest_args = [g_script, g_lib, "run", f"{guest_dir}/inputs.npz", f"{guest_dir}/outputs.npz",
+                      *[s.name for s in specs]]
 
         # 1) where does model.so land?
-        argv, env, _ = guest_python(root, env_extra)
-        probe = subprocess.run([*argv, g_script, g_lib, "probe"], env=env, cwd="/", capture_output=True,
+        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "probe"})
+        probe = subprocess.run([*argv, *guest_args], env=env, cwd="/", capture_output=True,
                                text=True, timeout=600)
         m = re.search(r"NRQC_ICOUNT_BASE (0x[0-9a-f]+)", probe.stdout)
         if probe.returncode != 0 or not m:
@@ -170,11 +174,10 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
         os.mkfifo(fifo_host)
         fifo_guest = f"{guest_dir}/qemu.log"
         qemu_args = ("-d", "in_asm,exec,nochain", "-dfilter", f"{start:#x}+{size:#x}", "-D", fifo_guest)
-        argv, env, _ = guest_python(root, env_extra, qemu_args=qemu_args)
+        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "count"}, qemu_args=qemu_args)
         fd = os.open(fifo_host, os.O_RDONLY | os.O_NONBLOCK)
         counter = _LogCounter()
-        proc = subprocess.Popen([*argv, g_script, g_lib, "run", f"{guest_dir}/inputs.npz",
-                                 f"{guest_dir}/outputs.npz", *[s.name for s in specs]],
+        proc = subprocess.Popen([*argv, *guest_args],
                                 env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         out_text: list[str] = []

@@ -7,6 +7,10 @@ It uses the TVM *runtime* only (tvm_ffi + libtvm_runtime.so, no ``import tvm``):
 what a deployed Pi needs, and it keeps the emulated start short (the counted run has TB
 chaining disabled, which slows every instruction, imports included).
 
+With ``NRQC_ICOUNT_MODE=probe`` in the environment, ``run`` stops after printing the
+base (the probe must see the same argv and environment sizes as the counted run: the
+guest's load addresses depend on them).
+
 Prints ``NRQC_ICOUNT_BASE 0x...``: the load address of LIB.so (its link map's l_addr,
 no /proc needed). ``run`` then creates the Relax VM, calls ``main`` once on the inputs
 (in the order NAME...) and saves the outputs, so that the counted run can be checked.
@@ -47,7 +51,9 @@ def main() -> int:
     handle = ctypes.CDLL(lib_path)._handle  # glibc: dlopen's handle is the struct link_map*
     base = ctypes.c_void_p.from_address(handle).value or 0
     print(f"NRQC_ICOUNT_BASE {base:#x}", flush=True)
-    if mode == "probe":
+    # NRQC_ICOUNT_MODE=probe|count: the probe uses the counted run's exact argv and an
+    # environment of the same size, since the load address shifts with them.
+    if mode == "probe" or os.environ.get("NRQC_ICOUNT_MODE") == "probe":
         os._exit(0)
     in_path, out_path, names = sys.argv[3], sys.argv[4], sys.argv[5:]
     data = np.load(in_path)
