@@ -32,3 +32,18 @@ def test_rpc_connection_refused_is_a_clear_error(tmp_path):
     proc = run_cli("run", tmp_path / "o", "--input", f"x={tmp_path / 'x.npy'}", "--rpc", f"127.0.0.1:{free_port()}",
                    check_exit=2)
     assert "cannot connect to a TVM RPC server" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_profile_rpc_threads_configure_the_boards_pool(tmp_path, monkeypatch):
+    """--threads sizes the board's TVM thread pool through RPC and reports what the board
+    uses: the pool cannot grow beyond the rpc_server's TVM_NUM_THREADS (set to 2 here)."""
+    model = small_conv_model(tmp_path / "m.onnx")
+    out = tmp_path / "o"
+    run_cli("compile", model, "-o", out, "--shape", "x=1,1,16,20", "--no-check")
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")  # inherited by the rpc_server started below
+    with local_rpc_server() as port:
+        got = {n: json.loads(run_cli("profile", out, "--repeat", "1", "--json", "--threads", str(n),
+                                     "--rpc", f"127.0.0.1:{port}").stdout) for n in (1, 2, 4)}
+    assert [got[n]["threads"] for n in (1, 2, 4)] == [1, 2, 2]
+    assert got[1]["threads_note"] is None and got[2]["threads_note"] is None
+    assert got[4]["threads_requested"] == 4 and "has 2 worker(s), not 4" in got[4]["threads_note"]
