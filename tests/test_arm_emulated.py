@@ -124,8 +124,55 @@ def test_profile_on_emulated_board_is_labelled_emulated(tmp_path, board):
             "--no-check")
     p = json.loads(run_cli("profile", out, "--rpc", f"{host}:{port}", "--repeat", "2", "--json").stdout)
     assert p["emulated"] is True and p["latency_ms"]["median"] > 0
-    text = run_cli("profile", out, "--rpc", f"{host}:{port}", "--repeat", "1").stdout
-    assert "EMULATED" in text and "not a device latency" in text
+    # On an emulated board the stable measure comes by default, of a run that matches onnxruntime.
+    assert p["instructions"] > 0 and p["instructions_check"]["passed"]
+    # The board's own thread pool (qemu user mode: the host's 2 cores) was asked for 1 worker.
+    assert p["threads"] == 1 and p["threads_requested"] == 1
+    text = run_cli("profile", out, "--rpc", f"{host}:{port}", "--repeat", "1", "--no-instructions").stdout
+    assert "EMULATED" in text and "not a device latency" in text and "instructions per inference" not in text
+
+
+def test_profile_without_board_gives_the_emulated_instruction_count(tmp_path):
+    """`nrqc profile ARM_OUT` with no board: the count of the cached emulator, no latency."""
+    _skip_without_emulator()
+    from nrqc.emulator.icount import measure_instructions
+
+    import torch
+
+    torch.manual_seed(0)
+    out = tmp_path / "bam4-48"
+    run_cli("compile", _zoo_onnx(tmp_path / "m.onnx", "bam4", frames=48), "--target", "arm_cpu", "-o", out,
+            "--no-check")
+    p = run_cli("profile", out, "--json")
+    r = json.loads(p.stdout)
+    assert r["emulated"] is True and r["latency_ms"] is None and r["where"] == "no board"
+    assert r["instructions_check"]["passed"] and r["instructions_check"]["max_abs_error"] < 1e-4
+    # Deterministic: the count measured directly (another qemu run) is the same number.
+    assert r["instructions"] == measure_instructions(out)["instructions"]
+    assert r["instructions_per_mac"] == pytest.approx(r["instructions"] / r["macs"])
+    assert "counting" in p.stderr  # progress
+    print(f"\nbam4 frames=48 no board: {r['instructions']:,} instructions, "
+          f"{r['instructions_per_mac']:.3f} per MAC", file=sys.stderr)
+
+
+def test_compile_checks_arm_on_the_emulated_board(tmp_path, board):
+    """`nrqc compile --target arm_cpu`: with --rpc on that board; without, on the cached emulator."""
+    from nrqc.emulator.guest_run import unavailable_reason
+
+    host, port = board
+    model = _zoo_onnx(tmp_path / "m.onnx", "bam4", frames=48)
+    run_cli("compile", model, "--target", "arm_cpu", "-o", tmp_path / "rpc", "--rpc", f"{host}:{port}")
+    c = json.loads((tmp_path / "rpc" / "manifest.json").read_text())["check"]
+    assert c["ran"] and c["passed"] and c["where"] == "board" and c["emulated"] is True
+    assert c["board"]["machine"] == "aarch64" and c["max_abs_error"] < 1e-4
+    assert "EMULATED" in (tmp_path / "rpc" / "report.txt").read_text()
+    assert unavailable_reason() is None  # the board fixture built the root file system
+    run_cli("compile", model, "--target", "arm_cpu", "-o", tmp_path / "emu")
+    e = json.loads((tmp_path / "emu" / "manifest.json").read_text())["check"]
+    assert e["ran"] and e["passed"] and e["where"] == "emulated" and e["emulated"] is True
+    # The same library on the same emulated CPU and input: the same outputs as through RPC.
+    assert e["max_abs_error"] == c["max_abs_error"]
+    assert "emulated aarch64 board" in (tmp_path / "emu" / "report.txt").read_text()
 
 
 def test_instruction_count_is_stable_and_scales_with_the_work(tmp_path):
