@@ -314,6 +314,42 @@ def _progress_callback(state: dict, log):
     return Progress()
 
 
+class _TimeBudget:
+    """`--minutes`: shares the wall clock among tasks by their trial shares and predicts
+    from measured batch times whether the next batch still fits, keeping back the time the
+    remaining tasks need outside the search (baseline measurement and verification, as
+    measured so far)."""
+
+    def __init__(self, minutes: float):
+        self.end = time.perf_counter() + 60.0 * minutes
+        self.fixed: list[float] = []  # seconds per task outside the search
+        self.rate: dict[str, tuple[float, int]] = {}  # task -> (search seconds, trials)
+
+    def reserve(self, tasks_left: int) -> float:
+        per_task = sum(self.fixed) / len(self.fixed) if self.fixed else 45.0
+        return per_task * tasks_left
+
+    def task_end(self, remaining: int, later: int, tasks_left: int) -> float:
+        now = time.perf_counter()
+        return now + max(self.end - now - self.reserve(tasks_left), 0.0) * remaining / max(remaining + later, 1)
+
+    def _per_trial(self, task: str) -> float:
+        secs, n = self.rate.get(task, (0.0, 0))
+        if n:
+            return secs / n
+        tot = [v for v in self.rate.values() if v[1]]
+        return sum(v[0] for v in tot) / sum(v[1] for v in tot) if tot else 0.0
+
+    def batch_fits(self, task: str, n: int, task_end: float, tasks_left: int) -> bool:
+        """A task's first batch may use any search time left overall; later ones its share."""
+        limit = task_end if self.rate.get(task, (0.0, 0))[1] else self.end - self.reserve(tasks_left)
+        return time.perf_counter() + self._per_trial(task) * n <= limit
+
+    def record_batch(self, task: str, secs: float, trials: int) -> None:
+        s0, n0 = self.rate.get(task, (0.0, 0))
+        self.rate[task] = (s0 + secs, n0 + trials)
+
+
 def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_tracker=None, device_key=None,
                num_trials_per_iter: int = 16, min_trials_per_task: int = 8, seed: int = 0, log=print,
                only_tasks: list[str] | None = None, minutes: float | None = None) -> dict:
@@ -372,10 +408,8 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         write_progress(sub, progress)
 
     state["save"] = save
-    deadline = None if minutes is None else t_start + 60.0 * minutes
-    state["deadline"] = deadline
-    # time kept back per task for the shipped measurement and the verification rounds
-    reserve = 0.0 if deadline is None else min(45.0, 0.4 * 60.0 * minutes / max(len(tasks), 1))
+    clock = None if minutes is None else _TimeBudget(minutes)
+    state["deadline"] = None if clock is None else clock.end
     short_of_time: list[str] = []
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
     for i, task in enumerate(tasks, 1):
@@ -384,6 +418,7 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         budget = budgets[task.name]
         have = int(rec.get("trials", 0))
         state.update(task=task.name, task_index=i, budget=budget, trials_task=have)
+        t_fixed = time.perf_counter()
         if "shipped_ms" not in rec:
             shipped = _measure_shipped(task, target, db, builder, runner, log)
             rec["shipped_ms"] = None if shipped is None else shipped * 1e3
@@ -398,12 +433,12 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
                 write_progress(sub, progress)
             continue
         remaining = budget - have
+        t_fixed = time.perf_counter() - t_fixed
         task_end = None
-        if deadline is not None:
+        if clock is not None:
             later = sum(max(budgets[t.name] - int(progress["tasks"].get(t.name, {}).get("trials", 0)), 0)
                         for t in tasks[i:])
-            search_left = deadline - time.perf_counter() - reserve * (len(tasks) - i + 1)
-            task_end = time.perf_counter() + max(search_left, 0.0) * remaining / max(remaining + later, 1)
+            task_end = clock.task_end(remaining, later, len(tasks) - i + 1)
         log(f"  [{i}/{len(tasks)} tasks] {task.name}: {task.calls} call(s), {task.flops / 1e6:.1f} MFLOP, "
             f"tuning {remaining} trials (shipped schedule: "
             f"{rec['shipped_ms']:.3f} ms)" if rec.get("shipped_ms") else
@@ -413,14 +448,14 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         ctx = _tune_context(task, target, seed + i)
         exhausted = False
         while state["trials_task"] < budget:
-            if task_end is not None and time.perf_counter() >= task_end:
+            # under a time budget, one batch per call so the clock is checked between batches
+            n = budget - state["trials_task"] if clock is None else min(num_trials_per_iter,
+                                                                         budget - state["trials_task"])
+            if clock is not None and not clock.batch_fits(task.name, n, task_end, len(tasks) - i + 1):
                 short_of_time.append(task.name)
                 log(f"    time share spent after {state['trials_task']}/{budget} trials")
                 break
-            # under a time budget, one batch per call so the clock is checked between batches
-            n = budget - state["trials_task"] if task_end is None else min(num_trials_per_iter,
-                                                                            budget - state["trials_task"])
-            before = state["trials_task"]
+            before, t_batch = state["trials_task"], time.perf_counter()
             ms.tune.tune_tasks(
                 tasks=[ctx], task_weights=[1.0], work_dir=str(sub / "logs"),
                 max_trials_global=n, max_trials_per_task=n, num_trials_per_iter=min(num_trials_per_iter, n),
@@ -429,7 +464,9 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
                                    _progress_callback(state, log)],
                 task_scheduler="round-robin",
             )
-            if state["trials_task"] == before or task_end is None:
+            if clock is not None:
+                clock.record_batch(task.name, time.perf_counter() - t_batch, state["trials_task"] - before)
+            if state["trials_task"] == before or clock is None:
                 exhausted = state["trials_task"] < budget
                 break
         # Search space exhausted before the budget: the task counts as done.
@@ -437,8 +474,11 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
             rec["trials"] = max(int(progress["tasks"][task.name].get("trials", 0)), budget)
         best = _best_secs(db, task)
         rec["best_ms"] = None if best is None else best * 1e3
+        t_verify = time.perf_counter()
         rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log)
         write_progress(sub, progress)
+        if clock is not None:
+            clock.fixed.append(t_fixed + time.perf_counter() - t_verify)
     progress["tuning_seconds_total"] = round(progress.get("tuning_seconds_total", 0.0)
                                              + time.perf_counter() - t_start, 1)
     write_progress(sub, progress)
