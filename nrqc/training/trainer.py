@@ -29,7 +29,7 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 # Small defaults that train in minutes on 2 CPU cores.
 DEFAULTS = {
     "quality": {"epochs": 8, "batch_size": 16, "lr": 2e-3, "samples": 400},
-    "vad": {"epochs": 25, "batch_size": 32, "lr": 3e-3, "samples": 1000},
+    "vad": {"epochs": 60, "batch_size": 32, "lr": 3e-3, "samples": 1000},
     "antispoof": {"epochs": 10, "batch_size": 16, "lr": 2e-3, "samples": 400},
     "synthetic": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "samples": 4096},
 }
