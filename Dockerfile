@@ -1,5 +1,5 @@
 # nrqc with the same toolchain as scripts/setup.sh installs on a developer machine:
-# Python 3.11, TVM 0.27 (tvm-ffi pinned), CPU torch, the aarch64 cross compiler and
+# Python 3.11, TVM 0.27 (tvm-ffi pinned), CPU torch, the aarch64 and armhf cross compilers and
 # qemu-user for the Raspberry Pi path, arm-none-eabi + newlib + qemu-system-arm for
 # Cortex-M, espeak-ng and sox for the speech data synthesizer.
 FROM python:3.11-slim-bookworm
@@ -13,7 +13,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential git \
-      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static debootstrap \
+      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf \
+      qemu-user-static debootstrap \
       gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
       espeak-ng sox \
  && rm -rf /var/lib/apt/lists/*

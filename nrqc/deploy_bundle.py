@@ -107,10 +107,36 @@ for name, o in zip({output_names!r}, outs):
 """
 
 _ARCH_WARNING_32 = """
-> **32-bit ARM:** there is no official `apache-tvm` / `apache-tvm-ffi` wheel for
-> armv7l on PyPI, so step 1 does not work on 32-bit Raspberry Pi OS: build the TVM
-> runtime from source on the Pi (`cmake -DUSE_LLVM=OFF`, target `runtime`), or use the
-> 64-bit OS and the `arm_cpu` target.
+> **32-bit ARM (armv7l, 32-bit Raspberry Pi OS): there is no official TVM wheel.** PyPI
+> has no armv7l `apache-tvm` / `apache-tvm-ffi` wheel, so step 1 below does not work
+> on a 32-bit OS (nor does `nrqc emulate`). Either install the 64-bit OS and compile with
+> `--target arm_cpu`, or build the TVM runtime (no compiler, no LLVM) from source on the
+> Pi, from the release this bundle was compiled with (TVM {tvm_version}; needs CMake >= 3.24
+> and a C++17 compiler, both in Raspberry Pi OS bookworm; takes a while on a Pi):
+>
+> ```sh
+> sudo apt-get install -y git cmake ninja-build g++ python3-venv python3-dev
+> git clone --recursive --branch v0.27.0 https://github.com/apache/tvm ~/tvm-src
+> cmake -S ~/tvm-src -B ~/tvm-src/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DUSE_LLVM=OFF
+> cmake --build ~/tvm-src/build --target runtime     # -> ~/tvm-src/build/libtvm_runtime.so
+> python3 -m venv ~/tvm-venv
+> ~/tvm-venv/bin/pip install numpy ~/tvm-src/3rdparty/tvm-ffi   # builds tvm_ffi from source
+> ```
+>
+> Then load the library with the runtime only (this is what nrqc's emulated runs do):
+>
+> ```
+> import ctypes, os, numpy as np, tvm_ffi
+> ctypes.CDLL(os.path.expanduser("~/tvm-src/build/libtvm_runtime.so"), ctypes.RTLD_GLOBAL)
+> vm = tvm_ffi.load_module("{library}")["vm_load_executable"]()
+> vm["vm_initialization"](1, 0, 2)   # kDLCPU, device 0, pooled allocator
+> out = vm["main"](*[tvm_ffi.from_dlpack(np.zeros(shape, dtype)) for shape, dtype in INPUTS.values()])
+> ```
+>
+> (`INPUTS` as in the script of section 2b.) These commands were not run here: nrqc
+> has no armv7 board or runtime to test them on; the bundle itself is only compiled.
+> For RPC, `~/tvm-venv/bin/pip install -e ~/tvm-src/python` and
+> `TVM_LIBRARY_PATH=~/tvm-src/build` give `python -m tvm.exec.rpc_server` (untested).
 """
 
 
@@ -139,7 +165,9 @@ def render_deploy_md(manifest: dict, bundle_name: str = "model-bundle") -> str:
         library=manifest.get("library", "model.so"),
         inputs_md=_spec_md(inputs),
         outputs_md=_spec_md(outputs),
-        arch_warning=_ARCH_WARNING_32 if not triple.startswith("aarch64") else "",
+        arch_warning=(_ARCH_WARNING_32.format(tvm_version=manifest.get("tvm_version", "?"),
+                                              library=manifest.get("library", "model.so"))
+                      if not triple.startswith("aarch64") else ""),
         tvm_wheel=TVM_WHEEL,
         tvm_ffi_wheel=TVM_FFI_WHEEL,
         inputs_py=inputs_py,

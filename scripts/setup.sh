@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static
+APT_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
+              qemu-user-static
               gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
               debootstrap espeak-ng sox)
 # One binary per package, to skip apt when everything is already installed.
-NEEDED_BINARIES=(aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ qemu-aarch64-static
+NEEDED_BINARIES=(aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ arm-linux-gnueabihf-gcc arm-linux-gnueabihf-g++
+                 qemu-aarch64-static
                  arm-none-eabi-gcc qemu-system-arm debootstrap espeak-ng sox)
 
 missing=0

@@ -57,10 +57,10 @@ class TargetDescription:
 
 
 def _registry() -> dict[str, TargetDescription]:
-    from nrqc.targets import arm_cpu, cortex_m, x86
+    from nrqc.targets import arm_cpu, armv7, cortex_m, x86
 
     out: dict[str, TargetDescription] = {}
-    for desc in (x86.describe(), arm_cpu.describe(), *cortex_m.describe_all()):
+    for desc in (x86.describe(), arm_cpu.describe(), armv7.describe(), *cortex_m.describe_all()):
         out[desc.name] = desc
     return out
 
