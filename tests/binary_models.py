@@ -55,7 +55,8 @@ def binary_conv(g: G, x, c_in, c_out, k=3, *, dims=2, stride=1, dilation=1, pad=
           "bn" (BatchNormalization then Greater(y, 0); `neg_channels` channels get gamma < 0).
     act: "greater" (Greater(y, T)), "greaterequal", "less" (Less(T, y), the same map as
          Greater), "lessequal" (LessOrEqual(T, y)), "less_below" (Less(y, T): 1 below the
-         threshold), "sign" (Sign(y - T): +-1 maps), "sign_bare" (Sign(y), with fold "bias"/"bn").
+         threshold), "sign" (Sign(y - T): +-1 maps), "sign_bare" (Sign(y), with fold "bias"/"bn"),
+         or one of PM1_AFFINE_FORMS (+-1 maps written as 2*Cast(Greater(y, T)) - 1) / NOT_PM1_FORMS.
     """
     rng = g.rng
     ks = [k] * dims
@@ -117,8 +118,41 @@ def binary_conv(g: G, x, c_in, c_out, k=3, *, dims=2, stride=1, dilation=1, pad=
     return _head(g, y, thr, act, fold)
 
 
+# ±1 activations written as an affine map of a {0,1} Heaviside map, 2*Cast(Greater(y, T)) - 1
+# (what a PyTorch `2 * (y > t).float() - 1` exports): name -> how the Mul/Sub/Add are written
+PM1_AFFINE_FORMS = {
+    "pm1_mul_sub": "Sub(Mul(b, 2), 1)",
+    "pm1_mul_sub_left": "Sub(Mul(2, b), 1)",
+    "pm1_mul_add": "Add(Mul(b, 2), -1)",
+    "pm1_add_left": "Add(-1, Mul(2, b))",
+    "pm1_one_minus": "Sub(1, Mul(b, 2))",  # 1 - 2b: +1 where the comparison is false
+}
+# an affine map of a Heaviside map that is NOT a {-1,+1} map (nrqc must not read it as bits)
+NOT_PM1_FORMS = {"affine_3b_minus_1": "Sub(Mul(b, 3), 1)"}
+
+
+def pm1_affine(g: G, b, form):
+    """2*b - 1 of a {0,1} map b in one of PM1_AFFINE_FORMS."""
+    two, one, m_one = np.float32(2.0), np.float32(1.0), np.float32(-1.0)
+    if form == "pm1_mul_sub":
+        return g.op("Sub", [g.op("Mul", [b, g.const(two, "two")], "mul"), g.const(one, "one")], "sub")
+    if form == "pm1_mul_sub_left":
+        return g.op("Sub", [g.op("Mul", [g.const(two, "two"), b], "mul"), g.const(one, "one")], "sub")
+    if form == "pm1_mul_add":
+        return g.op("Add", [g.op("Mul", [b, g.const(two, "two")], "mul"), g.const(m_one, "m_one")], "add")
+    if form == "pm1_add_left":
+        return g.op("Add", [g.const(m_one, "m_one"), g.op("Mul", [g.const(two, "two"), b], "mul")], "add")
+    if form == "pm1_one_minus":
+        return g.op("Sub", [g.const(one, "one"), g.op("Mul", [b, g.const(two, "two")], "mul")], "sub")
+    if form == "affine_3b_minus_1":
+        return g.op("Sub", [g.op("Mul", [b, g.const(np.float32(3.0), "three")], "mul"), g.const(one, "one")], "sub")
+    raise ValueError(form)
+
+
 def _head(g: G, y, thr, act, fold):
     """The binary activation of `y` against the threshold `thr` (see binary_conv's `act`)."""
+    if act in PM1_AFFINE_FORMS or act in NOT_PM1_FORMS:  # 2*Cast(Greater(y, T)) - 1 (or 3b - 1)
+        return pm1_affine(g, _head(g, y, thr, "greater", fold), act)
     if act == "sign":
         return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
     if act == "sign_bare":  # Sign(y): the threshold must already be folded into y
@@ -132,13 +166,14 @@ def _head(g: G, y, thr, act, fold):
 
 
 def first_conv(g: G, x, c_in, c_out, k=3, dims=2, act="greater"):
-    """Float conv on the (log-mel) input with a Heaviside output, T chosen for ~30 % ones."""
+    """Float conv on the (log-mel) input with a Heaviside output, T chosen for ~30 % ones
+    (act: "greater", "sign", or any binary_conv activation with a threshold)."""
     w = (g.rng.standard_normal((c_out, c_in, *[k] * dims)) / np.sqrt(c_in * k ** dims)).astype(np.float32)
     y = g.op("Conv", [x, g.const(w, "w0")], "conv", kernel_shape=[k] * dims, pads=[k // 2] * (2 * dims))
     thr = g.const(np.full((c_out,) + (1,) * dims, 0.5, np.float32), "thr")
     if act == "sign":
         return g.op("Sign", [g.op("Sub", [y, thr], "sub")], "sign")
-    return g.op("Cast", [g.op("Greater", [y, thr], "cmp")], "binary", to=TensorProto.FLOAT)
+    return _head(g, y, thr, act, "threshold")
 
 
 def dense(g: G, x, n_in, n_out, *, op="MatMul", relu=True, weights="float", trans_b=False, bias=True):
@@ -217,7 +252,7 @@ def save(g: G, x_shape, out, y_shape, path: Path) -> Path:
 
 
 def bam_model(path: Path, frames=200, bands=64, channels=(32, 32, 32, 64), head=64, seed=0, global_pool="GlobalMaxPool",
-              float_model=False, **conv_kw) -> Path:
+              float_model=False, first_act="greater", **conv_kw) -> Path:
     """The BAM paper's speech-quality CNN per the contract (or its float twin with ReLU
     and float weights when float_model=True, the same architecture)."""
     g = G(seed)
@@ -228,7 +263,7 @@ def bam_model(path: Path, frames=200, bands=64, channels=(32, 32, 32, 64), head=
             x = g.op("Relu", [g.op("Conv", [x, g.const(w, "w"), g.const(np.zeros(c, np.float32), "b")], "conv",
                                    kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "relu")
         elif i == 0:
-            x = first_conv(g, x, c_in, c)
+            x = first_conv(g, x, c_in, c, act=first_act)
         else:
             x = binary_conv(g, x, c_in, c, p_in=0.45, **conv_kw)
         x = g.op("MaxPool", [x], "maxpool", kernel_shape=[2, 2], strides=[2, 2])
