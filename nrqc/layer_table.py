@@ -97,14 +97,80 @@ def _weight_bits(model, node, producers, inits) -> int:
     return 32
 
 
-def _act_bits(node, producers) -> int:
-    """1 when the layer's input is a Heaviside map (Cast of a comparison), else 32."""
+_CMP_OPS = ("Greater", "GreaterOrEqual", "Less", "LessOrEqual")
+# ops whose output is binary when their (first) input is: pooling, global max, reshapes
+_BINARY_PRESERVING = ("MaxPool", "GlobalMaxPool", "ReduceMax", "Flatten", "Reshape", "Squeeze", "Unsqueeze")
+_AFFINE = ("Add", "Sub", "Mul", "Div")
+
+
+def _const(name, inits, producers):
+    if name in inits:
+        import onnx.numpy_helper as nh
+
+        return nh.to_array(inits[name])
+    p = producers.get(name)
+    if p is not None and p.op_type == "Constant":
+        import onnx
+
+        for a in p.attribute:
+            if a.name == "value":
+                return onnx.numpy_helper.to_array(a.t)
+    return None
+
+
+def _is_pm1_affine_of_heaviside(src, producers, inits, max_ops: int = 4) -> bool:
+    """src is a chain of Add/Sub/Mul/Div by constants of a Heaviside map (Cast of a comparison)
+    that maps 0 and 1 exactly to -1 and +1 (2*Cast(Greater(y, T)) - 1, or 1 - 2*b)."""
+    ops = []
+    node = src
+    for _ in range(max_ops):
+        if node is None or node.op_type not in _AFFINE or len(node.input) != 2:
+            return False
+        ca, cb = (_const(i, inits, producers) for i in node.input)
+        if cb is not None and ca is None:
+            ops.append((node.op_type, cb, False))
+            nxt = node.input[0]
+        elif ca is not None and cb is None and node.op_type != "Div":
+            ops.append((node.op_type, ca, True))
+            nxt = node.input[1]
+        else:
+            return False
+        prev = producers.get(nxt)
+        if prev is not None and prev.op_type == "Cast":
+            inner = producers.get(prev.input[0])
+            if inner is None or inner.op_type not in _CMP_OPS:
+                return False
+            ends = []
+            for x in (0.0, 1.0):
+                y = np.float32(x)
+                for op, c, left in reversed(ops):  # innermost op first
+                    c = np.asarray(c, np.float32)
+                    y = {"Add": lambda: y + c, "Mul": lambda: y * c, "Div": lambda: y / c,
+                         "Sub": lambda: c - y if left else y - c}[op]()
+                ends.append(np.asarray(y))
+            return bool((np.all(ends[0] == -1) and np.all(ends[1] == 1)) or
+                        (np.all(ends[0] == 1) and np.all(ends[1] == -1)))
+        node = prev
+    return False
+
+
+def _act_bits(node, producers, inits=None) -> int:
+    """1 when the layer's input is a binary map, else 32: a Heaviside map (Cast of a
+    comparison), a Sign, or 2*Heaviside - 1, possibly through max-pools, a global max and
+    reshapes (a dense layer on the globally max-pooled vector reads bits too)."""
+    inits = inits or {}
     src = producers.get(node.input[0])
+    for _ in range(16):
+        if src is None or src.op_type not in _BINARY_PRESERVING:
+            break
+        src = producers.get(src.input[0])
     if src is not None and src.op_type == "Cast":
         inner = producers.get(src.input[0])
-        if inner is not None and inner.op_type in ("Greater", "GreaterOrEqual", "Less", "LessOrEqual"):
+        if inner is not None and inner.op_type in _CMP_OPS:
             return 1
     if src is not None and src.op_type == "Sign":
+        return 1
+    if src is not None and _is_pm1_affine_of_heaviside(src, producers, inits):
         return 1
     return 32
 
@@ -122,7 +188,7 @@ def build_layer_table(model) -> list[dict]:
             "name": node.name or f"{node.op_type}_{i}",
             "op": node.op_type,
             "kernel": None,
-            "act_bits": _act_bits(node, producers),
+            "act_bits": _act_bits(node, producers, inits),
             "weight_bits": _weight_bits(model, node, producers, inits) if weighted else None,
             "macs": layer_macs(node, shapes),
             "output_shape": list(shapes.get(node.output[0], ())),

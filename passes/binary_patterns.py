@@ -7,6 +7,10 @@ either ends in a Heaviside/Sign head or consumes a binary map. Nothing is rewrit
 Recognized heads (after DecomposeOpsForInference + FoldConstant):
   astype(greater|greater_equal|less|less_equal(pre, T), float)   -> {0,1} map
   sign(pre - T) / sign(pre)                                      -> {-1,+1} map
+  2 * astype(cmp(pre, T), float) - 1  (any chain of constant add/subtract/multiply/divide
+  after the astype that maps 0 -> -1 and 1 -> +1 exactly, e.g. multiply(2) + subtract(1)
+  or add(-1), constants on either side)                          -> {-1,+1} map
+  (a chain mapping 0 -> +1, 1 -> -1, e.g. 1 - 2b, is the negated comparison's {-1,+1} map)
 where ``pre`` is the layer output through a chain of per-channel constant affine ops
 (bias add, folded BatchNorm multiply/add/subtract/divide) and T a constant.
 Weights (from the layer's ONNX node, checked against the folded Relax constant):
@@ -160,33 +164,76 @@ def trace_affine(pre, defs, counts, c_out: int, ndim: int):
         return None, f"threshold input is produced by {name or 'a non-call'}"
 
 
-def eval_affine(ops, c_out: int, ndim: int, channel_axis: int = 1):
-    """Per-channel (M, K) of the op chain, or None if a constant varies along other axes."""
+def eval_chain(ops, value: float, c_out: int, ndim: int, channel_axis: int = 1, dtype=np.float64):
+    """The op chain applied to a constant `value` in every channel (evaluated in `dtype`), as a
+    per-channel vector, or None if a constant varies along other axes."""
     shape = [1] * ndim
     shape[channel_axis] = c_out
+    y = np.full(shape, value, dtype)
+    for name, c, const_left in ops:
+        c = np.asarray(c, dtype)
+        off = ndim - c.ndim  # numpy broadcasting aligns c's axes to the right
+        if c.ndim > ndim or any(d not in (1, shape[i + off]) or (d != 1 and i + off != channel_axis)
+                                for i, d in enumerate(c.shape)):
+            return None
+        if name == "relax.add":
+            y = y + c
+        elif name == "relax.multiply":
+            y = y * c
+        elif name == "relax.subtract":
+            y = c - y if const_left else y - c
+        else:
+            y = y / c
+    return np.broadcast_to(y, shape).reshape(c_out)
 
-    def run(y):
-        for name, c, const_left in ops:
-            c = np.asarray(c, np.float64)
-            off = ndim - c.ndim  # numpy broadcasting aligns c's axes to the right
-            if c.ndim > ndim or any(d not in (1, shape[i + off]) or (d != 1 and i + off != channel_axis)
-                                    for i, d in enumerate(c.shape)):
-                return None
-            if name == "relax.add":
-                y = y + c
-            elif name == "relax.multiply":
-                y = y * c
-            elif name == "relax.subtract":
-                y = c - y if const_left else y - c
-            else:
-                y = y / c
-        return np.broadcast_to(y, shape).reshape(c_out)
 
-    k = run(np.zeros(shape))
-    m1 = run(np.ones(shape))
+def eval_affine(ops, c_out: int, ndim: int, channel_axis: int = 1):
+    """Per-channel (M, K) of the op chain, or None if a constant varies along other axes."""
+    k = eval_chain(ops, 0.0, c_out, ndim, channel_axis)
+    m1 = eval_chain(ops, 1.0, c_out, ndim, channel_axis)
     if k is None or m1 is None:
         return None
     return m1 - k, k
+
+
+def pm1_affine_tail(var, users, counts, c_out: int, ndim: int, max_ops: int = 4):
+    """Follow a {0,1} Heaviside map `var` forward over single-use constant affine ops
+    (add/subtract/multiply/divide by a constant, on either side where that is affine) to the
+    first var whose values are exactly -1 for 0 and +1 for 1 (2*b - 1, b*2 + (-1), ...) or
+    +1 for 0 and -1 for 1 (1 - 2*b). Evaluated per channel in float32 (the model's
+    precision) and float64. Returns (var, negated, op names) or None."""
+    from tvm import relax
+
+    ops, names = [], []
+    v = var
+    for _ in range(max_ops):
+        if counts.get(v, 0) != 1 or v not in users:
+            return None
+        nv, value = users[v]
+        name = op_name(value)
+        if name not in AFFINE_OPS or len(value.args) != 2:
+            return None
+        a, b = value.args
+        if isinstance(a, relax.Var) and a.same_as(v) and const_value(b) is not None:
+            ops.append((name, const_value(b), False))
+        elif isinstance(b, relax.Var) and b.same_as(v) and const_value(a) is not None \
+                and name in ("relax.add", "relax.multiply", "relax.subtract"):
+            ops.append((name, const_value(a), True))
+        else:
+            return None
+        names.append(name.split(".")[-1])
+        ends = []
+        for dtype in (np.float32, np.float64):
+            f0, f1 = (eval_chain(ops, x, c_out, ndim, dtype=dtype) for x in (0.0, 1.0))
+            if f0 is None or f1 is None:
+                return None
+            ends.append((f0, f1))
+        if all(np.all(f0 == -1) and np.all(f1 == 1) for f0, f1 in ends):
+            return nv, False, names
+        if all(np.all(f0 == 1) and np.all(f1 == -1) for f0, f1 in ends):
+            return nv, True, names
+        v = nv
+    return None
 
 
 def channel_vector(arr, c_out: int, ndim: int, channel_axis: int = 1):
@@ -287,6 +334,12 @@ def detect(mod, ctx):
         return mod
     defs = {b.var: b.value for b in bindings}
     counts = use_counts(bindings, mod["main"].body.body)
+    users = {}  # var -> (binding var, value) of a call reading it directly (used for single-use vars)
+    for b in bindings:
+        if isinstance(b.value, relax.Call):
+            for a in b.value.args:
+                if isinstance(a, relax.Var):
+                    users[a] = (b.var, b.value)
     layers_by_op = {"conv": [l for l in ctx.layers if l["op"] in ("Conv",)],
                     "dense": [l for l in ctx.layers if l["op"] in ("MatMul", "Gemm")]}
     seen = {"conv": 0, "dense": 0}
@@ -328,6 +381,17 @@ def detect(mod, ctx):
         if aff is None or thr is None:
             p.reason = "threshold or affine constants vary along non-channel axes"
             continue
+        if head.encoding == "01":
+            # 2 * Cast(cmp) - 1 (Mul + Sub/Add after the Cast): the same bits, read as {-1,+1}
+            tail = pm1_affine_tail(b.var, users, counts, p.c_out, ndim)
+            if tail is not None:
+                head.var, negated, names = tail
+                head.encoding = "pm1"
+                if negated:  # 1 - 2*Cast(cmp): +1 where the comparison is false
+                    head.flipped, head.strict = not head.flipped, not head.strict
+                ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: Heaviside map followed by "
+                                 f"{' + '.join(names)} ({'1 - 2b' if negated else '2b - 1'}) read as a "
+                                 "{-1,+1} map")
         p.head, p.affine = head, aff
         p.head.threshold = thr
     return mod

@@ -118,7 +118,7 @@ class Rewriter:
         wq = self.weight_oihw(p, p.wq)
         if p.weights == "int8":
             if pk.encoding != "01":
-                p.reason = "{-1,+1} (Sign) input with int8 weights is not supported by the integer kernels"
+                p.reason = "{-1,+1} input with int8 weights is not supported by the integer kernels"
                 return None
             choice = select.choose_int8_strategy(g, self.ctx.target)
             strategy = choice["strategy"]
@@ -319,6 +319,12 @@ class Rewriter:
         if pk_in is None and p.kind in ("conv2d", "conv1d") and p.weights in ("float", "int8", "binary") \
                 and p.affine is not None:
             # float input (e.g. the log-mel first layer): float conv fused with threshold + pack
+            src = self._binary_source(x)
+            why = ("input is not binary (float features): float conv, its threshold and bit packing "
+                   "fused into one kernel that emits packed bits") if src is None else (
+                f"input is computed from the binary map of {src[0]} by {' + '.join(src[1])} and is neither "
+                "a {0,1} nor a {-1,+1} map (2b - 1), so it is not read as bits: float conv, its threshold "
+                "and bit packing fused into one kernel that emits packed bits")
             xs = _shape(x)
             g = self.conv_geom(p, None, xs)
             m, k = p.affine
@@ -360,8 +366,7 @@ class Rewriter:
                                  k.astype(np.float32), t.astype(np.float32)],
                             (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
             self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,
-                          reason="input is not binary (float features): float conv, its threshold and bit packing "
-                                 "fused into one kernel that emits packed bits")
+                          reason=why)
             self._set_packed(b.var, var, shape, enc)
             return
         # not convertible: the layer stays float, but its output map is packed for the consumers
@@ -377,6 +382,32 @@ class Rewriter:
         self.ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: output map computed in float, then packed")
         self._set_packed(b.var, var, shape, enc)
         self.self_packed.add(b.var)
+
+    def _binary_source(self, x, max_ops: int = 4):
+        """(layer name, op names) when float map `x` is computed from a packed binary map by
+        elementwise ops with constants (e.g. 3*b - 1, an affine map nrqc does not read as bits),
+        else None."""
+        from nrqc.passes.binary_patterns import AFFINE_OPS, const_value
+
+        relax = self.relax
+        ops = []
+        v = x
+        for _ in range(max_ops):
+            value = self.defs.get(v)
+            name = op_name(value)
+            if name not in AFFINE_OPS:
+                return None
+            a, b = value.args
+            nxt = a if isinstance(a, relax.Var) and const_value(b) is not None else \
+                b if isinstance(b, relax.Var) and const_value(a) is not None else None
+            if nxt is None:
+                return None
+            ops.insert(0, name.split(".")[-1])
+            if nxt in self.packed:
+                src = next((q for q in self.plan if q.head is not None and q.head.var.same_as(nxt)), None)
+                return (src.layer["name"] if src is not None and src.layer else "an earlier layer"), ops
+            v = nxt
+        return None
 
     def _set_packed(self, fvar, pvar, shape, enc):
         n, c = shape[0], shape[1]
@@ -445,9 +476,18 @@ def rewrite(mod, ctx):
     ctx.options["binary_kernels"] = rw.kernels_used
     ctx.options["binary_recipes"] = rw.recipes
     ctx.options["binary_pool_kernels"] = rw.pool_kernels
-    # binary-input layers left float must say so (no silent fallback)
+    # binary-input layers left float must say so (no silent fallback). The input counts as
+    # binary when the layer table saw a head in the ONNX graph or when the rewrite had the
+    # input map packed (e.g. a dense layer on a globally max-pooled vector).
+    from tvm import relax
+
     for p in rw.plan:
-        if p.layer is not None and not str(p.layer.get("kernel") or "").startswith("nrqc:") and p.reason \
-                and p.layer.get("float_reason") is None and p.layer.get("act_bits") == 1:
-            p.layer["float_reason"] = p.reason
+        if p.layer is None or str(p.layer.get("kernel") or "").startswith("nrqc:"):
+            continue
+        packed_in = isinstance(p.x, relax.Var) and p.x in rw.packed
+        if packed_in:
+            p.layer["act_bits"] = 1
+        if p.layer.get("float_reason") is None and p.layer.get("act_bits") == 1:
+            p.layer["float_reason"] = p.reason or ("binary input, but no integer kernel applies" if packed_in
+                                                   else None)
     return mod

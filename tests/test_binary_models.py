@@ -332,3 +332,143 @@ def bo_geom_any():
     from nrqc.targets.kernels import binary_ops as bo
 
     return bo.ConvGeom(1, 32, 4, 4, 32, 3, 3, (1, 1), (1, 1, 1, 1))
+
+
+# +-1 maps written as 2*Cast(Greater(y, T)) - 1 (what `2 * (y > t).float() - 1` exports).
+# name: (first conv's head, second conv's weights, second conv's head[, z of its threshold])
+PM1_AFFINE_CASES = {
+    "mul_sub_xnor": ("pm1_mul_sub", "binary", "pm1_mul_sub"),
+    "mul_sub_left_xnor_sign": ("pm1_mul_sub_left", "binary", "sign"),
+    "mul_add_xnor": ("pm1_mul_add", "binary", "pm1_add_left"),
+    "one_minus_xnor": ("pm1_one_minus", "binary", "greater"),
+    # 1 - 2b on an integer layer (z = -2: the comparison mostly true, so +1s are sparse)
+    "mul_sub_xnor_one_minus": ("pm1_mul_sub", "binary", "pm1_one_minus", -2.0),
+    # int8 weights on a +-1 map: no integer kernel (documented), the conv stays float and says why
+    "add_left_int8": ("pm1_add_left", "int8", "pm1_mul_add"),
+}
+
+
+def _pm1_model(path, first_act, weights, act, z=2.0, c_first=35):
+    """First float conv with a +-1 head, a binary conv (+-1 or int8 weights) with another
+    head, a max-pool, a global max-pool and a float dense layer."""
+    g = bm.G(11)
+    x = bm.first_conv(g, "x", 1, c_first, act=first_act)
+    # z = 2: sparse +1s, so the global max still depends on the input
+    x = bm.binary_conv(g, x, c_first, 40, weights=weights, act=act, input_sign=True, z=z)
+    x = g.op("MaxPool", [x], "maxpool", kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "flatten", axis=1)
+    x = bm.dense(g, x, 40, 7, relu=False)
+    return bm.save(g, (1, 1, 10, 9), x, (1, 7), path)
+
+
+def _check_against_onnxruntime(out, path, manifest, x_shape=(1, 1, 10, 9), n=3):
+    """|error| <= 1e-4 + 1e-4 |ref| (the float-output tolerance above) on n random inputs."""
+    sess = ArtifactSession(out, manifest)
+    rng = np.random.default_rng(2)
+    refs = []
+    for _ in range(n):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        ref = run_onnxruntime(path, {"x": x})[0]
+        got = sess.run({"x": x})[0]
+        assert got.shape == ref.shape
+        assert np.all(np.abs(got - ref) <= 1e-4 + 1e-4 * np.abs(ref)), np.abs(got - ref).max()
+        refs.append(ref)
+    assert np.ptp(np.stack(refs), axis=0).max() > 1e-2  # the output depends on the input
+
+
+@pytest.mark.parametrize("name", list(PM1_AFFINE_CASES))
+def test_pm1_written_as_affine_heaviside_is_a_pm1_map(tmp_path, name):
+    """2*Cast(Greater(y, T)) - 1 in every spelling (Mul/Sub or Mul/Add(-1), constants on
+    either side, 1 - 2b) is read as a {-1,+1} map: compiled with the default numerical check
+    on (which used to fail), exact against onnxruntime, and the conv after it runs on the
+    packed bits (XNOR for +-1 weights; int8 weights on a +-1 map stay a float conv and say why)."""
+    first_act, weights, act, *z = PM1_AFFINE_CASES[name]
+    path = _pm1_model(tmp_path / "m.onnx", first_act, weights, act, *z)
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(), log=lambda *a: None)  # check on
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["ran"] and manifest["check"]["passed"], manifest["check"]
+    _check_against_onnxruntime(out, path, manifest)
+    convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
+    assert convs[0]["kernel"].startswith("nrqc:nrqc_fconv_threshold_pack")
+    assert convs[0]["output"] == "packed {-1,+1} bits", convs[0]
+    assert f"{convs[0]['name']}: Heaviside map followed by" in " ".join(manifest["notes"])
+    second = convs[1]
+    assert second["act_bits"] == 1, second
+    if weights == "binary":
+        assert second["kernel"].startswith("nrqc:nrqc_bconv_binary_xnor_pack"), second
+        assert second["float_reason"] is None and second["weight_bits"] == 1
+        assert second["multiplications_replaced"] == second["macs"] > 0
+        assert second["output"] == ("packed {0,1} bits" if act == "greater" else "packed {-1,+1} bits"), second
+    else:
+        assert second["kernel"].startswith("tvm:"), second
+        assert second["float_reason"] == "{-1,+1} input with int8 weights is not supported by the integer kernels"
+    pools = [layer for layer in manifest["layers"] if layer["op"] in ("MaxPool", "GlobalMaxPool")]
+    assert all(str(layer["kernel"]).startswith("nrqc:") and layer["act_bits"] == 1 for layer in pools), pools
+    dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
+    assert "binary_fc_float" in dense["kernel"] and dense["act_bits"] == 1 and dense["float_reason"] is None
+
+
+def test_affine_heaviside_that_is_not_pm1_stays_float_and_says_why(tmp_path):
+    """3*Cast(Greater) - 1 is an affine map of the bits but not a {-1,+1} map: the conv after
+    it is not a binary kernel, the manifest says why, and the numbers are exact."""
+    # (8 channels: the float conv + threshold + pack kernel on a wide input is slow to build)
+    path = _pm1_model(tmp_path / "m.onnx", "affine_3b_minus_1", "binary", "sign", c_first=8)
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["passed"], manifest["check"]
+    _check_against_onnxruntime(out, path, manifest)
+    convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
+    assert convs[0]["output"] == "packed {0,1} bits"
+    assert not convs[1]["kernel"].startswith("nrqc:nrqc_bconv"), convs[1]
+    assert convs[1]["act_bits"] == 32
+    assert convs[1]["float_reason"].startswith(f"input is computed from the binary map of {convs[0]['name']} "
+                                               "by multiply + subtract and is neither"), convs[1]
+    assert "read as a {-1,+1} map" not in " ".join(manifest["notes"])
+
+
+def test_dense_on_pooled_pm1_vector_left_float_reports_the_reason(tmp_path):
+    """A dense layer with int8 weights on a globally max-pooled {-1,+1} vector has no integer
+    kernel: its manifest entry says so (it used to say "float model layer (no binary
+    activation input)", because the layer table did not see the binary input through the
+    pool and flatten), and it runs exactly in float."""
+    from nrqc.layer_table import build_layer_table
+
+    g = bm.G(13)
+    x = bm.first_conv(g, "x", 1, 35)
+    x = bm.binary_conv(g, x, 35, 40, weights="binary", act="sign", z=2.0)
+    x = g.op("Flatten", [g.op("GlobalMaxPool", [x], "gmp")], "flatten", axis=1)
+    x = bm.dense(g, x, 40, 9, weights="int8", relu=False)
+    path = bm.save(g, (1, 1, 10, 9), x, (1, 9), tmp_path / "m.onnx")
+    table = {layer["name"]: layer for layer in build_layer_table(onnx.shape_inference.infer_shapes(onnx.load(str(path))))}
+    assert [layer["act_bits"] for layer in table.values() if layer["op"] in ("GlobalMaxPool", "MatMul")] == [1, 1]
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["passed"], manifest["check"]
+    _check_against_onnxruntime(out, path, manifest)
+    dense = next(layer for layer in manifest["layers"] if layer["op"] == "MatMul")
+    assert dense["kernel"].startswith("tvm:") and dense["act_bits"] == 1, dense
+    assert dense["float_reason"] == "{-1,+1} input with int8 weights is not supported by the integer kernels", dense
+    assert "layers left in float" in (out / "report.txt").read_text()
+    assert dense["float_reason"] in (out / "report.txt").read_text()
+
+
+def test_layer_table_sees_binary_inputs_through_affine_pools_and_reshapes(tmp_path):
+    """act_bits of the layer table (ONNX level): 1 after every +-1 spelling of
+    2*Cast(Greater) - 1 and through MaxPool / GlobalMaxPool + Flatten / ReduceMax; 32 after
+    3*Cast(Greater) - 1 and after a float ReLU."""
+    from nrqc.layer_table import build_layer_table
+
+    for act in list(bm.PM1_AFFINE_FORMS) + list(bm.NOT_PM1_FORMS):
+        g = bm.G(1)
+        x = bm.first_conv(g, "x", 1, 8, act=act)
+        x = g.op("MaxPool", [x], "maxpool", kernel_shape=[2, 2], strides=[2, 2])
+        x = bm.binary_conv(g, x, 8, 8)
+        x = g.op("ReduceMax", [x], "reducemax", axes=[2, 3], keepdims=0)
+        x = bm.dense(g, x, 8, 4, relu=True)
+        x = bm.dense(g, x, 4, 2, relu=False)
+        path = bm.save(g, (1, 1, 8, 8), x, (1, 2), tmp_path / f"{act}.onnx")
+        layers = build_layer_table(onnx.shape_inference.infer_shapes(onnx.load(str(path))))
+        bits = [(layer["op"], layer["act_bits"]) for layer in layers]
+        first_bits = 1 if act in bm.PM1_AFFINE_FORMS else 32
+        assert bits == [("Conv", 32), ("MaxPool", first_bits), ("Conv", first_bits), ("ReduceMax", 1),
+                        ("MatMul", 1), ("MatMul", 32)], (act, bits)
