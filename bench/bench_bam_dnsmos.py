@@ -196,9 +196,11 @@ def main(argv=None) -> dict:
     target = get_target("x86")
     clock_hz = target.figure("clock_ghz") * 1e9
     layers = manifest["layers"]
-    binary_macs = sum(layer["macs"] for layer in layers if layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8))
-    binary_kernels = {str(layer["kernel"]).removeprefix("nrqc:") for layer in layers
-                      if layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8)}
+    # layers that run as nrqc's integer kernels (a binary-input layer left in float does not count)
+    converted = [layer for layer in layers if layer["act_bits"] == 1 and layer["weight_bits"] in (1, 8)
+                 and str(layer["kernel"]).startswith("nrqc:")]
+    binary_macs = sum(layer["macs"] for layer in converted)
+    binary_kernels = {str(layer["kernel"]).removeprefix("nrqc:") for layer in converted}
     binary_ms = sum(r["ms"] for r in rows if r["kernel"] in binary_kernels)
     achieved = binary_macs / (binary_ms * 1e-3) / clock_hz if binary_ms else 0.0
     whole = manifest["macs"] / (results["nrqc"] * 1e-3) / clock_hz
