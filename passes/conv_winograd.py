@@ -1,6 +1,6 @@
 """Pass: float 3x3 convolutions as Winograd F(2x2, 3x3) kernels on SIMD CPU targets.
 
-Runs after the binary passes, before legalization. A `relax.nn.conv2d` with a constant
+Runs after the binary passes, before legalization, on x86 targets (see rewrite() for arm). A `relax.nn.conv2d` with a constant
 OIHW float32 weight, 3x3 kernel, stride 1, dilation 1, padding 1, one group, batch 1,
 at least 8 input channels and output channels a multiple of the vector width, is replaced
 together with its epilogue (a per-channel constant bias add, a ReLU, and a 2x2 / stride-2
@@ -127,7 +127,16 @@ def rewrite(mod, ctx: CompileContext):
     from nrqc.targets.kernels.binary_ops import as_kernel, with_workload
     from nrqc.targets.schedules import vector_spec
 
-    if select._target_family(ctx.target) == "c" or os.environ.get("NRQC_NO_WINOGRAD", "") not in ("", "0"):
+    if os.environ.get("NRQC_NO_WINOGRAD", "") not in ("", "0"):
+        return mod
+    family = select._target_family(ctx.target)
+    if family != "x86":
+        if family == "arm" and main_bindings(mod) is not None and any(
+                op_name(b.value) == "relax.nn.conv2d" for b in main_bindings(mod)):
+            # Large layers of model_v8 (32->32 @225x30) crash on the emulated aarch64 board
+            # (SIGSEGV; 113x30 and 225x9 run exactly): off until that is understood.
+            ctx.notes.append("winograd F(2x2,3x3) not used on arm: a large-layer crash on the emulated "
+                             "board is open (docs/tuning.md); convs keep the direct schedule")
         return mod
     bindings = main_bindings(mod)
     if bindings is None:
