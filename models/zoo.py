@@ -103,16 +103,21 @@ def quality_dnsmos(variant="float", frames=200, bands=64, beta=5.0, bn=None, hea
                    "output": "MOS-like quality score [1, 1]"})
 
 
+def _band_gate(s, bands: int):
+    """Reparameterized VAD variants learn how many input mel bands they need (lowest first)."""
+    if not s.reparam:
+        return None
+    s.gates["bands"] = DynamicWidth(bands, k_min=4, dim=-1)
+    return "bands"
+
+
 def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=None) -> SeqNet:
     """Frame-level VAD for a Cortex-M: 1-D convs over time with the mel bands as channels
     (3 taps each), a 1×1 full-precision head, one logit per frame.  About 14 k parameters
     (≈ 14 kB with int8 weights), ≈ 14 k MACs per 10 ms frame.  The reparameterized
     variants learn how many of the 80 mel bands they need (lowest bands first)."""
     s = _Spec(variant, beta, bn)
-    in_gate = None
-    if s.reparam:
-        s.gates["bands"] = DynamicWidth(bands, k_min=4, dim=-1)
-        in_gate = "bands"
+    in_gate = _band_gate(s, bands)
     layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
               s.feature_block("conv1d", channels, channels, False, "conv2"),
               s.feature_block("conv1d", channels, channels, False, "conv3"),
@@ -130,10 +135,7 @@ def vad_gru(variant="float", frames=100, bands=80, channels=32, hidden=32, beta=
     variants learn the input bands, the conv width and the GRU's hidden size (gated inside
     the recurrence, sliced to a dense GRU at export)."""
     s = _Spec(variant, beta, bn)
-    in_gate = None
-    if s.reparam:
-        s.gates["bands"] = DynamicWidth(bands, k_min=4, dim=-1)
-        in_gate = "bands"
+    in_gate = _band_gate(s, bands)
     layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
               GRUBlock(channels, hidden, s.gate("gru", hidden)),
               s.head_block("conv1d", hidden, 16, "head1"),

@@ -67,15 +67,23 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
     lib = Path(out) / manifest.get("library", LIBRARY)
     log(f"connecting to {rpc}, uploading {lib.name} ({lib.stat().st_size / 1e6:.1f} MB)")
     t0 = time.perf_counter()
+    failure = None
     try:
         session = ArtifactSession(out, manifest, rpc=rpc)
     except NrqcError:
         raise
     except Exception as e:  # noqa: BLE001 - the remote loader's error, e.g. an ELF of another machine
+        failure = _last_line(e)[:160]
+    if failure is not None:
+        # The failed session lives on in the exception's frames; a TVM rpc_server serves one
+        # session at a time, so it must be closed before asking the board what it is.
+        import gc
+
+        gc.collect()
         arch = _remote_machine(rpc)
         raise NrqcError(f"--rpc {rpc}: the board{f' ({arch})' if arch else ''} cannot load {lib.name} built for "
                         f"{manifest.get('target')} ({(manifest.get('tvm_target') or {}).get('mtriple', 'host')}; "
-                        f"is the board of that architecture?): {_last_line(e)[:160]}") from None
+                        f"is the board of that architecture?): {failure}")
     load_s = time.perf_counter() - t0
     board = remote_board_info(session.remote)
     log(f"loaded on the board in {load_s:.1f} s; running")
