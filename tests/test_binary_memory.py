@@ -12,7 +12,7 @@ the 432 KB input is 1/19.9 of the float twin's total). Both figures are printed,
 
 Measured (zoo models with head_kind="binary": int8 weights and 1-bit activations everywhere
 after the first conv; the default float head keeps 33 KB of float weights): activations
-shrink 45x (200x64 input) to 60x (DNSMOS's published 900x120). Total without the model's
+shrink 45x (200x64 input) to 55x (DNSMOS's published 900x120). Total without the model's
 I/O: 16.6x (bam4, 200x64) and 40x (dnsmos, 900x120); with the float input counted 10x /
 13.6x. The tests assert the activation reduction and, for the DNSMOS-like zoo model at its
 published input size, the total >= 20x."""
