@@ -129,17 +129,16 @@ def rewrite(mod, ctx: CompileContext):
 
     if os.environ.get("NRQC_NO_WINOGRAD", "") not in ("", "0"):
         return mod
+    bindings = main_bindings(mod)
+    if bindings is None:
+        return mod
     family = select._target_family(ctx.target)
     if family != "x86":
-        if family == "arm" and main_bindings(mod) is not None and any(
-                op_name(b.value) == "relax.nn.conv2d" for b in main_bindings(mod)):
+        if family == "arm" and any(op_name(b.value) == "relax.nn.conv2d" for b in bindings):
             # Large layers of model_v8 (32->32 @225x30) crash on the emulated aarch64 board
             # (SIGSEGV; 113x30 and 225x9 run exactly): off until that is understood.
             ctx.notes.append("winograd F(2x2,3x3) not used on arm: a large-layer crash on the emulated "
                              "board is open (docs/tuning.md); convs keep the direct schedule")
-        return mod
-    bindings = main_bindings(mod)
-    if bindings is None:
         return mod
     spec = vector_spec(ctx.target)
     body = mod["main"].body.body
