@@ -27,6 +27,23 @@ def host_mcpu() -> str:
     return str(tvm.target.codegen.llvm_get_system_cpu())
 
 
+@functools.lru_cache(maxsize=1)
+def amx_usable() -> bool:
+    """The CPU has AMX int8 tiles and the OS grants this process their state (Linux
+    arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA); the compiled kernels ask again themselves)."""
+    import ctypes
+    import os
+
+    flags = host_cpu_flags()
+    if not {"amx_int8", "amx_tile"} <= flags or os.environ.get("NRQC_NO_AMX"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(158, 0x1023, 18) == 0  # SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XTILEDATA
+    except (OSError, AttributeError):
+        return False
+
+
 def _clock_ghz() -> Figure:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -43,6 +60,7 @@ def describe() -> TargetDescription:
     avx512 = "avx512f" in flags
     vnni = "avx512_vnni" in flags or "avx_vnni" in flags
     vpopcnt = "avx512_vpopcntdq" in flags
+    amx = amx_usable()
     vec_bits = 512 if avx512 else 256 if "avx2" in flags else 128
     # int8 MACs per cycle: vpdpbusd does vec_bits/8 u8*s8 MACs; two issue ports on
     # Intel server cores and Zen 4 (512-bit ops as two 256-bit halves => same total).
@@ -63,18 +81,23 @@ def describe() -> TargetDescription:
     return TargetDescription(
         name="x86",
         summary=f"this x86-64 host ({host_mcpu()}), LLVM, {vec_bits}-bit SIMD"
-                + (", AVX-512 VPOPCNTDQ" if vpopcnt else "") + (", VNNI" if vnni else ""),
+                + (", AVX-512 VPOPCNTDQ" if vpopcnt else "") + (", VNNI" if vnni else "") + (", AMX" if amx else ""),
         kind="host",
         aliases=("host", "llvm"),
-        tvm_target={"kind": "llvm", "mcpu": host_mcpu(), "num-cores": _num_cores()},
+        tvm_target={"kind": "llvm", "mcpu": host_mcpu(), "num-cores": _num_cores(),
+                    **({"mattr": ["+amx-int8", "+amx-tile"]} if amx else {})},
         figures={
             "peak_int8_macs_per_cycle": int8,
             "peak_fp32_flops_per_cycle": Figure(2 * 2 * vec_bits / 32, "fp32 FLOP/cycle",
                                                 "2 FMA ports x vec_bits/32 lanes x 2 FLOP"),
             "peak_popcount_bits_per_cycle": pop,
             "clock_ghz": _clock_ghz(),
+            **({"peak_amx_int8_macs_per_cycle": Figure(1024, "int8 MAC/cycle",
+                                                       "AMX tdpbusd: 16x16x64 u8*s8 MACs per 16 cycles "
+                                                       "(Intel optimization manual, AMX chapter)")} if amx else {}),
         },
-        notes=tuple(sorted(f for f in flags if f.startswith(("avx", "popcnt", "bmi")))),
+        notes=tuple(sorted(f for f in flags if f.startswith(("avx", "popcnt", "bmi"))
+                           or (amx and f in ("amx_int8", "amx_tile")))),
     )
 
 

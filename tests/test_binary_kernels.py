@@ -41,12 +41,18 @@ def _int8_case(g, rng):
     return x, w
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni"])
+def _offered(strategy, g=None):
+    if strategy == "amx" and not select.has_amx(TARGET):
+        pytest.skip("this host has no usable AMX (amx_int8 + OS permission): the amx strategy is not offered")
+    if strategy in ("vnni", "amx") and g is not None and g.groups != 1:
+        pytest.skip(f"the {strategy} strategy is offered for groups == 1 only (select.strategies_for)")
+
+
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "amx"])
 @pytest.mark.parametrize("gi", range(len(GEOMS)))
 def test_int8_conv_float_epilogue_exact(gi, strategy):
     g = GEOMS[gi]
-    if strategy == "vnni" and g.groups != 1:
-        pytest.skip("the vnni strategy is offered for groups == 1 only (select.strategies_for)")
+    _offered(strategy, g)
     rng = np.random.default_rng(gi)
     x, w = _int8_case(g, rng)
     ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
@@ -56,9 +62,10 @@ def test_int8_conv_float_epilogue_exact(gi, strategy):
     np.testing.assert_array_equal(got.astype(np.int64), ref)  # |acc| < 2^24: exact in float32
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni"])
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "amx"])
 def test_int8_conv_pack_epilogue_exact(strategy):
     g = GEOMS[1]
+    _offered(strategy, g)
     rng = np.random.default_rng(7)
     x, w = _int8_case(g, rng)
     acc = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)

@@ -482,6 +482,13 @@ FALLBACK_ATTR = "nrqc.schedule_fallback"  # set by select when a kernel's schedu
 WORKLOAD_ATTR = "nrqc.workload"
 
 
+HAND_WRITTEN_ATTR = "nrqc.hand_written"  # a kernel written in TIR directly: no TE form to tune
+
+
+def hand_written(func):
+    return func.with_attr(HAND_WRITTEN_ATTR, True)
+
+
 def with_workload(scheduled, workload):
     """`scheduled` remembering the unscheduled PrimFunc it was made from."""
     if workload.attrs is not None and WORKLOAD_ATTR in workload.attrs:
@@ -504,9 +511,12 @@ def as_kernel(func, name: str, target=None, notes: list | None = None):
         func = func.without_attr(FALLBACK_ATTR)
         if notes is not None:
             notes.append(f"kernel {name}: {reason}; it runs as unscheduled loops (slow)")
-    if kernel_workload(func) is None:  # built unscheduled (TE): its own workload
+    if func.attrs is not None and HAND_WRITTEN_ATTR in func.attrs:
+        pass  # final as written (kept marked: `nrqc tune` skips it)
+    elif kernel_workload(func) is None:  # built unscheduled (TE): its own workload
         func = with_workload(func, func)
-    func = compact(func)
+    if func.attrs is None or HAND_WRITTEN_ATTR not in func.attrs:  # hand-written: already compact
+        func = compact(func)
     if target is not None and str(target.tvm_target.get("kind")) == "c":
         if kernel_workload(func) is not None:  # never tuned: C kernels run on boards without a runner
             func = func.without_attr(WORKLOAD_ATTR)

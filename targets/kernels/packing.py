@@ -105,3 +105,21 @@ def vnni_weights(wq: np.ndarray) -> np.ndarray:
     w = np.zeros((co16, c4, kh, kw), np.int8)
     w[:co, :c] = wq
     return np.ascontiguousarray(np.transpose(w.reshape(co16, c4 // 4, 4, kh, kw), (3, 4, 1, 0, 2)))
+
+
+def amx_weights(wq: np.ndarray, plan) -> np.ndarray:
+    """int8 [Co,C,kh,kw] (groups 1) -> int8 [kh, kwg, nq, cc/4, Cop, 4]: per kernel row,
+    group of plan.m adjacent taps and channel chunk, one AMX B tile (cc/4 rows of 16 output
+    channels x 4 bytes; byte k of a row pair is (tap k // C4, channel k % C4) of the group)."""
+    co, c, kh, kw = wq.shape
+    c4, m, kwg, cop = plan.c4, plan.m, plan.kwg, plan.cop
+    w = np.zeros((cop, c4, kh, kwg * m), np.int8)
+    w[:co, :c, :, :kw] = wq
+    w = np.transpose(w.reshape(cop, c4, kh, kwg, m), (2, 3, 4, 1, 0))  # kh, kwg, m, c4, cop
+    w = w.reshape(kh, kwg, m * c4, cop)
+    if m == 1:
+        w = w.reshape(kh, kwg, plan.nq, plan.cc, cop)
+    else:
+        w = w.reshape(kh, kwg, 1, plan.cc, cop)
+    w = w.reshape(kh, kwg, plan.nq, plan.cc // 4, 4, cop)
+    return np.ascontiguousarray(np.transpose(w, (0, 1, 2, 3, 5, 4)))

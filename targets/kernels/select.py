@@ -18,6 +18,10 @@ from nrqc.targets.kernels import packing as pk
 
 
 def weight_args(g: bo.ConvGeom, weights: str, strategy: str, wq: np.ndarray) -> list[np.ndarray]:
+    if weights == "int8" and strategy == "amx":
+        from nrqc.targets.kernels.amx import amx_plan
+
+        return [pk.amx_weights(wq, amx_plan(g))]
     if weights == "int8" and strategy == "vnni":
         return [pk.vnni_weights(wq)]
     if weights == "int8" and strategy == "bitserial":
@@ -213,6 +217,12 @@ def has_vnni(target) -> bool:
     return target is not None and _target_family(target) == "x86" and "avx512_vnni" in set(target.notes or ())
 
 
+def has_amx(target) -> bool:
+    """AMX tiles usable: the target's features say so (x86 describes them only where the
+    host has amx_int8 and the OS grants the tile state)."""
+    return target is not None and _target_family(target) == "x86" and "amx_int8" in set(target.notes or ())
+
+
 def _schedule_vnni(func, g: bo.ConvGeom, out: str, target, pool=None):
     """Unpack-to-u8 + vpdpbusd: the u8 rows one output row reads are unpacked at that row
     (vectorized), the accumulators of one output pixel (16 channels per vector) are
@@ -339,6 +349,10 @@ def schedule_elementwise(func, target):
 
 
 def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target, pool=None):
+    if weights == "int8" and strategy == "amx":  # written directly in TIR (tile registers)
+        from nrqc.targets.kernels.amx import amx_conv
+
+        return bo.hand_written(amx_conv(g, out, pool)), weight_args(g, weights, strategy, wq)
     func = bo.binary_conv(g, weights, strategy, out, pool)
     return schedule_conv(func, g, out, target, pool), weight_args(g, weights, strategy, wq)
 
@@ -347,7 +361,8 @@ def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.nda
 
 def strategies_for(g: bo.ConvGeom, target) -> tuple[str, ...]:
     """The int8 strategies that exist for this layer on this target."""
-    return ("bitserial", "masked") + (("vnni",) if has_vnni(target) and g.groups == 1 else ())
+    dot = (("vnni",) if has_vnni(target) else ()) + (("amx",) if has_amx(target) else ())
+    return ("bitserial", "masked") + (dot if g.groups == 1 else ())
 
 
 def cost_model(g: bo.ConvGeom, target) -> dict:
@@ -371,7 +386,21 @@ def cost_model(g: bo.ConvGeom, target) -> dict:
     if has_vnni(target) and g.groups == 1:
         # vpdpbusd at the int8 peak, plus the u8 unpack of kh input rows per output row
         est["vnni"] = pix * ((g.c_in + 3) // 4 * 4) / macs + g.n * g.ho * g.kh * g.w * g.c_in / 64
+    if has_amx(target) and g.groups == 1:
+        est["amx"] = _amx_cycles(g, target)
     return est
+
+
+def _amx_cycles(g: bo.ConvGeom, target) -> float:
+    """tdpbusd count x its issue interval (a 16x16 tile pair costs the same at any K <= 64),
+    plus the u8 unpack of each output row's input rows (one 64-byte vector per ~2 cycles)."""
+    from nrqc.targets.kernels.amx import amx_plan
+
+    p = amx_plan(g)
+    per_tile = 16 * 16 * 64 / ((target.figure("peak_amx_int8_macs_per_cycle") if target is not None else None) or 1024)
+    tiles = g.n * g.ho * (p.wo16 // 16) * (p.cop // 16) * g.kh * p.kwg * p.nq
+    unpack = g.n * g.ho * g.kh * p.wpa * p.c4 / 32
+    return tiles * per_tile + unpack
 
 
 def _measure(g, strategy, target, repeat=5) -> float:
