@@ -34,12 +34,14 @@ def amx_usable() -> bool:
     import ctypes
     import os
 
+    from nrqc.targets.kernels.amx import ARCH_REQ_XCOMP_PERM, SYS_ARCH_PRCTL, XFEATURE_XTILEDATA
+
     flags = host_cpu_flags()
     if not {"amx_int8", "amx_tile"} <= flags or os.environ.get("NRQC_NO_AMX"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(158, 0x1023, 18) == 0  # SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XTILEDATA
+        return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
     except (OSError, AttributeError):
         return False
 

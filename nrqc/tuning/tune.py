@@ -44,7 +44,7 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     from nrqc.compiler import import_relax, load_model
     from nrqc.layer_table import build_layer_table
     from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
-    from nrqc.targets.kernels.binary_ops import HAND_WRITTEN_ATTR, kernel_workload
+    from nrqc.targets.kernels.binary_ops import is_hand_written, kernel_workload
     from nrqc.tuning.database import workload_mod
 
     m = load_model(model_path, shapes or {})
@@ -68,7 +68,7 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     for gv, func in mod.functions.items():
         if not isinstance(func, tirx.PrimFunc) or gv.name_hint not in calls:
             continue
-        if func.attrs is not None and HAND_WRITTEN_ATTR in func.attrs:
+        if is_hand_written(func):
             log(f"  {gv.name_hint}: written directly in TIR (AMX tiles), not a tuning task")
             continue
         hand = func if kernel_workload(func) is not None else None

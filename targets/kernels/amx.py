@@ -4,12 +4,13 @@ The "unpack to u8 + int8 dot product" strategy at matrix-unit width: a 16x64 u8 
 {0,1} activations times a 64x16 int8 weight tile accumulates 16 output pixels x 16 output
 channels in one instruction (16,384 MACs), against 64 for a zmm ``vpdpbusd``.
 
-Layout (groups == 1): per output row the kh input rows it reads are unpacked from the
-packed words into a u8 scratch U [kh, Wp, C4] (zero padding included, so padded taps are
-0 bits exactly). The A tile of tap (r, s) for 16 consecutive output pixels is a strided
-tile load from U (row stride = stride_w x C4 bytes: stride and dilation need no im2col);
-the B tile is the tap's weights packed [C4/4, Co16, 4] (``packing.amx_weights``). Each
-output row's int32 accumulators land in a small scratch ACC [rows, Wo16, Co16]; the
+Layout (groups == 1): per step (one pooled output row, or one output row without a
+pool) the band of input rows its output rows read is unpacked from the packed words into
+a u8 scratch U [band, Wp, C4] (zero padding included, so padded taps are 0 bits exactly).
+The A tile of a tap group for 16 consecutive output pixels is a strided tile load from U
+(row stride = stride_w x C4 bytes: stride and dilation need no im2col); the B tile is the
+group's weights packed [K/4, Co16, 4] (``packing.amx_weights``). The step's int32
+accumulators land in a small scratch ACC [pool rows, Wo16, Co16]; the
 epilogue (fused OR-pool: the window's per-channel extreme, threshold, pack) reads them
 there, so no accumulator map larger than a pool window's rows ever exists.
 
@@ -64,13 +65,12 @@ def amx_plan(g: ConvGeom) -> AmxPlan:
     return AmxPlan(c4, cc, max(1, c4 // cc), m, kwg, nt * 16, wo16, bm, bn, wpa)
 
 
-def amx_weight_shape(g: ConvGeom) -> tuple[int, ...]:
-    p = amx_plan(g)
+def amx_weight_shape(g: ConvGeom, p: AmxPlan) -> tuple[int, ...]:
     return (g.kh, p.kwg, p.nq, p.cc // 4, p.cop, 4)
 
 
 def amx_conv(g: ConvGeom, out: str, pool=None):
-    """Params as ``binary_ops.binary_conv`` with W int8 ``amx_weight_shape(g)``:
+    """Params as ``binary_ops.binary_conv`` with W int8 ``amx_weight_shape(g, amx_plan(g))``:
     out "pack": (X, W, sigma, t, Y uint32 [N, Ho', Wo', Wo32]) (Ho', Wo' pooled when pool);
     out "float": (X, W, scale float32 [Co], Y float32 [N, Co, Ho, Wo])."""
     if g.groups != 1:
@@ -80,7 +80,7 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
     if out == "float" and pool is not None:
         raise ValueError("a pooled AMX conv has a packed output")
     pho, pwo = pool_out(g.ho, g.wo, pk, ps, pp) if out == "pack" else (g.ho, g.wo)
-    N, H, Wd, Wi, Co, kh, kw = g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw
+    N, H, Wd, Wi, Co, kh = g.n, g.h, g.w, g.words_in, g.c_out, g.kh
     sh, sw = g.stride
     dh, dw = g.dilation
     pt, pl = g.pad[0], g.pad[1]
@@ -89,8 +89,6 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
     nr = pk[0]
     band = (nr - 1) * sh + (kh - 1) * dh + 1  # input rows of one step
     cbits = min(c4, Wi * WORD)  # channels present in the packed words (tail bits are 0)
-    pxv = 1
-    W_vec, W_tail = Wd // pxv, Wd % pxv
     ncx = bm * bn
     n_tiles = ncx + bm + bn
     mpairs, npairs = wo16 // 16 // bm, cop // 16 // bn
@@ -103,7 +101,7 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
     hi = 2 ** 31 - 1
     ID = T.llvm_lookup_intrinsic_id
     pack = out == "pack"
-    ws = amx_weight_shape(g)
+    ws = amx_weight_shape(g, p)
     y_shape = (N, pho, pwo, wout) if pack else (N, Co, ho, wo)
     y_dtype = "uint32" if pack else "float32"
     e_shape = (Co,)
@@ -135,14 +133,15 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
             for py in range(pho):
                 # the input rows this step's output rows read, unpacked to u8 once
                 for u in range(band):
-                    if (py * ps[0] - pp[0]) * sh + u - pt >= 0 and (py * ps[0] - pp[0]) * sh + u - pt < H:
+                    ih = (py * ps[0] - pp[0]) * sh + u - pt
+                    if ih >= 0 and ih < H:
                         for xw in range(pl):
                             for c in T.vectorized(c4):
                                 U[u, xw, c] = T.uint8(0)
                         for xi in range(Wd):
                             for c in T.vectorized(c4):
                                 U[u, pl + xi, c] = T.Select(
-                                    c < cbits and (X[n, (py * ps[0] - pp[0]) * sh + u - pt, xi, T.min(c, cbits - 1) // WORD]
+                                    c < cbits and (X[n, ih, xi, T.min(c, cbits - 1) // WORD]
                                                    & T.shift_left(T.uint32(1), T.Cast("uint32", c % WORD))) != T.uint32(0),
                                     T.uint8(1), T.uint8(0))
                         for xw in range(wpa - pl - Wd):
@@ -153,7 +152,8 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
                             for c in T.vectorized(c4):
                                 U[u, xw, c] = T.uint8(0)
                 for rr in range(nr):
-                    if py * ps[0] + rr - pp[0] >= 0 and py * ps[0] + rr - pp[0] < ho:
+                    oh = py * ps[0] + rr - pp[0]
+                    if oh >= 0 and oh < ho:
                         for mp in range(mpairs):
                             for np_ in range(npairs):
                                 for ci in T.unroll(ncx):
@@ -192,13 +192,12 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
                                 mn[b] = hi
                             for rr in T.unroll(nr):
                                 for ss in T.unroll(pk[1]):
+                                    oh = py * ps[0] + rr - pp[0]
+                                    ow = px * ps[1] + ss - pp[1]
                                     for b in T.vectorized(WORD):
-                                        if (py * ps[0] + rr - pp[0] >= 0 and py * ps[0] + rr - pp[0] < ho
-                                                and px * ps[1] + ss - pp[1] >= 0 and px * ps[1] + ss - pp[1] < wo):
-                                            mx[b] = T.max(mx[b], ACC[rr, T.max(T.min(px * ps[1] + ss - pp[1], wo - 1), 0),
-                                                                     T.min(j * WORD + b, cop - 1)])
-                                            mn[b] = T.min(mn[b], ACC[rr, T.max(T.min(px * ps[1] + ss - pp[1], wo - 1), 0),
-                                                                     T.min(j * WORD + b, cop - 1)])
+                                        if oh >= 0 and oh < ho and ow >= 0 and ow < wo:
+                                            mx[b] = T.max(mx[b], ACC[rr, T.max(T.min(ow, wo - 1), 0), T.min(j * WORD + b, cop - 1)])
+                                            mn[b] = T.min(mn[b], ACC[rr, T.max(T.min(ow, wo - 1), 0), T.min(j * WORD + b, cop - 1)])
                             for b in T.vectorized(WORD):
                                 bv[b] = T.Select(
                                     j * WORD + b < Co

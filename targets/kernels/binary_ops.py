@@ -489,6 +489,10 @@ def hand_written(func):
     return func.with_attr(HAND_WRITTEN_ATTR, True)
 
 
+def is_hand_written(func) -> bool:
+    return func.attrs is not None and HAND_WRITTEN_ATTR in func.attrs
+
+
 def with_workload(scheduled, workload):
     """`scheduled` remembering the unscheduled PrimFunc it was made from."""
     if workload.attrs is not None and WORKLOAD_ATTR in workload.attrs:
@@ -511,11 +515,9 @@ def as_kernel(func, name: str, target=None, notes: list | None = None):
         func = func.without_attr(FALLBACK_ATTR)
         if notes is not None:
             notes.append(f"kernel {name}: {reason}; it runs as unscheduled loops (slow)")
-    if func.attrs is not None and HAND_WRITTEN_ATTR in func.attrs:
-        pass  # final as written (kept marked: `nrqc tune` skips it)
-    elif kernel_workload(func) is None:  # built unscheduled (TE): its own workload
-        func = with_workload(func, func)
-    if func.attrs is None or HAND_WRITTEN_ATTR not in func.attrs:  # hand-written: already compact
+    if not is_hand_written(func):  # hand-written: final and compact as written (`nrqc tune` skips it)
+        if kernel_workload(func) is None:  # built unscheduled (TE): its own workload
+            func = with_workload(func, func)
         func = compact(func)
     if target is not None and str(target.tvm_target.get("kind")) == "c":
         if kernel_workload(func) is not None:  # never tuned: C kernels run on boards without a runner

@@ -116,10 +116,5 @@ def amx_weights(wq: np.ndarray, plan) -> np.ndarray:
     w = np.zeros((cop, c4, kh, kwg * m), np.int8)
     w[:co, :c, :, :kw] = wq
     w = np.transpose(w.reshape(cop, c4, kh, kwg, m), (2, 3, 4, 1, 0))  # kh, kwg, m, c4, cop
-    w = w.reshape(kh, kwg, m * c4, cop)
-    if m == 1:
-        w = w.reshape(kh, kwg, plan.nq, plan.cc, cop)
-    else:
-        w = w.reshape(kh, kwg, 1, plan.cc, cop)
-    w = w.reshape(kh, kwg, plan.nq, plan.cc // 4, 4, cop)
+    w = w.reshape(kh, kwg, plan.nq, plan.cc // 4, 4, cop)  # m * C4 = nq * cc bytes per group
     return np.ascontiguousarray(np.transpose(w, (0, 1, 2, 3, 5, 4)))

@@ -13,15 +13,14 @@ import time
 
 import numpy as np
 
+from nrqc.targets.kernels import amx
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
 
 
 def weight_args(g: bo.ConvGeom, weights: str, strategy: str, wq: np.ndarray) -> list[np.ndarray]:
     if weights == "int8" and strategy == "amx":
-        from nrqc.targets.kernels.amx import amx_plan
-
-        return [pk.amx_weights(wq, amx_plan(g))]
+        return [pk.amx_weights(wq, amx.amx_plan(g))]
     if weights == "int8" and strategy == "vnni":
         return [pk.vnni_weights(wq)]
     if weights == "int8" and strategy == "bitserial":
@@ -350,9 +349,7 @@ def schedule_elementwise(func, target):
 
 def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target, pool=None):
     if weights == "int8" and strategy == "amx":  # written directly in TIR (tile registers)
-        from nrqc.targets.kernels.amx import amx_conv
-
-        return bo.hand_written(amx_conv(g, out, pool)), weight_args(g, weights, strategy, wq)
+        return bo.hand_written(amx.amx_conv(g, out, pool)), weight_args(g, weights, strategy, wq)
     func = bo.binary_conv(g, weights, strategy, out, pool)
     return schedule_conv(func, g, out, target, pool), weight_args(g, weights, strategy, wq)
 
@@ -394,10 +391,8 @@ def cost_model(g: bo.ConvGeom, target) -> dict:
 def _amx_cycles(g: bo.ConvGeom, target) -> float:
     """tdpbusd count x its issue interval (a 16x16 tile pair costs the same at any K <= 64),
     plus the u8 unpack of each output row's input rows (one 64-byte vector per ~2 cycles)."""
-    from nrqc.targets.kernels.amx import amx_plan
-
-    p = amx_plan(g)
-    per_tile = 16 * 16 * 64 / ((target.figure("peak_amx_int8_macs_per_cycle") if target is not None else None) or 1024)
+    p = amx.amx_plan(g)
+    per_tile = 16 * 16 * 64 / (target.figure("peak_amx_int8_macs_per_cycle") or 1024)
     tiles = g.n * g.ho * (p.wo16 // 16) * (p.cop // 16) * g.kh * p.kwg * p.nq
     unpack = g.n * g.ho * g.kh * p.wpa * p.c4 / 32
     return tiles * per_tile + unpack
