@@ -25,7 +25,9 @@ os.environ["TVM_NUM_THREADS"] = "1"  # before the TVM runtime starts its thread 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = REPO.parent / "shared" / "dnsmos" / "model_v8.onnx"
+from nrqc.shared_data import dnsmos_model  # noqa: E402
+
+MODEL = dnsmos_model()
 
 
 def nrqc(*args, env=None):

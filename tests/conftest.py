@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from nrqc.shared_data import dnsmos_model
+
 REPO = Path(__file__).resolve().parent.parent
-DNSMOS = REPO.parent / "shared" / "dnsmos" / "model_v8.onnx"
+DNSMOS = dnsmos_model()
 
 
 def run_cli(*args, check_exit: int | None = 0, env: dict | None = None, timeout: int = 900):
@@ -26,5 +28,5 @@ def run_cli(*args, check_exit: int | None = 0, env: dict | None = None, timeout:
 @pytest.fixture(scope="session")
 def dnsmos_path() -> Path:
     if not DNSMOS.exists():
-        pytest.fail(f"the third-party test model is missing: {DNSMOS} (shared/ must sit beside the repo)")
+        pytest.fail(f"the third-party test model is missing: {DNSMOS} (shared/ must sit beside the repo, beside the repo it was cloned from, or at $NRQC_SHARED)")
     return DNSMOS

@@ -1,15 +1,15 @@
 """The model zoo: architectures, variants and sizes against independent references."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from nrqc.models import ARCHS, VARIANTS, build
+from nrqc.shared_data import dnsmos_model
 from nrqc.training import Block
 from nrqc.training.complexity import model_cost
 
-DNSMOS = Path(__file__).resolve().parents[1].parent / "shared" / "dnsmos" / "model_v8.onnx"
+DNSMOS = dnsmos_model()
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
