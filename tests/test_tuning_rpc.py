@@ -30,6 +30,20 @@ def _stop(proc):
     proc.wait(timeout=10)
 
 
+def _wait_registered(tport, servers, n, timeout=90.0):
+    from nrqc.tuning.build import tracker_devices
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for s in servers:
+            if s.poll() is not None:
+                raise RuntimeError(f"rpc server exited with {s.returncode}: {s.stdout.read()}")
+        if tracker_devices("127.0.0.1", tport, KEY) == n:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the tracker saw {tracker_devices('127.0.0.1', tport, KEY)} of {n} boards after {timeout} s")
+
+
 @pytest.fixture
 def tracker_with_two_boards():
     tport = free_port()
@@ -39,17 +53,16 @@ def tracker_with_two_boards():
                           "--port-end", str(tport + 1)])
         procs.append(tracker)
         wait_for_port(tport, tracker)
+        servers = []
         for _ in range(2):
             sport = free_port()
-            server = _start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(sport),
-                             "--port-end", str(sport + 1), "--tracker", f"127.0.0.1:{tport}", "--key", KEY])
-            procs.append(server)
-            wait_for_port(sport, server)
-        from nrqc.tuning.build import tracker_devices
-
-        deadline = time.time() + 60
-        while tracker_devices("127.0.0.1", tport, KEY) < 2 and time.time() < deadline:
-            time.sleep(0.5)
+            servers.append(_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(sport),
+                                   "--port-end", str(sport + 1), "--tracker", f"127.0.0.1:{tport}", "--key", KEY]))
+            procs.append(servers[-1])
+        # Wait on the tracker, not on the servers' ports: a probe connection that closes
+        # without the RPC magic makes TVM's server drop and re-open its tracker connection,
+        # and a count taken in that window sees one board (CI failed so).
+        _wait_registered(tport, servers, 2)
         yield f"127.0.0.1:{tport}"
     finally:
         for p in reversed(procs):
