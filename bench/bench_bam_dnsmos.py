@@ -207,10 +207,14 @@ def main(argv=None) -> dict:
     whole = manifest["macs"] / (results["nrqc"] * 1e-3) / clock_hz
     peak_pop = target.figure("peak_popcount_bits_per_cycle")
     strategies = {layer["name"]: layer.get("strategy", {}).get("strategy") for layer in layers if layer.get("strategy")}
-    # the peak of the unit the chosen kernels run on: AMX tiles when any layer took them
-    amx_used = "amx" in strategies.values() and target.figure("peak_amx_int8_macs_per_cycle")
-    peak_int8 = target.figure("peak_amx_int8_macs_per_cycle" if amx_used else "peak_int8_macs_per_cycle")
-    peak_unit = "AMX tdpbusd" if amx_used else "vector"
+    # the peak of the fastest unit the chosen kernels run on: AMX tiles, vpermb table
+    # lookups (logical MACs: 4 per looked-up byte), or vpdpbusd vectors
+    peak_unit, peak_int8 = "vector", target.figure("peak_int8_macs_per_cycle")
+    for strategy, figure, unit in (("amx", "peak_amx_int8_macs_per_cycle", "AMX tdpbusd"),
+                                   ("lut", "peak_lut_int8_macs_per_cycle", "vpermb LUT")):
+        if strategy in strategies.values() and target.figure(figure):
+            peak_unit, peak_int8 = unit, target.figure(figure)
+            break
     report = {
         "model": str(bam), "input_shape": list(shape), "threads": 1, "rounds": args.rounds, "iters": args.iters,
         "median_ms": {k: round(v, 4) for k, v in results.items()},

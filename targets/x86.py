@@ -94,6 +94,11 @@ def describe() -> TargetDescription:
                                                 "2 FMA ports x vec_bits/32 lanes x 2 FLOP"),
             "peak_popcount_bits_per_cycle": pop,
             "clock_ghz": _clock_ghz(),
+            **({"peak_lut_int8_macs_per_cycle": Figure(128, "int8 MAC/cycle",
+                                                       "vpermb table lookups: 2 vpermb + 2 vpdpbusd per 256 MACs "
+                                                       "(lo and hi table planes), one vpermb and one vpdpbusd per "
+                                                       "cycle (measured on Zen 4: they issue on different pipes)")}
+               if vnni and "avx512vbmi" in flags else {}),
             **({"peak_amx_int8_macs_per_cycle": Figure(1024, "int8 MAC/cycle",
                                                        "AMX tdpbusd: 16x16x64 u8*s8 MACs per 16 cycles "
                                                        "(Intel optimization manual, AMX chapter)")} if amx else {}),

@@ -44,11 +44,13 @@ def _int8_case(g, rng):
 def _offered(strategy, g=None):
     if strategy == "amx" and not select.has_amx(TARGET):
         pytest.skip("this host has no usable AMX (amx_int8 + OS permission): the amx strategy is not offered")
-    if strategy in ("vnni", "amx") and g is not None and g.groups != 1:
+    if strategy == "lut" and not select.has_lut(TARGET):
+        pytest.skip("this host has no AVX-512 VBMI + VNNI: the lut strategy is not offered")
+    if strategy in ("vnni", "amx", "lut") and g is not None and g.groups != 1:
         pytest.skip(f"the {strategy} strategy is offered for groups == 1 only (select.strategies_for)")
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "amx"])
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "lut", "amx"])
 @pytest.mark.parametrize("gi", range(len(GEOMS)))
 def test_int8_conv_float_epilogue_exact(gi, strategy):
     g = GEOMS[gi]
@@ -62,7 +64,7 @@ def test_int8_conv_float_epilogue_exact(gi, strategy):
     np.testing.assert_array_equal(got.astype(np.int64), ref)  # |acc| < 2^24: exact in float32
 
 
-@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "amx"])
+@pytest.mark.parametrize("strategy", ["bitserial", "masked", "vnni", "lut", "amx"])
 def test_int8_conv_pack_epilogue_exact(strategy):
     g = GEOMS[1]
     _offered(strategy, g)

@@ -25,7 +25,7 @@ import dataclasses
 
 from tvm.script import tirx as T
 
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, n_words, pool_out
+from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param, n_words, pool_out
 
 ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158
 NO_POOL = ((1, 1), (1, 1), (0, 0, 0, 0))
@@ -213,13 +213,6 @@ def amx_conv(g: ConvGeom, out: str, pool=None):
         T.evaluate(T.call_llvm_intrin("void", ID("llvm.x86.tilerelease")))
 
     if not pack:  # float epilogue: (X, W, scale, Y) -- E1 is not a parameter
-        kernel = _drop_param(kernel, 3)
+        kernel = drop_param(kernel, 3)
     return kernel
 
-
-def _drop_param(func, index: int):
-    """The PrimFunc without parameter `index` (unused by its body)."""
-    from tvm import tirx
-
-    params = [p for i, p in enumerate(func.params) if i != index]
-    return tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)

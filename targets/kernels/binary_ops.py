@@ -485,6 +485,13 @@ WORKLOAD_ATTR = "nrqc.workload"
 HAND_WRITTEN_ATTR = "nrqc.hand_written"  # a kernel written in TIR directly: no TE form to tune
 
 
+def drop_param(func, index: int):
+    """The PrimFunc without parameter `index` (unused by its body): hand-written kernels'
+    float epilogue has no threshold parameter."""
+    params = [p for i, p in enumerate(func.params) if i != index]
+    return tirx.PrimFunc(params, func.body, func.ret_type, func.attrs)
+
+
 def hand_written(func):
     return func.with_attr(HAND_WRITTEN_ATTR, True)
 

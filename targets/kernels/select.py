@@ -1,8 +1,8 @@
 """Per-layer kernel choice and per-target schedules for the binary operators.
 
-Strategy choice for binary x int8 layers: on a target that runs here (kind "host") both
-strategies are built with their schedules and timed on the layer's real shape (median of
-a few runs, random packed input): the faster wins. Elsewhere an op-count cost model over
+Strategy choice for binary x int8 layers: on a target that runs here (kind "host") every
+offered strategy (``strategies_for``) is built with its schedule and timed on the layer's
+real shape (median of a few runs, random packed input): the fastest wins. Elsewhere an op-count cost model over
 the target's figures decides (popcount bits/cycle vs int8 MACs/cycle). Both the numbers
 and the method go to the manifest.
 """
@@ -13,12 +13,14 @@ import time
 
 import numpy as np
 
-from nrqc.targets.kernels import amx
+from nrqc.targets.kernels import amx, lut
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
 
 
 def weight_args(g: bo.ConvGeom, weights: str, strategy: str, wq: np.ndarray) -> list[np.ndarray]:
+    if weights == "int8" and strategy == "lut":  # the table layout does not depend on a fused pool
+        return [lut.lut_weights(wq, lut.lut_plan(g))]
     if weights == "int8" and strategy == "amx":
         return [pk.amx_weights(wq, amx.amx_plan(g))]
     if weights == "int8" and strategy == "vnni":
@@ -216,6 +218,12 @@ def has_vnni(target) -> bool:
     return target is not None and _target_family(target) == "x86" and "avx512_vnni" in set(target.notes or ())
 
 
+def has_lut(target) -> bool:
+    """vpermb (AVX-512 VBMI) table lookups accumulated by vpdpbusd (VNNI)."""
+    notes = set(target.notes or ()) if target is not None else set()
+    return _target_family(target) == "x86" and {"avx512vbmi", "avx512_vnni"} <= notes
+
+
 def has_amx(target) -> bool:
     """AMX tiles usable: the target's features say so (x86 describes them only where the
     host has amx_int8 and the OS grants the tile state)."""
@@ -350,6 +358,8 @@ def schedule_elementwise(func, target):
 def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.ndarray, target, pool=None):
     if weights == "int8" and strategy == "amx":  # written directly in TIR (tile registers)
         return bo.hand_written(amx.amx_conv(g, out, pool)), weight_args(g, weights, strategy, wq)
+    if weights == "int8" and strategy == "lut":  # written directly in TIR (vpermb + vpdpbusd)
+        return bo.hand_written(lut.lut_conv(g, out, pool)), weight_args(g, weights, strategy, wq)
     func = bo.binary_conv(g, weights, strategy, out, pool)
     return schedule_conv(func, g, out, target, pool), weight_args(g, weights, strategy, wq)
 
@@ -358,7 +368,8 @@ def build_conv(g: bo.ConvGeom, weights: str, strategy: str, out: str, wq: np.nda
 
 def strategies_for(g: bo.ConvGeom, target) -> tuple[str, ...]:
     """The int8 strategies that exist for this layer on this target."""
-    dot = (("vnni",) if has_vnni(target) else ()) + (("amx",) if has_amx(target) else ())
+    dot = ((("vnni",) if has_vnni(target) else ()) + (("lut",) if has_lut(target) else ())
+           + (("amx",) if has_amx(target) else ()))
     return ("bitserial", "masked") + (dot if g.groups == 1 else ())
 
 
@@ -383,9 +394,20 @@ def cost_model(g: bo.ConvGeom, target) -> dict:
     if has_vnni(target) and g.groups == 1:
         # vpdpbusd at the int8 peak, plus the u8 unpack of kh input rows per output row
         est["vnni"] = pix * ((g.c_in + 3) // 4 * 4) / macs + g.n * g.ho * g.kh * g.w * g.c_in / 64
+    if has_lut(target) and g.groups == 1:
+        est["lut"] = _lut_cycles(g, target)
     if has_amx(target) and g.groups == 1:
         est["amx"] = _amx_cycles(g, target)
     return est
+
+
+def _lut_cycles(g: bo.ConvGeom, target) -> float:
+    """Two vpermb + vpdpbusd pairs (the lo and hi table planes) per 16-pixel vector, output
+    channel and quad of 16 input channels, one pair per cycle; a map narrower than 16
+    leaves lanes empty; the epilogue costs ~20 vector ops per channel and 16 vectors."""
+    p = lut.lut_plan(g)
+    vectors = g.n * g.ho * p.nkb * p.cop
+    return vectors * (g.kh * g.kw * p.nh * 2 + 20 / 16)
 
 
 def _amx_cycles(g: bo.ConvGeom, target) -> float:
