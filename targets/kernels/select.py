@@ -2,9 +2,9 @@
 
 Strategy choice for binary x int8 layers: on a target that runs here (kind "host") every
 offered strategy (``strategies_for``) is built with its schedule and timed on the layer's
-real shape (median of a few runs, random packed input): the fastest wins. Elsewhere an op-count cost model over
-the target's figures decides (popcount bits/cycle vs int8 MACs/cycle). Both the numbers
-and the method go to the manifest.
+real shape (median of a few runs, random packed input): the fastest wins. Elsewhere an
+op-count cost model over the target's figures decides (popcount bits/cycle vs int8
+MACs/cycle). Both the numbers and the method go to the manifest.
 """
 from __future__ import annotations
 
