@@ -19,9 +19,11 @@ window offset ss, so the window's extreme is a lane-wise max of whole vectors. T
 of a step (one pooled output row) is first expanded into index dwords NIB [band, quads of
 16 channels, P phases, columns / P] (P = pool stride x conv stride), so the index vector
 for any (tap, window offset, 16 pooled columns) is one contiguous 64-byte load; zero
-padding is a 0 nibble. The step's accumulators go to ACC [pool rows, pool cols, Co, 16k]
-and the epilogue (extreme over the window, sigma * acc >= t, pack) runs over pooled
-columns as vector lanes, one output channel at a time: a masked OR sets its bit.
+padding is a 0 nibble. Output channels go in blocks of 8 or 16 (the register block) over
+the whole map, so only one block's tables exist at a time. A step's accumulators go to
+ACC [pool rows, window columns, block channels, 16k] and the epilogue (extreme over the
+window, sigma * acc >= t, pack) runs over pooled columns as vector lanes, one output
+channel at a time: a masked OR sets its bit in the block's packed word.
 """
 from __future__ import annotations
 
@@ -128,10 +130,9 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
             for q in range(nquad):
                 for o in range(no):
                     for j in T.unroll(4):
-                        TAB[0, q, o, T.ramp(16 * j, 1, 16)] = T.Cast("int8x16", T.bitwise_and(
-                            _nibble_sums(Wt, q, oc * no + o, j), T.broadcast(127, 16)))
-                        TAB[1, q, o, T.ramp(16 * j, 1, 16)] = T.Cast("int8x16", T.shift_right(
-                            _nibble_sums(Wt, q, oc * no + o, j), T.broadcast(7, 16)))
+                        sums = _nibble_sums(Wt, q, oc * no + o, j)
+                        TAB[0, q, o, T.ramp(16 * j, 1, 16)] = T.Cast("int8x16", T.bitwise_and(sums, T.broadcast(127, 16)))
+                        TAB[1, q, o, T.ramp(16 * j, 1, 16)] = T.Cast("int8x16", T.shift_right(sums, T.broadcast(7, 16)))
             for n in range(N):
                 for py in range(pho):
                     # index dwords of the band of input rows this step reads (0 nibbles outside)
@@ -180,6 +181,7 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                         for k in T.vectorized(pw16):
                             yw[k] = T.uint32(0)
                         for o in range(no):
+                            oi = T.min(oc * no + o, Co - 1)
                             for k in T.vectorized(pw16):
                                 mx[k] = lo
                                 mn[k] = hi
@@ -194,10 +196,7 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                                                          T.min(mn[k], ACC[rr, ss, o, k]), mn[k])
                             for k in T.vectorized(pw16):
                                 yw[k] = T.bitwise_or(yw[k], T.Select(
-                                    oc * no + o < Co
-                                    and E0[T.min(oc * no + o, Co - 1)] * T.Select(E0[T.min(oc * no + o, Co - 1)] >= 0,
-                                                                                  mx[k], mn[k])
-                                    >= E1[T.min(oc * no + o, Co - 1)],
+                                    oc * no + o < Co and E0[oi] * T.Select(E0[oi] >= 0, mx[k], mn[k]) >= E1[oi],
                                     T.shift_left(T.uint32(1), T.Cast("uint32", (oc * no + o) % WORD)), T.uint32(0)))
                         # the first block of a word writes it, the others add their bits
                         for k in range(pwo):
@@ -206,8 +205,9 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                     else:
                         for o in range(no):
                             if oc * no + o < Co:
+                                oi = T.min(oc * no + o, Co - 1)
                                 for x in T.vectorized(wo):
-                                    Y[n, T.min(oc * no + o, Co - 1), py, x] = T.Cast("float32", ACC[0, 0, o, x]) * E0[T.min(oc * no + o, Co - 1)]
+                                    Y[n, oi, py, x] = T.Cast("float32", ACC[0, 0, o, x]) * E0[oi]
 
     if not pack:  # float epilogue: (X, W, scale, Y) -- E1 is not a parameter
         kernel = drop_param(kernel, 3)

@@ -395,13 +395,13 @@ def cost_model(g: bo.ConvGeom, target) -> dict:
         # vpdpbusd at the int8 peak, plus the u8 unpack of kh input rows per output row
         est["vnni"] = pix * ((g.c_in + 3) // 4 * 4) / macs + g.n * g.ho * g.kh * g.w * g.c_in / 64
     if has_lut(target) and g.groups == 1:
-        est["lut"] = _lut_cycles(g, target)
+        est["lut"] = _lut_cycles(g)
     if has_amx(target) and g.groups == 1:
         est["amx"] = _amx_cycles(g, target)
     return est
 
 
-def _lut_cycles(g: bo.ConvGeom, target) -> float:
+def _lut_cycles(g: bo.ConvGeom) -> float:
     """Two vpermb + vpdpbusd pairs (the lo and hi table planes) per 16-pixel vector, output
     channel and quad of 16 input channels, one pair per cycle; a map narrower than 16
     leaves lanes empty; the epilogue costs ~20 vector ops per channel and 16 vectors."""
