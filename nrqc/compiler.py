@@ -26,6 +26,7 @@ class CompileOptions:
     db: str | None = None
     seed: int = 0
     rpc: str | None = None  # run the check on this board (HOST:PORT), see nrqc.board_check
+    mcpu: str | None = None  # x86: build for this named CPU instead of this host's (`--mcpu`)
 
 
 @dataclasses.dataclass
@@ -78,7 +79,7 @@ def _first_line(e: Exception) -> str:
 def compile_model(model_path: str | Path, target_name: str, out: str | Path | None,
                   options: CompileOptions | None = None, log=print) -> Path:
     options = options or CompileOptions()
-    target = get_target(target_name)
+    target = get_target(target_name, options.mcpu)
     m = load_model(model_path, options.shapes)
     out = Path(out) if out else Path(f"{m.path.stem}-{target.name}")
     layers = build_layer_table(m.shaped)
@@ -179,6 +180,7 @@ def make_manifest(m: LoadedModel, ctx: CompileContext, weights: dict[str, int], 
         "target": ctx.target.name,
         "target_kind": ctx.target.kind,
         "tvm_target": ctx.target.tvm_target,
+        **_cpu_record(ctx.target),
         "source_model": str(m.path.resolve()),
         "library": LIBRARY,
         "inputs": [s.to_json() for s in m.inputs],
@@ -198,6 +200,15 @@ def make_manifest(m: LoadedModel, ctx: CompileContext, weights: dict[str, int], 
     }
 
 
+def _cpu_record(target: TargetDescription) -> dict:
+    """x86: the CPU built for and the ISA flags its code may use (checked before loading)."""
+    if target.name != "x86":
+        return {}
+    from nrqc.targets import x86
+
+    return {"cpu": {"mcpu": target.tvm_target.get("mcpu"), "isa_flags": x86.required_flags(target)}}
+
+
 def numerical_check(stage: Path, m: LoadedModel, manifest: dict, options: CompileOptions,
                     target: TargetDescription) -> dict:
     """Run the built library on a seeded input and compare with onnxruntime."""
@@ -205,13 +216,30 @@ def numerical_check(stage: Path, m: LoadedModel, manifest: dict, options: Compil
         from nrqc.board_check import check_off_host  # a board (--rpc) or the emulated one
 
         return check_off_host(stage, m, manifest, options, target)
+    from nrqc.fresh_run import FreshRunFailed, run_in_fresh_process
     from nrqc.reference import run_onnxruntime
-    from nrqc.runtime import ArtifactSession
+    from nrqc.targets.kernels.select import runs_here
 
+    if not runs_here(target):
+        from nrqc.targets import x86
+
+        missing = sorted(set(x86.required_flags(target)) - x86.host_cpu_flags())
+        return {"ran": False, "reason": f"built for x86 CPU '{target.tvm_target.get('mcpu')}', whose "
+                                        f"{', '.join(missing)} this CPU lacks: run `nrqc run` on such a machine"}
     inputs = random_inputs(m.inputs, options.seed)
     ref = run_onnxruntime(m.path, inputs)
-    got = ArtifactSession(stage, manifest).run(inputs)
-    return compare_outputs(got, ref, [o.name for o in m.outputs], options.atol, options.rtol, options.seed)
+    names = [o.name for o in m.outputs]
+    # The artifact as written, in a new process, as `nrqc run` loads it (never the
+    # in-memory module): an over-read or a wrong ISA shows here, not at the user's.
+    write_json(stage / MANIFEST, manifest)
+    try:
+        got = run_in_fresh_process(stage, [s.name for s in m.inputs], inputs, names)
+    except FreshRunFailed as e:
+        return {"ran": True, "passed": False, "max_abs_error": None, "atol": options.atol, "rtol": options.rtol,
+                "seed": options.seed, "where": "fresh process", "summary": f"numerical check: {e}"}
+    res = compare_outputs(got, ref, names, options.atol, options.rtol, options.seed)
+    res["where"] = "fresh process"
+    return res
 
 
 def compare_outputs(got: list[np.ndarray], ref: list[np.ndarray], names: list[str], atol: float, rtol: float,

@@ -49,6 +49,11 @@ class ArtifactSession:
             if kind != "host":
                 raise NrqcError(f"{self.out}: built for {self.manifest['target']}, which does not run on this host: "
                                 f"use --rpc HOST:PORT (a board or `nrqc emulate {self.manifest['target']}`)")
+            if self.manifest.get("target") == "x86":  # code for an ISA this CPU lacks dies of SIGILL
+                from nrqc.targets.x86 import check_runs_here
+
+                cpu = self.manifest.get("cpu") or {}
+                check_runs_here(cpu.get("isa_flags"), str(self.out), cpu.get("mcpu"))
             lib = tvm.runtime.load_module(str(lib_path))
             self.dev = tvm.cpu()
         self.vm = relax.VirtualMachine(lib, self.dev)

@@ -69,11 +69,19 @@ def all_targets() -> list[TargetDescription]:
     return list(_registry().values())
 
 
-def get_target(name: str) -> TargetDescription:
-    """Look a target up by name or alias; unknown names list the valid ones."""
+def get_target(name: str, mcpu: str | None = None) -> TargetDescription:
+    """Look a target up by name or alias; unknown names list the valid ones. `mcpu` names
+    the x86 CPU to build for (default: this host's)."""
     reg = _registry()
     for desc in reg.values():
         if name == desc.name or name in desc.aliases:
+            if mcpu is not None:
+                if desc.name != "x86":
+                    raise NrqcError(f"--mcpu {mcpu}: only the x86 target takes a CPU name ({desc.name} builds for "
+                                    f"{desc.tvm_target.get('mcpu', 'its fixed CPU')})")
+                from nrqc.targets import x86
+
+                return x86.describe(mcpu)
             return desc
     valid = ", ".join(f"{d.name}" + (f" ({'/'.join(d.aliases)})" if d.aliases else "") for d in reg.values())
     raise NrqcError(f"unknown target '{name}': valid targets are {valid}")

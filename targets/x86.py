@@ -1,9 +1,35 @@
-"""x86-64 host: LLVM with the host CPU's features detected (popcount, AVX2, AVX-512)."""
+"""x86-64: LLVM for this host's CPU (features detected), or for a named CPU (`--mcpu`).
+
+A build for a named CPU (`x86-64-v2`, `haswell`, `x86-64-v4`, `icelake-server`, ...) takes
+its ISA features from LLVM's description of that CPU, not from this host, so a user can
+build here for an older or different machine, and tests can build for every ISA level
+this host can run (code for an older ISA runs on a newer CPU). The features a build needs
+are recorded in the manifest; running it on a CPU that lacks one is refused with a clear
+error instead of dying of SIGILL.
+"""
 from __future__ import annotations
 
 import functools
+import os
 
+from nrqc.errors import NrqcError
 from nrqc.targets import Figure, TargetDescription
+
+TRIPLE = "x86_64-unknown-linux-gnu"
+
+# LLVM feature name -> the /proc/cpuinfo flag the kernel strategies and the run-time check
+# read (one vocabulary for host-detected and named-CPU builds).
+_LLVM_TO_CPUINFO = {
+    "sse4.1": "sse4_1", "sse4.2": "sse4_2", "ssse3": "ssse3", "popcnt": "popcnt", "avx": "avx", "avx2": "avx2",
+    "fma": "fma", "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2", "avxvnni": "avx_vnni",
+    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512cd": "avx512cd", "avx512dq": "avx512dq",
+    "avx512vl": "avx512vl", "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi", "avx512vbmi2": "avx512_vbmi2",
+    "avx512vnni": "avx512_vnni", "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq",
+    "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "amx-int8": "amx_int8", "amx-tile": "amx_tile",
+    "amx-bf16": "amx_bf16",
+}
+# The flags whose absence makes a build's code illegal on a CPU (checked before loading).
+ISA_FLAGS = frozenset(_LLVM_TO_CPUINFO.values())
 
 
 @functools.lru_cache(maxsize=1)
@@ -16,6 +42,35 @@ def host_cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def mcpu_flags(mcpu: str) -> frozenset[str]:
+    """The ISA flags (cpuinfo names) LLVM gives the named x86 CPU."""
+    import tvm
+
+    if not tvm.target.codegen.llvm_is_valid_cpu(mcpu, TRIPLE):
+        raise NrqcError(f"--mcpu {mcpu}: not an x86-64 CPU LLVM knows (for example x86-64-v2, haswell, x86-64-v3, "
+                        f"x86-64-v4, skylake-avx512, icelake-server, znver4, sapphirerapids)")
+    feats = tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    return frozenset(_LLVM_TO_CPUINFO[str(f)] for f in feats if str(f) in _LLVM_TO_CPUINFO)
+
+
+def required_flags(desc: TargetDescription) -> list[str]:
+    """The ISA flags a build for `desc` may use, as recorded in the manifest."""
+    return sorted(f for f in desc.notes if f in ISA_FLAGS)
+
+
+def check_runs_here(required: list[str] | None, what: str, mcpu: str | None) -> None:
+    """Refuse to load a library whose ISA this CPU lacks (it would die of SIGILL)."""
+    host = host_cpu_flags()
+    if not required or not host:  # no record (older artifact) or no cpuinfo: nothing to compare
+        return
+    missing = sorted(set(required) - host)
+    if missing:
+        raise NrqcError(f"{what}: built for x86 CPU '{mcpu}', which has {', '.join(missing)}; this CPU "
+                        f"({host_mcpu()}) lacks {'it' if len(missing) == 1 else 'them'}: rebuild with "
+                        f"`nrqc compile ... --target x86 --mcpu {host_mcpu()}` (or an older level such as haswell)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,19 +112,25 @@ def _clock_ghz() -> Figure:
     return Figure(3.0, "GHz", "assumed: /proc/cpuinfo gives no clock")
 
 
-def describe() -> TargetDescription:
-    flags = host_cpu_flags()
+def describe(mcpu: str | None = None) -> TargetDescription:
+    """This host (mcpu None; $NRQC_X86_MCPU sets a default named CPU), or the named CPU."""
+    mcpu = mcpu or os.environ.get("NRQC_X86_MCPU") or None
+    if mcpu is None or mcpu == host_mcpu():
+        mcpu, flags, amx, where = host_mcpu(), host_cpu_flags(), amx_usable(), "this x86-64 host"
+    else:
+        flags = mcpu_flags(mcpu)
+        amx = {"amx_int8", "amx_tile"} <= flags and not os.environ.get("NRQC_NO_AMX")
+        where = "x86-64 CPU"
     avx512 = "avx512f" in flags
     vnni = "avx512_vnni" in flags or "avx_vnni" in flags
     vpopcnt = "avx512_vpopcntdq" in flags
-    amx = amx_usable()
     vec_bits = 512 if avx512 else 256 if "avx2" in flags else 128
     # int8 MACs per cycle: vpdpbusd does vec_bits/8 u8*s8 MACs; two issue ports on
     # Intel server cores and Zen 4 (512-bit ops as two 256-bit halves => same total).
     if vnni:
         # Zen 4 executes a 512-bit op as two 256-bit halves, so one zmm vpdpbusd per cycle;
         # Intel cores issue two per cycle.
-        per_cycle = 1 if "znver" in host_mcpu() else 2
+        per_cycle = 1 if "znver" in mcpu else 2
         int8 = Figure(vec_bits / 8 * per_cycle, "int8 MAC/cycle",
                       "vpdpbusd: vec_bits/8 u8*s8 MACs per instruction, 2 per cycle on Intel (optimization "
                       "manual), 1 zmm per cycle on Zen 4 (AMD Software Optimization Guide 57647)")
@@ -82,11 +143,11 @@ def describe() -> TargetDescription:
         pop = Figure(3 * 64, "popcount bits/cycle", "scalar popcnt r64: 3 per cycle on Zen/Skylake ALUs (uops.info)")
     return TargetDescription(
         name="x86",
-        summary=f"this x86-64 host ({host_mcpu()}), LLVM, {vec_bits}-bit SIMD"
+        summary=f"{where} ({mcpu}), LLVM, {vec_bits}-bit SIMD"
                 + (", AVX-512 VPOPCNTDQ" if vpopcnt else "") + (", VNNI" if vnni else "") + (", AMX" if amx else ""),
         kind="host",
         aliases=("host", "llvm"),
-        tvm_target={"kind": "llvm", "mcpu": host_mcpu(), "num-cores": _num_cores(),
+        tvm_target={"kind": "llvm", "mcpu": mcpu, "num-cores": _num_cores(),
                     **({"mattr": ["+amx-int8", "+amx-tile"]} if amx else {})},
         figures={
             "peak_int8_macs_per_cycle": int8,
@@ -103,7 +164,7 @@ def describe() -> TargetDescription:
                                                        "AMX tdpbusd: 16x16x64 u8*s8 MACs per 16 cycles "
                                                        "(Intel optimization manual, AMX chapter)")} if amx else {}),
         },
-        notes=tuple(sorted(f for f in flags if f.startswith(("avx", "popcnt", "bmi"))
+        notes=tuple(sorted(f for f in flags if f.startswith(("avx", "popcnt", "bmi", "sse", "ssse", "fma", "f16c"))
                            or (amx and f in ("amx_int8", "amx_tile")))),
     )
 

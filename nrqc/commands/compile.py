@@ -17,7 +17,10 @@ import click
 @click.option("--rpc", default=None, metavar="HOST:PORT",
               help="Run the numerical check on this board (TVM RPC: a Pi's rpc_server or `nrqc emulate`). "
                    "Without it, arm_cpu is checked on the emulated board when its root file system is cached.")
-def command(model, target, out, shapes, check, atol, rtol, db, rpc):
+@click.option("--mcpu", default=None, metavar="CPU",
+              help="x86 only: build for this CPU (LLVM name: x86-64-v2, haswell, x86-64-v3, x86-64-v4, "
+                   "icelake-server, znver4, ...) instead of this host's; recorded in the manifest.")
+def command(model, target, out, shapes, check, atol, rtol, db, rpc, mcpu):
     """Compile MODEL (ONNX) for a target."""
     from nrqc.compiler import CompileOptions, compile_model
     from nrqc.errors import NrqcError
@@ -25,7 +28,7 @@ def command(model, target, out, shapes, check, atol, rtol, db, rpc):
     from nrqc.runtime import parse_rpc
     from nrqc.targets import get_target
 
-    desc = get_target(target)  # fail on a bad name before loading anything
+    desc = get_target(target, mcpu)  # fail on a bad name or CPU before loading anything
     if rpc is not None:
         parse_rpc(rpc)
         if desc.kind == "bare-metal":
@@ -33,5 +36,6 @@ def command(model, target, out, shapes, check, atol, rtol, db, rpc):
                             f"(its check runs in QEMU by itself)")
         if not check:
             raise NrqcError(f"--rpc {rpc} runs the numerical check on a board; it contradicts --no-check")
-    opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc)
+    opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc,
+                          mcpu=mcpu)
     compile_model(model, target, out, opts, log=lambda msg: click.echo(msg, err=True))

@@ -11,7 +11,8 @@ import numpy as np
 @click.command("run")
 @click.argument("out", type=click.Path())
 @click.option("--input", "-i", "inputs", multiple=True, metavar="NAME=FILE.npy", help="An input tensor (.npy).")
-@click.option("-o", "--output", default=None, type=click.Path(), help="Write the (first) output to this .npy file.")
+@click.option("-o", "--output", default=None, type=click.Path(),
+              help="Write the first output to this .npy file, or every output (by name) to this .npz file.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Run on a board through TVM RPC.")
 def command(out, inputs, output, rpc):
     """Run the artifact OUT and print (or save) its outputs."""
@@ -33,8 +34,12 @@ def command(out, inputs, output, rpc):
 
         results = ArtifactSession(out, manifest, rpc=rpc).run(feeds)
     if output:
-        tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
-        np.save(tmp, results[0])
+        if str(output).endswith(".npz"):
+            tmp = Path(output).with_name(Path(output).name + ".tmp.npz")
+            np.savez(tmp, **{spec["name"]: arr for spec, arr in zip(manifest["outputs"], results)})
+        else:
+            tmp = Path(output).with_name(Path(output).name + ".tmp.npy")
+            np.save(tmp, results[0])
         os.replace(tmp, output)
     for spec, arr in zip(manifest["outputs"], results):
         click.echo(f"{spec['name']} {list(arr.shape)} {arr.dtype}: {np.array2string(arr, threshold=20, precision=6)}")

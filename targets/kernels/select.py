@@ -441,10 +441,11 @@ def _measure(g, strategy, target, repeat=5) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _choose_cached(g: bo.ConvGeom, target_name: str, kind: str, measure: bool):
+def _choose_cached(g: bo.ConvGeom, target_name: str, mcpu: str | None, kind: str, measure: bool):
     from nrqc.targets import get_target
 
-    target = get_target(target_name)
+    # mcpu: an x86 build for a named CPU is not the host's description (other strategies)
+    target = get_target(target_name, mcpu)
     est = cost_model(g, target)
     if measure:
         try:
@@ -458,7 +459,8 @@ def _choose_cached(g: bo.ConvGeom, target_name: str, kind: str, measure: bool):
             return {"strategy": best, "method": f"cost model (measurement failed: {err})",
                     "cost_model_cycles": {k: round(v) for k, v in est.items()}}
     best = min(est, key=est.get)
-    why = "target cannot run here" if kind != "host" else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time"
+    why = ("target cannot run here" if kind != "host" or not runs_here(target)
+           else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time")
     return {"strategy": best, "method": f"cost model from the target's peak figures ({why})",
             "cost_model_cycles": {k: round(v) for k, v in est.items()}}
 
@@ -469,9 +471,19 @@ MEASURE_MIN_MACS = 2_000_000  # below this a layer runs in microseconds: timing 
 def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None) -> dict:
     macs = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw * g.cg
     if measure is None:
-        measure = target is not None and target.kind == "host" and macs >= MEASURE_MIN_MACS
+        # Only where this CPU can run the target's code: a build for a newer x86 CPU
+        # (--mcpu) would die of SIGILL while being timed.
+        measure = target is not None and target.kind == "host" and macs >= MEASURE_MIN_MACS and runs_here(target)
     try:
         name = target.name
     except AttributeError:
         name = "x86"
-    return dict(_choose_cached(g, name, target.kind if target is not None else "host", bool(measure)))
+    mcpu = target.tvm_target.get("mcpu") if name == "x86" and target is not None else None
+    return dict(_choose_cached(g, name, mcpu, target.kind if target is not None else "host", bool(measure)))
+
+
+def runs_here(target) -> bool:
+    """This host's CPU has every ISA feature the (x86) target's code may use."""
+    from nrqc.targets import x86
+
+    return _target_family(target) != "x86" or not (set(x86.required_flags(target)) - x86.host_cpu_flags())
