@@ -1,9 +1,15 @@
 """The per-layer table of the manifest, built from the shape-inferred ONNX graph.
 
-Layers are named by their ONNX node names (what the user sees in Netron or their
-exporter), with MACs counted as a profiler would. Passes annotate entries (kernel,
-bits, why a layer stayed float); the kernel of a layer left to TVM is resolved after
-fusion by matching the n-th layer of an op kind with the n-th fused kernel of that kind.
+Layers are shown by their ONNX node names (what the user sees in Netron or their
+exporter), or, for a node without a name (legal ONNX; several converters write none), by
+an op-based name like `Conv_4`. A name is only for display: names may be empty or
+repeated, so every entry also records the node's identity in the graph ("onnx_node": its
+index in the node list, which valid ONNX keeps in topological order, and its first output
+tensor name, unique in valid ONNX), and the passes find a layer's node through that
+(`layer_node`), never by its name. MACs are counted as a profiler would. Passes annotate
+entries (kernel, bits, why a layer stayed float); the kernel of a layer left to TVM is
+resolved after fusion by matching the n-th layer of an op kind with the n-th fused kernel
+of that kind.
 """
 from __future__ import annotations
 
@@ -76,17 +82,24 @@ def layer_macs(node, shapes) -> int:
 
 
 def _weight_bits(model, node, producers, inits) -> int:
-    """32 for float weights, 8 for DequantizeLinear(int8), 1 for +-1 values."""
+    """32 for float weights, 8 for DequantizeLinear(int8) or DequantizeLinear(QuantizeLinear(
+    float, int8 zero point)), 1 for +-1 values. Constants may come through Constant/Identity
+    nodes (the TorchScript exporter routes shared zero points through Identity)."""
     if len(node.input) < 2:
         return 32
     w = node.input[1]
     prod = producers.get(w)
-    if prod is not None and prod.op_type == "DequantizeLinear" and prod.input[0] in inits:
-        return 8 if inits[prod.input[0]].data_type in (2, 3) else 32
-    if w in inits:
-        import onnx.numpy_helper as nh
-
-        arr = nh.to_array(inits[w])
+    if prod is not None and prod.op_type == "DequantizeLinear":
+        src = const_value(prod.input[0], inits, producers)
+        if src is not None:
+            return 8 if src.dtype in (np.int8, np.uint8) else 32
+        q = producers.get(prod.input[0])
+        if q is not None and q.op_type == "QuantizeLinear" and const_value(q.input[0], inits, producers) is not None:
+            zp = const_value(q.input[2], inits, producers) if len(q.input) > 2 and q.input[2] else None
+            return 8 if zp is not None and zp.dtype in (np.int8, np.uint8) else 32
+        return 32
+    arr = const_value(w, inits, producers)
+    if arr is not None:
         if node.op_type == "MatMul" or (node.op_type == "Gemm" and not _attr(node, "transB", 0)):
             arr = arr.T  # [in, out] -> one row per output unit
         if arr.ndim > 1 and arr.size // arr.shape[0] > 1:
@@ -103,19 +116,55 @@ _BINARY_PRESERVING = ("MaxPool", "GlobalMaxPool", "ReduceMax", "Flatten", "Resha
 _AFFINE = ("Add", "Sub", "Mul", "Div")
 
 
-def _const(name, inits, producers):
-    if name in inits:
-        import onnx.numpy_helper as nh
+def const_value(name, inits, producers, depth: int = 8):
+    """The value of tensor `name` when it is a constant: an initializer (TensorProto or an
+    array), a Constant node's value, or one of those through Identity nodes; else None."""
+    import onnx
 
-        return nh.to_array(inits[name])
-    p = producers.get(name)
-    if p is not None and p.op_type == "Constant":
-        import onnx
-
-        for a in p.attribute:
-            if a.name == "value":
-                return onnx.numpy_helper.to_array(a.t)
+    for _ in range(depth):
+        if name in inits:
+            v = inits[name]
+            return onnx.numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
+        p = producers.get(name)
+        if p is None:
+            return None
+        if p.op_type == "Constant":
+            for a in p.attribute:
+                if a.name == "value":
+                    return onnx.numpy_helper.to_array(a.t)
+            return None
+        if p.op_type != "Identity":
+            return None
+        name = p.input[0]
     return None
+
+
+_const = const_value
+
+
+def qdq_identity_on_bits(q, dq, inits, producers) -> bool:
+    """DequantizeLinear(QuantizeLinear(b)) returns 0 and 1 unchanged (checked in float32 as
+    onnxruntime computes it) for every scale/zero point: a Q/DQ pair on a {0,1} map (what
+    onnxruntime's quantize_static writes around pooled Heaviside maps) is then exact."""
+    if q is None or dq is None or q.op_type != "QuantizeLinear" or dq.op_type != "DequantizeLinear":
+        return False
+    vals = []
+    for n in (q, dq):
+        s = const_value(n.input[1], inits, producers)
+        z = const_value(n.input[2], inits, producers) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+        if s is None or z is None:
+            return False
+        vals.append((np.asarray(s, np.float32), z))
+    (s_q, z_q), (s_d, z_d) = vals
+    info = np.iinfo(z_q.dtype) if np.issubdtype(z_q.dtype, np.integer) else None
+    if info is None:
+        return False
+    for b in (0.0, 1.0):
+        qv = np.clip(np.round(np.float32(b) / s_q) + z_q.astype(np.float64), info.min, info.max)
+        back = ((qv - z_d.astype(np.float64)).astype(np.float32) * s_d).astype(np.float32)
+        if not np.all(back == np.float32(b)):
+            return False
+    return True
 
 
 def _is_pm1_affine_of_heaviside(src, producers, inits, max_ops: int = 4) -> bool:
@@ -161,6 +210,11 @@ def _act_bits(node, producers, inits=None) -> int:
     inits = inits or {}
     src = producers.get(node.input[0])
     for _ in range(16):
+        if src is not None and src.op_type == "DequantizeLinear":
+            q = producers.get(src.input[0])
+            if qdq_identity_on_bits(q, src, inits, producers):
+                src = producers.get(q.input[0])
+                continue
         if src is None or src.op_type not in _BINARY_PRESERVING:
             break
         src = producers.get(src.input[0])
@@ -175,17 +229,44 @@ def _act_bits(node, producers, inits=None) -> int:
     return 32
 
 
+def display_names(model) -> list[str]:
+    """Per node of the graph: its name, an op-based name (`Conv_4`, the node's index) when
+    it has none, and the name with its output tensor (`conv [y3]`) when several nodes share
+    it, so every layer row in a report is distinct."""
+    nodes = list(model.graph.node)
+    base = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)]
+    count: dict[str, int] = {}
+    for b in base:
+        count[b] = count.get(b, 0) + 1
+    return [b if count[b] == 1 else f"{b} [{n.output[0]}]" for b, n in zip(base, nodes)]
+
+
+def layer_node(model, layer: dict | None):
+    """The ONNX node a layer entry stands for, found by its graph identity (index and
+    output tensor), never by its display name; None if the entry is not from this graph."""
+    ident = (layer or {}).get("onnx_node")
+    if model is None or not ident:
+        return None
+    nodes = model.graph.node
+    i = ident.get("index", -1)
+    if 0 <= i < len(nodes) and nodes[i].output and nodes[i].output[0] == ident.get("output"):
+        return nodes[i]
+    return next((n for n in nodes if n.output and n.output[0] == ident.get("output")), None)
+
+
 def build_layer_table(model) -> list[dict]:
     shapes = _shapes(model)
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: i for i in model.graph.initializer}
+    names = display_names(model)
     layers = []
     for i, node in enumerate(model.graph.node):
         if node.op_type not in _LAYER_OPS:
             continue
         weighted = node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU")
         layers.append({
-            "name": node.name or f"{node.op_type}_{i}",
+            "name": names[i],
+            "onnx_node": {"index": i, "output": node.output[0]},
             "op": node.op_type,
             "kernel": None,
             "act_bits": _act_bits(node, producers, inits),

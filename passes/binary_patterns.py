@@ -252,48 +252,82 @@ def channel_vector(arr, c_out: int, ndim: int, channel_axis: int = 1):
 # ------------------------------------------------------------------ weights from ONNX
 
 
-def _onnx_weight_info(model, node_name: str):
-    """(kind, wq or None, scale, reason) for the weight of the named ONNX node."""
-    import onnx.numpy_helper as nh
+class OnnxGraph:
+    """Producers and constants of the (shape-inferred) ONNX graph, built once per pass."""
 
-    if model is None:
+    def __init__(self, model):
+        from nrqc.layer_table import _shapes
+
+        self.model = model
+        self.producers = {o: n for n in model.graph.node for o in n.output} if model is not None else {}
+        self.inits = {i.name: i for i in model.graph.initializer} if model is not None else {}
+        self.shapes = _shapes(model) if model is not None else {}
+
+    def const(self, name):
+        from nrqc.layer_table import const_value
+
+        return const_value(name, self.inits, self.producers) if name else None
+
+    def weight_shape(self, layer) -> tuple[int, ...] | None:
+        """The shape the layer's folded Relax weight has: the ONNX weight's, transposed for
+        a Gemm with transB = 1 (the importer folds the transpose into a [in, out] matmul)."""
+        from nrqc.layer_table import _attr, layer_node
+
+        node = layer_node(self.model, layer)
+        if node is None or len(node.input) < 2:
+            return None
+        shape = self.shapes.get(node.input[1])
+        if shape is None:
+            c = self.const(node.input[1])
+            shape = None if c is None else tuple(c.shape)
+        if shape is not None and node.op_type == "Gemm" and _attr(node, "transB", 0):
+            shape = tuple(reversed(shape))
+        return shape
+
+
+def _onnx_weight_info(graph: OnnxGraph | None, node):
+    """(kind, wq or None, scale, reason) for the weight of ONNX node `node` (the layer's own
+    node, found by its graph identity). Constants may come as initializers, Constant nodes,
+    or through Identity nodes (as the TorchScript exporter writes shared zero points)."""
+    if graph is None or graph.model is None:
         return "float", None, None, "no ONNX graph available"
-    producers = {o: n for n in model.graph.node for o in n.output}
-    inits = {i.name: nh.to_array(i) for i in model.graph.initializer}
-    node = next((n for n in model.graph.node if (n.name or "") == node_name), None)
     if node is None or len(node.input) < 2:
-        return "float", None, None, "layer not found in the ONNX graph"
+        return "float", None, None, "no ONNX node for this layer"
     w = node.input[1]
-    p = producers.get(w)
+    p = graph.producers.get(w)
     if p is not None and p.op_type == "DequantizeLinear":
         src = p.input[0]
-        scale = inits.get(p.input[1])
-        zp = inits.get(p.input[2]) if len(p.input) > 2 else None
+        scale = graph.const(p.input[1])
+        zp = graph.const(p.input[2]) if len(p.input) > 2 else None
         if scale is None:
-            return "float", None, None, "DequantizeLinear scale is not an initializer"
+            return "float", None, None, "DequantizeLinear scale is not a constant"
         if zp is not None and np.any(zp != 0):
             return "float", None, None, "DequantizeLinear zero point is not 0"
-        if src in inits and inits[src].dtype == np.int8:
-            return "int8", inits[src], scale.astype(np.float32), None
-        q = producers.get(src)
-        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
-            zq = inits.get(q.input[2]) if len(q.input) > 2 else None
-            if zq is not None and zq.dtype != np.int8:
+        wq = graph.const(src)
+        if wq is not None and wq.dtype == np.int8:
+            return "int8", wq, scale.astype(np.float32), None
+        q = graph.producers.get(src)
+        if q is not None and q.op_type == "QuantizeLinear" and graph.const(q.input[0]) is not None:
+            zq = graph.const(q.input[2]) if len(q.input) > 2 else None
+            if zq is None or zq.dtype != np.int8:
                 return "float", None, None, "QuantizeLinear to uint8 weights"
             return "int8", None, scale.astype(np.float32), None  # wq recovered from the folded constant
-        return "float", None, None, "DequantizeLinear input is not an int8 initializer"
-    if w in inits:
+        return "float", None, None, "DequantizeLinear input is not an int8 constant"
+    if graph.const(w) is not None:
         return "float-or-binary", None, None, None
     return "float", None, None, "weight is computed at run time"
 
 
-def classify_weights(plan: LayerPlan, onnx_model) -> None:
+def classify_weights(plan: LayerPlan, graph: OnnxGraph | None) -> None:
     """Fill plan.weights / wq / scale (per output channel), or plan.reason."""
+    from nrqc.layer_table import layer_node
+
     w = plan.weight.astype(np.float32)
     co = plan.c_out
     # rows: one per output channel
     rows = w.reshape(co, -1) if plan.kind != "matmul" else w.T.reshape(co, -1)
-    kind, _, scale, reason = _onnx_weight_info(onnx_model, plan.layer["name"] if plan.layer else "")
+    node = layer_node(graph.model, plan.layer) if graph is not None else None
+    kind, wq_onnx, scale, reason = _onnx_weight_info(graph, node)
     if kind == "int8":
         s = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (co,)).astype(np.float32)
         if np.any(s == 0):
@@ -302,8 +336,11 @@ def classify_weights(plan: LayerPlan, onnx_model) -> None:
         q = np.round(rows / s[:, None])
         if np.all(np.abs(q) <= 127.0) or (np.all(q >= -128) and np.all(q <= 127)):
             if np.array_equal((q.astype(np.float32) * s[:, None]).astype(np.float32), rows):
-                plan.weights, plan.scale = "int8", s
                 qi = q.astype(np.int8)
+                if wq_onnx is not None and not _same_int8(qi, wq_onnx, plan, node):
+                    plan.reason = "folded weight differs from the ONNX node's int8 weight"
+                    return
+                plan.weights, plan.scale = "int8", s
                 plan.wq = qi.reshape(w.shape) if plan.kind != "matmul" else qi.T.reshape(w.shape)
                 return
         plan.reason = "folded weight is not int8 x scale (non-zero zero point or saturation)"
@@ -322,16 +359,204 @@ def classify_weights(plan: LayerPlan, onnx_model) -> None:
     plan.reason = reason
 
 
+def _same_int8(rows_q, wq_onnx, plan: LayerPlan, node) -> bool:
+    """The int8 values recovered from the folded Relax weight (one row per output channel)
+    are the ONNX node's own int8 initializer: the layer entry and the Relax op are the same
+    layer (structure, not names, links them)."""
+    from nrqc.layer_table import _attr
+
+    wq = np.asarray(wq_onnx)
+    if plan.kind == "matmul":
+        trans_b = node is not None and node.op_type == "Gemm" and _attr(node, "transB", 0)
+        wq = wq if trans_b else wq.T  # -> [out, in]
+    return wq.size == rows_q.size and np.array_equal(wq.reshape(rows_q.shape), rows_q)
+
+
+# ------------------------------------------------------------------ Q/DQ of activations
+
+QDQ_MAP_OPS = {"relax.nn.max_pool2d", "relax.nn.max_pool1d", "relax.max", "relax.reshape", "relax.flatten",
+               "relax.expand_dims", "relax.squeeze"}
+
+
+def _qdq_params(value, defs):
+    """(src var, [(scale, zero point, axis, qmin, qmax) of Q, of DQ]) when `value` is
+    dequantize(quantize(src)) with constant parameters, else None."""
+    from tvm import relax
+
+    if op_name(value) != "relax.dequantize" or not isinstance(value.args[0], relax.Var):
+        return None
+    q = defs.get(value.args[0])
+    if op_name(q) != "relax.quantize" or not isinstance(q.args[0], relax.Var):
+        return None
+    params = []
+    for call, dtype in ((q, str(q.attrs.out_dtype)), (value, str(value.args[0].ty.dtype))):
+        s, z = const_value(call.args[1]), const_value(call.args[2])
+        if s is None or z is None or not dtype.startswith(("int", "uint")):
+            return None
+        info = np.iinfo(np.dtype(dtype))
+        params.append((np.asarray(s, np.float32), np.asarray(z), int(call.attrs.axis), info.min, info.max))
+    return q.args[0], params
+
+
+def _per_axis(arr, axis: int, ndim: int):
+    """A Q/DQ parameter (scalar or one value per index of `axis`) broadcastable to rank ndim."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0 or arr.size == 1:
+        return arr.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = arr.size
+    return arr.reshape(shape)
+
+
+def _dq_of_q(x, params, ndim: int):
+    """onnxruntime's DequantizeLinear(QuantizeLinear(x)) in float32 (round half to even,
+    saturate to the integer type)."""
+    (s_q, z_q, a_q, lo, hi), (s_d, z_d, a_d, _, _) = params
+    s_q, z_q = _per_axis(s_q, a_q, ndim), _per_axis(z_q, a_q, ndim)
+    s_d, z_d = _per_axis(s_d, a_d, ndim), _per_axis(z_d, a_d, ndim)
+    q = np.clip(np.round(np.asarray(x, np.float32) / s_q) + z_q.astype(np.float64), lo, hi)
+    return ((q - z_d.astype(np.float64)).astype(np.float32) * s_d).astype(np.float32)
+
+
+def _map_values(var, defs, depth: int = 16):
+    """The values a binary map var can take ({0, 1} for a Heaviside map, {-1, 0, 1} for a
+    Sign), following pools, a global max and reshapes back to its head; else None."""
+    from tvm import relax
+
+    v = var
+    for _ in range(depth):
+        value = defs.get(v)
+        name = op_name(value)
+        if name in QDQ_MAP_OPS and isinstance(value.args[0], relax.Var):
+            v = value.args[0]
+            continue
+        if parse_head(value, defs) is not None:
+            return (0.0, 1.0) if name == "relax.astype" else (-1.0, 0.0, 1.0)
+        return None
+    return None
+
+
+def _cmp_through_qdq(value, defs):
+    """A comparison of DequantizeLinear(QuantizeLinear(y)) with a constant (onnxruntime's
+    quantize_static quantizes a conv output before its Heaviside) as an equivalent
+    comparison of y itself: the quantized value is a monotone step function of y, so the
+    bit is y >= T' (or y < T'') with T' at the rounding boundary of the first integer level
+    whose dequantized value passes the comparison (evaluated in float32 over all levels, as
+    onnxruntime computes it). Only an exact tie y/s = k + 0.5 (round half to even) can
+    differ. Returns the new Call or None."""
+    from tvm import relax
+
+    name = op_name(value)
+    if name not in CMP_OPS:
+        return None
+    a, b = value.args
+    if isinstance(a, relax.Var) and const_value(b) is not None:
+        dq_var, t, const_left = a, const_value(b), False
+    elif isinstance(b, relax.Var) and const_value(a) is not None:
+        dq_var, t, const_left = b, const_value(a), True
+    else:
+        return None
+    qdq = _qdq_params(defs.get(dq_var), defs)
+    if qdq is None:
+        return None
+    src, params = qdq
+    (s_q, z_q, a_q, lo, hi), (s_d, z_d, a_d, _, _) = params
+    ndim = len(src.ty.shape)
+    if np.any(s_q <= 0) or np.any(s_d <= 0) or not (np.array_equal(s_q, s_d) and np.array_equal(z_q, z_d)
+                                                      and (s_q.size == 1 or a_q == a_d)):
+        return None
+    s, z = _per_axis(s_q, a_q, ndim).astype(np.float64), _per_axis(z_q, a_q, ndim).astype(np.float64)
+    t = np.asarray(t, np.float32)
+    shape = np.broadcast_shapes(t.shape, s.shape, z.shape)
+    levels = np.arange(lo, hi + 1, dtype=np.float64).reshape((-1,) + (1,) * len(shape))
+    deq = ((levels - z).astype(np.float32) * s.astype(np.float32)).astype(np.float32)
+    op = {"relax.greater": np.greater, "relax.greater_equal": np.greater_equal, "relax.less": np.less,
+          "relax.less_equal": np.less_equal}[name]
+    bits = op(t, deq) if const_left else op(deq, t)
+    bits = np.broadcast_to(bits, (levels.shape[0],) + shape)
+    steps = np.diff(bits.astype(np.int8), axis=0)
+    rising = bool(np.all(steps >= 0))
+    if not rising and not np.all(steps <= 0):
+        return None
+    n_true = bits.sum(0)
+    s_b, z_b = np.broadcast_to(s, shape), np.broadcast_to(z, shape)
+    with np.errstate(over="ignore"):
+        if rising:  # bit <=> level >= lo + #false <=> y >= (level - z - 0.5) * s
+            first = lo + (levels.shape[0] - n_true)
+            thr = np.where(n_true == levels.shape[0], -np.inf,
+                           np.where(n_true == 0, np.inf, (first - z_b - 0.5) * s_b))
+        else:  # bit <=> level <= lo + #true - 1 <=> y < (level - z + 0.5) * s
+            last = lo + n_true - 1
+            thr = np.where(n_true == levels.shape[0], np.inf,
+                           np.where(n_true == 0, -np.inf, (last - z_b + 0.5) * s_b))
+    # y is float32: y >= T (or y < T) for a real T is y >= (or <) the smallest float32 >= T
+    t32 = thr.astype(np.float32)
+    t32 = np.where(t32.astype(np.float64) < thr, np.nextafter(t32, np.float32(np.inf)), t32).astype(np.float32)
+    if t32.ndim > ndim:
+        return None
+    t32 = np.ascontiguousarray(t32.reshape(shape))
+    cmp = relax.op.greater_equal if rising else relax.op.less
+    return cmp(src, relax.const(t32))
+
+
+def fold_activation_qdq(mod, ctx):
+    """Q/DQ pairs on activations (onnxruntime's quantize_static QDQ format) that do not
+    change what the binary passes see: DequantizeLinear(QuantizeLinear(m)) of a binary map
+    m that returns every value of m exactly (0 and 1 for a Heaviside map, checked in float32)
+    is m itself; a comparison of a Q/DQ'd layer output becomes the equivalent comparison of
+    the output (see _cmp_through_qdq). A Q/DQ that is not exact on a map stays, and the
+    layer it feeds stays float."""
+    import tvm
+    from tvm import relax
+
+    bindings = main_bindings(mod)
+    if bindings is None:
+        return mod
+    defs = {b.var: b.value for b in bindings}
+    new, changed = [], 0
+    for b in bindings:
+        qdq = _qdq_params(b.value, defs)
+        if qdq is not None:
+            src, params = qdq
+            vals = _map_values(src, defs)
+            if vals is not None and tuple(src.ty.shape) == tuple(b.var.ty.shape) and all(
+                    np.all(_dq_of_q(np.full((1,) * len(src.ty.shape), v, np.float32), params, len(src.ty.shape))
+                           == np.float32(v)) for v in vals):
+                new.append(relax.VarBinding(b.var, src))  # an alias: CanonicalizeBindings substitutes it
+                defs[b.var] = defs[src]
+                changed += 1
+                continue
+        cmp = _cmp_through_qdq(b.value, defs)
+        if cmp is not None:
+            new.append(relax.VarBinding(b.var, cmp))
+            changed += 1
+            continue
+        new.append(b)
+    if not changed:
+        return mod
+    func = mod["main"]
+    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    mod["main"] = relax.Function(func.params, relax.SeqExpr([relax.DataflowBlock(new)], func.body.body),
+                                 func.ret_ty, func.is_pure, func.attrs)
+    mod = relax.transform.CanonicalizeBindings()(mod)
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    ctx.notes.append(f"binary passes: {changed} activation Q/DQ pair(s) read through (exact on binary maps, "
+                     "or folded into the threshold of the comparison they feed)")
+    return mod
+
+
 def detect(mod, ctx):
     """Build ctx.options['binary_plan'] (list of LayerPlan), in binding order."""
     from tvm import relax
 
-    bindings = main_bindings(mod)
     plan: list[LayerPlan] = []
     ctx.options["binary_plan"] = plan
-    if bindings is None:
+    if main_bindings(mod) is None:
         ctx.notes.append("binary passes: main is not a single dataflow block; no binary rewrite")
         return mod
+    mod = fold_activation_qdq(mod, ctx)
+    bindings = main_bindings(mod)
+    graph = OnnxGraph(ctx.onnx_model) if ctx.onnx_model is not None else None
     defs = {b.var: b.value for b in bindings}
     counts = use_counts(bindings, mod["main"].body.body)
     users = {}  # var -> (binding var, value) of a call reading it directly (used for single-use vars)
@@ -350,8 +575,17 @@ def detect(mod, ctx):
             kind = CORE_OPS[name]
             w = const_value(b.value.args[1])
             fam = "dense" if kind == "matmul" else "conv"
+            # Relax keeps the ONNX node order (the importer emits nodes in order): the n-th
+            # conv (matmul) is the n-th Conv (MatMul/Gemm) layer, if its weight has that
+            # layer's shape; a conv/matmul the importer made for another op (an LSTM's, ...)
+            # does not take the layer's place.
             layer = layers_by_op[fam][seen[fam]] if seen[fam] < len(layers_by_op[fam]) else None
-            seen[fam] += 1
+            want = graph.weight_shape(layer) if graph is not None and layer is not None else None
+            got = tuple(int(d) for d in b.value.args[1].ty.shape) if hasattr(b.value.args[1].ty, "shape") else None
+            if layer is not None and want is not None and got is not None and tuple(want) != got:
+                layer = None
+            else:
+                seen[fam] += 1
             if w is None or not isinstance(b.value.args[0], relax.Var):
                 continue
             attrs = {}
@@ -363,7 +597,7 @@ def detect(mod, ctx):
             elif w.ndim != 2 or len(_shape(b.value.args[0])) != 2:
                 continue
             p = LayerPlan(layer, b.var, kind, b.value.args[0], w, attrs)
-            classify_weights(p, ctx.onnx_model)
+            classify_weights(p, graph)
             by_core[b.var] = p
             plan.append(p)
             continue

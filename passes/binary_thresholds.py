@@ -27,6 +27,9 @@ def integer_threshold(a: np.ndarray, b: np.ndarray, strict: bool) -> tuple[np.nd
     t = np.zeros_like(sigma)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(a != 0, b / np.where(a != 0, a, 1), 0.0)
+    # An infinite threshold (a channel that is always or never on, e.g. after a Q/DQ of the
+    # layer output saturates) stays beyond any int32 accumulator, and stays an integer.
+    q = np.clip(q, -2.0 ** 53, 2.0 ** 53)
     pos, neg, zero = a > 0, a < 0, a == 0
     if strict:
         t[pos] = np.floor(q[pos]) + 1

@@ -309,3 +309,176 @@ def save_untyped(g: G, x_shape, out):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+# ---------------------------------------------------------------- one BAM model, many writers
+# tests/test_foreign_writers.py compiles the same small BAM model as written by nrqc's own
+# exporter and by foreign writers (onnx.helper without names / with duplicate names,
+# torch.onnx.export TorchScript and dynamo, onnxruntime's quantize_static QDQ).
+
+def nrqc_bam_net(frames=24, bands=16, channels=(16, 32, 32), head=16, seed=0, p_in=0.4, z=0.3):
+    """A SeqNet (float first conv, int8 binary convs, max-pools, global max, float dense head)
+    whose binary layers' thresholds -b sit half-way between two integer accumulator values
+    (so onnxruntime's float sums cannot flip a bit). The first conv's threshold is ~0.3 of
+    its fan-in's spread."""
+    import torch
+
+    from nrqc.training.net import Block, GlobalMaxPool, MaxPool, SeqNet
+    from nrqc.training.quant import quantize_int8
+
+    torch.manual_seed(seed)
+    layers, c_in = [], 1
+    for i, c in enumerate(channels):
+        block = Block("conv2d", c_in, c, weight="float" if i == 0 else "int8", act="heaviside")
+        with torch.no_grad():
+            if i == 0:
+                block.layer.bias.fill_(-0.3)
+            else:
+                q, s = quantize_int8(block.layer.weight, axis=0, scale=block.quant_scale(None))
+                rows = q.reshape(c, -1).double()
+                acc = np.floor((p_in * rows.sum(1) + z * np.sqrt(p_in * (1 - p_in) * (rows ** 2).sum(1))).numpy()) + 0.5
+                block.layer.bias.copy_(torch.from_numpy(-(acc * s.double().numpy())).float())
+        layers += [block, MaxPool("conv2d") if i < len(channels) - 1 else GlobalMaxPool()]
+        c_in = c
+    layers += [Block("linear", c_in, head, act="relu"), Block("linear", head, 1, act="none")]
+    net = SeqNet(layers, layout="image", meta={"frames": frames, "bands": bands, "task": "synthetic",
+                                                "variant": "bam"})
+    return net.eval()
+
+
+def nrqc_export(net, path: Path) -> Path:
+    """The model as `nrqc export` writes it (BAM contract, every node named)."""
+    from nrqc.training.onnx_export import to_onnx
+
+    model, _ = to_onnx(net)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def renamed(src: Path, path: Path, names="empty") -> Path:
+    """A copy of an ONNX file with every node name empty (names="empty", as several
+    converters write) or all nodes of an op type sharing one name (names="duplicate")."""
+    model = onnx.load(str(src))
+    for node in model.graph.node:
+        node.name = "" if names == "empty" else node.op_type.lower()
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def exported_arrays(src: Path) -> list[dict]:
+    """Per weighted layer of an nrqc export, in order: kind, float weight or int8 + scale,
+    threshold or bias (what a torch module needs to compute the same thing)."""
+    model = onnx.load(str(src))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "MatMul"):
+            continue
+        w = n.input[1]
+        entry = {"kind": "conv2d" if n.op_type == "Conv" else "linear"}
+        if w in inits:
+            entry["w"] = inits[w]
+        else:
+            dq = producers[w]
+            entry["wq"], entry["scale"] = inits[dq.input[0]], inits[dq.input[1]]
+        nxt = consumers[n.output[0]][0]
+        if nxt.op_type == "Greater":
+            entry["threshold"] = inits[nxt.input[1]]
+        elif nxt.op_type == "Add":
+            entry["bias"] = inits[nxt.input[1]]
+            entry["relu"] = any(c.op_type == "Relu" for c in consumers.get(nxt.output[0], []))
+        if entry["kind"] == "linear":  # MatMul stores [in, out]; torch's Linear [out, in]
+            for k in ("w", "wq"):
+                if k in entry:
+                    entry[k] = np.ascontiguousarray(entry[k].T)
+        out.append(entry)
+    return out
+
+
+def torch_bam_module(arrays: list[dict], weight_quant: str = "fake_quant"):
+    """A plain torch module computing the same thing as the nrqc export the arrays come
+    from, written as a PyTorch user would: Heaviside as (y > t).float(), int8 weights by
+    torch.fake_quantize_per_channel_affine of float parameters (weight_quant="fake_quant")
+    or as float parameters holding the dequantized int8 values (weight_quant="none"),
+    F.max_pool2d, a global amax, nn.Linear."""
+    import torch
+    import torch.nn.functional as F
+
+    class BamNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = torch.nn.ParameterList()
+            self.scales, self.thresholds, self.quant = [], [], []
+            self.linears = torch.nn.ModuleList()
+            self.relu = []
+            for i, a in enumerate(arrays):
+                if a["kind"] == "conv2d":
+                    if "wq" in a:
+                        w = a["wq"].astype(np.float32) * a["scale"].reshape(-1, 1, 1, 1)
+                        self.register_buffer(f"s{i}", torch.from_numpy(a["scale"].astype(np.float32)))
+                        self.register_buffer(f"z{i}", torch.zeros(len(a["scale"]), dtype=torch.int32))
+                    else:
+                        w = a["w"]
+                    self.convs.append(torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(w, np.float32))))
+                    self.quant.append(("wq" in a) and weight_quant == "fake_quant")
+                    self.register_buffer(f"t{i}", torch.from_numpy(a["threshold"].astype(np.float32)))
+                else:
+                    lin = torch.nn.Linear(a["w"].shape[1], a["w"].shape[0])
+                    with torch.no_grad():
+                        lin.weight.copy_(torch.from_numpy(a["w"]))
+                        lin.bias.copy_(torch.from_numpy(a["bias"]))
+                    self.linears.append(lin)
+                    self.relu.append(a.get("relu", False))
+
+        def forward(self, x):
+            x = x.unsqueeze(1)
+            n = len(self.convs)
+            for i, w in enumerate(self.convs):
+                if self.quant[i]:
+                    w = torch.fake_quantize_per_channel_affine(w, getattr(self, f"s{i}"), getattr(self, f"z{i}"),
+                                                               0, -128, 127)
+                x = (F.conv2d(x, w, padding=1) > getattr(self, f"t{i}")).float()
+                x = F.max_pool2d(x, 2) if i < n - 1 else torch.amax(x, dim=(2, 3))
+            for lin, relu in zip(self.linears, self.relu):
+                x = lin(x)
+                x = torch.relu(x) if relu else x
+            return x
+
+    return BamNet().eval()
+
+
+def torch_export(module, x_shape, path: Path, dynamo: bool) -> Path:
+    """torch.onnx.export with the TorchScript exporter (dynamo=False) or torch.export +
+    onnxscript (dynamo=True), opset 17, static shapes."""
+    import torch
+
+    x = torch.zeros(x_shape)
+    kw = {"dynamo": True, "external_data": False} if dynamo else {"dynamo": False}
+    torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=17, **kw)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return Path(path)
+
+
+def ort_quantize_static(float_path: Path, path: Path, x_shape, n_calib=4, seed=0) -> Path:
+    """onnxruntime.quantization.quantize_static, QDQ format, per-channel int8 weights,
+    calibrated on a few random inputs."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(seed)
+            self.data = iter([{"x": rng.standard_normal(x_shape).astype(np.float32)} for _ in range(n_calib)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    return Path(path)
