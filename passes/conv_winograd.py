@@ -96,23 +96,26 @@ def _is_pool2(value) -> bool:
             and not bool(a.ceil_mode) and str(a.layout) == "NCHW")
 
 
-def _onnx_pool_after(onnx_model, conv_name: str):
-    """Name of the MaxPool node that the ONNX conv's output reaches through Add/Relu."""
-    if onnx_model is None:
+def _onnx_pool_after(onnx_model, conv_layer: dict, layers: list[dict]):
+    """The layer entry of the MaxPool node that the ONNX conv's output reaches through
+    Add/Relu, found by graph structure (the conv's node identity, then its output's single
+    consumers), never by node name: names may be empty or repeated."""
+    from nrqc.layer_table import layer_node
+
+    node = layer_node(onnx_model, conv_layer)
+    if node is None:
         return None
-    nodes = list(onnx_model.graph.node)
-    name = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)}  # as nrqc.layer_table names them
     consumers: dict = {}
-    for node in nodes:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    node = next((n for n in nodes if name[id(n)] == conv_name), None)
+    for n in onnx_model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     for _ in range(3):
-        if node is None or len(consumers.get(node.output[0], [])) != 1:
+        if len(consumers.get(node.output[0], [])) != 1:
             return None
         node = consumers[node.output[0]][0]
         if node.op_type == "MaxPool":
-            return name[id(node)]
+            return next((layer for layer in layers
+                         if (layer.get("onnx_node") or {}).get("output") == node.output[0]), None)
         if node.op_type not in ("Add", "Relu"):
             return None
     return None
@@ -145,7 +148,6 @@ def rewrite(mod, ctx: CompileContext):
     users = _users(bindings, body)
     defs = {b.var: b.value for b in bindings}
     plan = {p.core: p for p in ctx.options.get("binary_plan") or []}
-    layers = {layer["name"]: layer for layer in ctx.layers}
     bb = relax.BlockBuilder(mod)
     replace: dict = {}  # var of the chain's last binding -> new value
     extra_bytes, done = 0, []
@@ -184,10 +186,10 @@ def rewrite(mod, ctx: CompileContext):
                                  f">= {MIN_CHANNELS} input channels, output channels a multiple of {spec.lanes}",
                                  "multiplications_per_output": "4 instead of 9 per input channel"}
             layer["float_reason"] = layer.get("float_reason") or "float model layer (no binary activation input)"
-            pool_name = _onnx_pool_after(ctx.onnx_model, layer["name"]) if pool else None
-            if pool_name in layers:
-                layers[pool_name]["kernel"] = f"nrqc:{name}"
-                layers[pool_name]["fused_into"] = layer["name"]
+            pool_layer = _onnx_pool_after(ctx.onnx_model, layer, ctx.layers) if pool else None
+            if pool_layer is not None:
+                pool_layer["kernel"] = f"nrqc:{name}"
+                pool_layer["fused_into"] = layer["name"]
         done.append(f"{c}->{k} @{h}x{wd}" + (" +pool" if pool else ""))
     if not done:
         return mod
