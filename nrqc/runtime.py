@@ -67,7 +67,8 @@ class ArtifactSession:
             if name not in inputs:
                 raise NrqcError(f"missing input '{name}' (the model's inputs: "
                                 f"{', '.join(s['name'] for s in self.manifest['inputs'])})")
-            arr = np.ascontiguousarray(inputs[name])
+            # (not np.ascontiguousarray, which turns a 0-d array into shape [1])
+            arr = np.asarray(inputs[name], order="C")
             if list(arr.shape) != list(spec["shape"]):
                 raise NrqcError(f"input '{name}' has shape {list(arr.shape)}; the artifact was compiled for "
                                 f"{spec['shape']}")

@@ -22,9 +22,10 @@ def binary_steps() -> list:
 
 def float_steps() -> list:
     """Steps that give float layers faster algorithms (before legalization)."""
-    from nrqc.passes import conv_winograd
+    from nrqc.passes import conv_winograd, nan_semantics
 
-    return [conv_winograd.step()]
+    # NaN semantics after Winograd, which matches conv -> ReLU on the unrewritten graph
+    return [conv_winograd.step(), nan_semantics.step()]
 
 
 def schedule_steps() -> list:

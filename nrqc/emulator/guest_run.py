@@ -50,7 +50,7 @@ def run_emulated(lib: str | Path, input_names: list[str], feeds: dict[str, np.nd
     try:
         shutil.copyfile(lib, host_dir / "model.so")
         shutil.copyfile(Path(__file__).with_name("icount_guest.py"), host_dir / "icount_guest.py")
-        np.savez(host_dir / "inputs.npz", **{n: np.ascontiguousarray(feeds[n]) for n in input_names})
+        np.savez(host_dir / "inputs.npz", **{n: np.asarray(feeds[n], order="C") for n in input_names})
         try:
             proc = subprocess.run([*argv, f"{guest_dir}/icount_guest.py", f"{guest_dir}/model.so", "run",
                                    f"{guest_dir}/inputs.npz", f"{guest_dir}/outputs.npz", *input_names],

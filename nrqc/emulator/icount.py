@@ -141,7 +141,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
     rand = random_inputs(specs, seed)
     for s in specs:
         feeds.setdefault(s.name, rand[s.name])
-        feeds[s.name] = np.ascontiguousarray(feeds[s.name], dtype=s.dtype)
+        feeds[s.name] = np.asarray(feeds[s.name], dtype=s.dtype, order="C")  # keeps 0-d inputs 0-d
 
     root = _rootfs.build_rootfs()
     t0 = time.monotonic()

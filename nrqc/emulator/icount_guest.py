@@ -57,7 +57,7 @@ def main() -> int:
         os._exit(0)
     in_path, out_path, names = sys.argv[3], sys.argv[4], sys.argv[5:]
     data = np.load(in_path)
-    arrays = [np.ascontiguousarray(data[n]) for n in names]
+    arrays = [np.asarray(data[n], order="C") for n in names]  # keeps 0-d inputs 0-d
     args = [tvm_ffi.from_dlpack(a) for a in arrays]
     vm = mod["vm_load_executable"]()
     vm["vm_initialization"](KDL_CPU, 0, POOLED_ALLOCATOR)

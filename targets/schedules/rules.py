@@ -387,6 +387,7 @@ def schedule_pool(sch, spec: VectorSpec) -> bool:
         kinds = _iter_kinds(st)
         if kinds not in ("SSSSRR", "SSSR") or len(st.reads) != 1:
             continue
+        pos = [sch.get(x).name_hint for x in blocks].index(st.name_hint)
         loops = sch.get_loops(b)
         ns = kinds.count("S")
         sp, rd = loops[:ns], loops[ns:]
@@ -402,13 +403,27 @@ def schedule_pool(sch, spec: VectorSpec) -> bool:
         sch.vectorize(x)  # before decompose_reduction (compact dataflow)
         init = sch.decompose_reduction(b, rd[0])
         sch.vectorize(sch.get_loops(init)[-1])
-        for other in _blocks(sch):
-            if sch.get(other).name_hint not in (sch.get(b).name_hint, sch.get(init).name_hint):
-                if "R" not in _iter_kinds(sch.get(other)):
-                    try:
-                        sch.reverse_compute_at(other, outer)
-                    except Exception:  # noqa: BLE001 - leave it at the root
-                        _parallel_vectorize(sch, other, spec)
+        # Blocks before the pool produce its input (padding, or the broadcast + stack the ONNX
+        # frontend makes of Max/Min): each is computed per row under `outer`, nearest first.
+        # Moving a producer with reverse_compute_at is accepted by TVM but places it after its
+        # consumer in the row loop, which then reads a buffer not yet written (Max(1e-12, x)
+        # came out with garbage rows). Blocks after the pool consume its output.
+        for other in reversed(blocks[:pos]):
+            if "R" in _iter_kinds(sch.get(other)):
+                continue
+            try:
+                sch.compute_at(other, outer, preserve_unit_loops=True)
+                inner = sch.get_loops(other)[-1]
+                if (_extent(sch.get(inner).extent) or 0) > 1:
+                    sch.vectorize(inner)
+            except Exception:  # noqa: BLE001 - stays at the root, before the pool
+                _parallel_vectorize(sch, other, spec)
+        for other in blocks[pos + 1:]:
+            if "R" not in _iter_kinds(sch.get(other)):
+                try:
+                    sch.reverse_compute_at(other, outer)
+                except Exception:  # noqa: BLE001 - leave it at the root
+                    _parallel_vectorize(sch, other, spec)
         return True
     return False
 
