@@ -421,13 +421,13 @@ def torch_bam_module(arrays: list[dict], weight_quant: str = "fake_quant"):
                 if a["kind"] == "conv2d":
                     if "wq" in a:
                         w = a["wq"].astype(np.float32) * a["scale"].reshape(-1, 1, 1, 1)
-                        self.register_buffer(f"s{i}", torch.from_numpy(a["scale"].astype(np.float32)))
+                        self.register_buffer(f"s{i}", torch.from_numpy(np.array(a["scale"], np.float32)))
                         self.register_buffer(f"z{i}", torch.zeros(len(a["scale"]), dtype=torch.int32))
                     else:
                         w = a["w"]
-                    self.convs.append(torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(w, np.float32))))
+                    self.convs.append(torch.nn.Parameter(torch.from_numpy(np.array(w, np.float32))))
                     self.quant.append(("wq" in a) and weight_quant == "fake_quant")
-                    self.register_buffer(f"t{i}", torch.from_numpy(a["threshold"].astype(np.float32)))
+                    self.register_buffer(f"t{i}", torch.from_numpy(np.array(a["threshold"], np.float32)))
                 else:
                     lin = torch.nn.Linear(a["w"].shape[1], a["w"].shape[0])
                     with torch.no_grad():
