@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nrqc import __version__
-from nrqc.artifact import LIBRARY, MANIFEST, REPORT, staged_directory, write_json
+from nrqc.artifact import LIBRARY, MANIFEST, REPORT, check_output_dir, staged_directory, write_json
 from nrqc.errors import CheckFailed, NrqcError
 from nrqc.layer_table import build_layer_table, resolve_tvm_kernels
 from nrqc.onnx_model import (TensorSpec, check_supported_ops, graph_inputs, graph_outputs, infer_shapes,
@@ -82,6 +82,7 @@ def compile_model(model_path: str | Path, target_name: str, out: str | Path | No
     target = get_target(target_name, options.mcpu)
     m = load_model(model_path, options.shapes)
     out = Path(out) if out else Path(f"{m.path.stem}-{target.name}")
+    check_output_dir(out)  # a read-only or impossible output folder fails now, not after the build
     layers = build_layer_table(m.shaped)
     ctx = CompileContext(target=target, onnx_model=m.shaped, layers=layers,
                          options={"db": options.db, "source_model": str(m.path)})
@@ -130,9 +131,24 @@ def _run_pipeline_checked(mod, ctx, m: LoadedModel):
         return run_pipeline(mod, ctx)
     except NrqcError:
         raise
-    except Exception as e:
-        raise NrqcError(f"{m.path}: compilation failed in the pass pipeline "
-                        f"(after {ctx.steps_run[-1]['name'] if ctx.steps_run else 'import'}): {_first_line(e)}") from None
+    except Exception as e:  # the model was accepted: a crash here is nrqc's (or TVM's) bug, not bad input
+        from nrqc.errors import InternalError
+
+        raise InternalError(f"{m.path}: compile step '{_crashed_step(ctx)}' crashed: "
+                            f"{type(e).__name__}: {_first_line(e)}") from e
+
+
+def _crashed_step(ctx) -> str:
+    """The step that raised: the first one after the last completed step (run_pipeline
+    records a step only once it has finished)."""
+    from nrqc.pipeline import build_pipeline
+
+    done = [s["name"] for s in ctx.steps_run]
+    try:
+        pending = [s.name for s in build_pipeline() if s.name not in done and s.when(ctx)]
+    except Exception:  # noqa: BLE001 - naming the step must not hide the crash being reported
+        pending = []
+    return pending[0] if pending else (done[-1] if done else "import")
 
 
 def export_library(ex, path: Path, target: TargetDescription) -> None:

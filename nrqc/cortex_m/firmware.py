@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nrqc import subproc
 from nrqc.errors import NrqcError
 
 CALIBRATION_INSTRUCTIONS = 2 * 1_000_000
@@ -173,7 +174,7 @@ def _require(tool: str) -> str:
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: int = 600) -> str:
     try:
-        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        p = subproc.run(cmd, cwd=cwd, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise NrqcError(f"{what}: timed out after {timeout} s ({' '.join(cmd[:3])} ...)") from None
     if p.returncode != 0:
@@ -303,7 +304,9 @@ def qemu_command(target, elf: Path) -> list[str]:
     if machine is None:
         raise NrqcError(f"target {getattr(target, 'name', '?')} has no QEMU machine in its description")
     return [_require("qemu-system-arm"), "-M", machine, "-nographic", "-monitor", "none", "-serial", "null",
-            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+            "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
+            # absolute: QEMU runs in its own scratch directory (the semihosting files' home)
+            "-kernel", str(Path(elf).resolve())]
 
 
 def run_firmware(target, elf: Path, outputs, feeds: dict[int, np.ndarray] | None = None,
@@ -316,7 +319,7 @@ def run_firmware(target, elf: Path, outputs, feeds: dict[int, np.ndarray] | None
             Path(tmp, f"nrqc_input_q{i}.bin").write_bytes(np.ascontiguousarray(arr).tobytes())
         cmd = qemu_command(target, elf)
         try:
-            p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+            p = subproc.run(cmd, cwd=tmp, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise NrqcError(f"{elf}: QEMU did not finish within {timeout} s") from None
     text = p.stdout + p.stderr  # QEMU writes the semihosting console to stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
 from nrqc.emulator.board import GUEST_CPU, guest_python, guest_work_dir
 from nrqc.errors import NrqcError
@@ -52,10 +53,9 @@ def run_emulated(lib: str | Path, input_names: list[str], feeds: dict[str, np.nd
         shutil.copyfile(Path(__file__).with_name("icount_guest.py"), host_dir / "icount_guest.py")
         np.savez(host_dir / "inputs.npz", **{n: np.asarray(feeds[n], order="C") for n in input_names})
         try:
-            proc = subprocess.run([*argv, f"{guest_dir}/icount_guest.py", f"{guest_dir}/model.so", "run",
-                                   f"{guest_dir}/inputs.npz", f"{guest_dir}/outputs.npz", *input_names],
-                                  env=env, cwd="/", capture_output=True, text=True, timeout=timeout,
-                                  start_new_session=True)
+            proc = subproc.run([*argv, f"{guest_dir}/icount_guest.py", f"{guest_dir}/model.so", "run",
+                                f"{guest_dir}/inputs.npz", f"{guest_dir}/outputs.npz", *input_names],
+                               env=env, cwd="/", timeout=timeout)
         except subprocess.TimeoutExpired:
             raise NrqcError(f"the emulated run of {lib} did not finish within {timeout:.0f} s") from None
         if proc.returncode != 0 or "NRQC_ICOUNT_DONE" not in proc.stdout:

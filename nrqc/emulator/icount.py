@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
 from nrqc.emulator.board import guest_python, guest_work_dir
 from nrqc.errors import NrqcError
@@ -159,8 +160,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
 
         # 1) where does model.so land?
         argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "probe"})
-        probe = subprocess.run([*argv, *guest_args], env=env, cwd="/", capture_output=True,
-                               text=True, timeout=600)
+        probe = subproc.run([*argv, *guest_args], env=env, cwd="/", timeout=600)
         m = re.search(r"NRQC_ICOUNT_BASE (0x[0-9a-f]+)", probe.stdout)
         if probe.returncode != 0 or not m:
             raise NrqcError(f"emulated probe of {lib} failed: {(probe.stderr or probe.stdout).strip()[-300:]}")
