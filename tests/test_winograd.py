@@ -1,17 +1,34 @@
 """Winograd F(2x2, 3x3) kernels against torch's direct conv (+ bias, ReLU, 2x2 max pool),
 on shapes with odd sizes, channels not a multiple of the vector width, with and without
-the fused pool; and a whole model compiled with the pass against onnxruntime."""
+the fused pool, at every x86 vector width this host runs (SSE 4 lanes, AVX2 8, AVX-512 16),
+with every input placed against a PROT_NONE guard page (after its end, then before its
+start) so a read outside an input faults instead of passing by luck; and a whole model
+compiled with the pass against onnxruntime."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import tvm
 
-from nrqc.targets import get_target
-from nrqc.targets.kernels import winograd as wg
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guarded_memory import guarded_array, run_isolated  # noqa: E402
+
+from nrqc.targets import get_target, x86  # noqa: E402
+from nrqc.targets.kernels import winograd as wg  # noqa: E402
+from nrqc.targets.schedules import vector_spec  # noqa: E402
 
 TARGET = get_target("x86")
+
+# x86 CPU levels by vector width; code for an older level runs on this newer CPU. The AVX-512
+# build is for this host's own CPU (the build a user here gets), when it has AVX-512.
+SSE, AVX2 = "x86-64-v2", "haswell"
+HOST_AVX512 = x86.host_mcpu() if "avx512f" in x86.host_cpu_flags() else None
+ISAS = [SSE, AVX2, pytest.param(HOST_AVX512 or "x86-64-v4", marks=pytest.mark.skipif(
+    HOST_AVX512 is None, reason="this host has no AVX-512"))]
 
 
 def _reference(x, w, b, relu, pool):
@@ -24,24 +41,58 @@ def _reference(x, w, b, relu, pool):
     return y.numpy()
 
 
-@pytest.mark.parametrize("c,k,h,w,pool,relu", [
-    (32, 32, 20, 12, True, True), (32, 32, 15, 9, False, True), (8, 16, 9, 10, True, False),
-    (16, 64, 7, 15, False, True), (5, 16, 11, 7, True, True), (32, 24, 6, 6, False, False),
-])
-def test_winograd_matches_direct_conv(c, k, h, w, pool, relu):
-    rng = np.random.default_rng(c * 7 + h)
-    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
-    b = (rng.standard_normal(k) * 0.1).astype(np.float32)
-    g = wg.WinogradConv(c, k, h, w, pool, relu)
-    lanes = 16 if k % 16 == 0 else 8
-    func = wg.schedule(wg.winograd_conv(g), g, lanes, 32)
-    lib = tvm.tirx.build(func, target=TARGET.tvm())
-    out = tvm.runtime.tensor(np.zeros(g.out_shape, np.float32))
-    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(wg.transform_weights(wt)), tvm.runtime.tensor(b), out)
-    ref = _reference(x, wt, b, relu, pool)
-    assert ref.shape == g.out_shape
-    np.testing.assert_allclose(out.numpy(), ref, atol=2e-5, rtol=1e-5)
+def _guarded_run(mcpu: str, cases: list) -> list[float]:
+    """In a fresh process: build each case for `mcpu` with the lanes and registers the
+    Winograd pass would take from that target, run it with X, U and B each ending at a guard
+    page, then each starting right after one; returns the max error vs torch per run."""
+    spec = vector_spec({"kind": "llvm", "mcpu": mcpu})
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    errors = []
+    for c, k, h, w, pool, relu in cases:
+        lanes = spec.lanes
+        while k % lanes:  # the pass takes only K a multiple of the target's lanes; smaller K: narrower
+            lanes //= 2
+        rng = np.random.default_rng(c * 7 + h)
+        x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+        wt = (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+        b = (rng.standard_normal(k) * 0.1).astype(np.float32)
+        g = wg.WinogradConv(c, k, h, w, pool, relu)
+        lib = tvm.tirx.build(wg.schedule(wg.winograd_conv(g), g, lanes, spec.registers), target=target)
+        ref = _reference(x, wt, b, relu, pool)
+        assert ref.shape == g.out_shape
+        for where in ("after", "before"):
+            print(f"winograd {c}->{k} @{h}x{w} pool={pool} relu={relu} {mcpu} lanes={lanes}: inputs {where} a guard "
+                  f"page", file=sys.stderr, flush=True)
+            out = tvm.runtime.tensor(np.full(g.out_shape, np.nan, np.float32))
+            with guarded_array(x, where) as gx, guarded_array(wg.transform_weights(wt), where) as gu, \
+                    guarded_array(b, where) as gb:
+                assert gx.slack == gu.slack == 0  # X and U end exactly at the guard page
+                lib["main"](gx.tensor, gu.tensor, gb.tensor, out)
+            errors.append(float(np.max(np.abs(out.numpy() - ref) / (1 + np.abs(ref)))))
+    return errors
+
+
+# odd sizes; channels not a multiple of 16 (and of 32: a partial register block); with and
+# without the pool. X's byte size is a multiple of 64 (C*H*W a multiple of 16), so X starts
+# aligned and ends exactly at the guard page (guarded_memory.ALIGN).
+SMALL = [(32, 32, 20, 12, True, True), (32, 32, 15, 9, False, True), (16, 16, 9, 10, True, False),
+         (16, 64, 7, 15, False, True), (16, 16, 11, 7, True, True), (32, 24, 6, 6, False, False),
+         (16, 48, 13, 5, False, True), (16, 16, 3, 3, True, True), (32, 16, 1 + 1, 2, False, False)]
+
+
+@pytest.mark.parametrize("mcpu", ISAS)
+def test_winograd_matches_direct_conv_within_its_inputs(mcpu):
+    errors = run_isolated(_guarded_run, mcpu, SMALL)
+    assert len(errors) == 2 * len(SMALL)
+    assert max(errors) < 1e-5, errors
+
+
+@pytest.mark.parametrize("mcpu", ISAS)
+def test_winograd_dnsmos_layers_within_their_inputs(mcpu):
+    """The DNSMOS layers users saw crash (32->32 at 901x161 with its pool, 64->64 at 450x161);
+    ~8-10 s per vector width here."""
+    errors = run_isolated(_guarded_run, mcpu, [(32, 32, 901, 161, True, True), (64, 64, 450, 161, False, True)])
+    assert max(errors) < 1e-5, errors
 
 
 def test_model_v8_convolutions_become_winograd(tmp_path, dnsmos_path):

@@ -91,9 +91,13 @@ def winograd_conv(g: WinogradConv):
     zero = tirx.const(0.0, "float32")
 
     def pad(c, y, x):
+        # A guarded load (if_then_else evaluates only the taken branch), not Select(in bounds,
+        # X[clamped], 0): Select evaluates both operands, and the simplifier, knowing the
+        # condition holds in the true operand, drops the clamp, so the vectorized row read
+        # X[y - 1, -1 .. W] in full (rows -1 and H too) and masked it afterwards: a read
+        # outside X that faulted whenever X ended or began at an unmapped page.
         yy, xx = y - 1, x - 1
-        inb = tirx.all(yy >= 0, yy < H, xx >= 0, xx < W)
-        return tirx.Select(inb, X[0, c, tirx.max(tirx.min(yy, H - 1), 0), tirx.max(tirx.min(xx, W - 1), 0)], zero)
+        return tirx.if_then_else(tirx.all(yy >= 0, yy < H, xx >= 0, xx < W), X[0, c, yy, xx], zero)
 
     xp = te.compute((C, 2 * th + 2, 2 * tw + 2), pad, name="Xp")
 
@@ -158,7 +162,10 @@ def schedule(func, g: WinogradConv, lanes: int, registers: int):
         sch.reorder(n, ty, txo, k, yi, txi, xi)
         sch.unroll(yi)
         sch.unroll(xi)
-    sch.compute_at(m, txo)
+    # keep unit loops: with one tile per block (xb == 1, e.g. AVX2's 16 registers and a prime
+    # tile count) compute_at would drop M's and V's tile loop, and the loops picked by
+    # position below would reach past the block into txo ("not in a chain" in reorder)
+    sch.compute_at(m, txo, preserve_unit_loops=True)
     e, mtx, mk, mc = sch.get_loops(m)[-4:]
     mko, mkv, mki = sch.split(mk, [None, vec_block, lanes])
     sch.reorder(e, mko, mc, mtx, mkv, mki)
@@ -166,11 +173,17 @@ def schedule(func, g: WinogradConv, lanes: int, registers: int):
     sch.unroll(mkv)
     sch.unroll(mtx)
     sch.decompose_reduction(m, mc)
-    sch.compute_at(v, txo)
+    sch.compute_at(v, txo, preserve_unit_loops=True)
     ve, vc, vtx = sch.get_loops(v)[-3:]
     sch.reorder(vc, ve, vtx)
     sch.unroll(ve)
     sch.vectorize(vtx)
-    sch.compute_at(xp, ty)
-    sch.vectorize(sch.get_loops(xp)[-1])
+    sch.compute_at(xp, ty, preserve_unit_loops=True)
+    # Xp's columns: the left zero column, the W columns copied from X (a contiguous vector
+    # read, its column guard provably true there and simplified away; the row guard is one
+    # branch per row), and the zero columns on the right. Vectorizing the whole row instead
+    # would vectorize the guard per lane, which TVM scalarizes (safe, but a load per element).
+    cols = 2 * tw + 2
+    parts = sch.loop_partition(sch.get_loops(xp)[-1], [1, g.w, None] if cols > g.w + 1 else [1, None])
+    sch.vectorize(parts[1])
     return sch.mod["main"]
