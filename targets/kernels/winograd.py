@@ -162,11 +162,12 @@ def schedule(func, g: WinogradConv, lanes: int, registers: int):
         sch.reorder(n, ty, txo, k, yi, txi, xi)
         sch.unroll(yi)
         sch.unroll(xi)
-    # keep unit loops: with one tile per block (xb == 1, e.g. AVX2's 16 registers and a prime
-    # tile count) compute_at would drop M's and V's tile loop, and the loops picked by
-    # position below would reach past the block into txo ("not in a chain" in reorder)
+    # Keep unit loops, so that M and V get one loop per axis whatever the extents: with one
+    # tile per block (xb == 1, e.g. AVX2's 16 registers and a prime tile count) compute_at
+    # dropped the tile loop, and loops picked by position reached past the block into txo
+    # ("loops are not in a chain" in reorder). The one-row ty axis is a unit loop then too.
     sch.compute_at(m, txo, preserve_unit_loops=True)
-    e, mtx, mk, mc = sch.get_loops(m)[-4:]
+    e, _, mtx, mk, mc = sch.get_loops(m)[-5:]  # e, ty (one row), tx, k, rc
     mko, mkv, mki = sch.split(mk, [None, vec_block, lanes])
     sch.reorder(e, mko, mc, mtx, mkv, mki)
     sch.vectorize(mki)
@@ -174,7 +175,7 @@ def schedule(func, g: WinogradConv, lanes: int, registers: int):
     sch.unroll(mtx)
     sch.decompose_reduction(m, mc)
     sch.compute_at(v, txo, preserve_unit_loops=True)
-    ve, vc, vtx = sch.get_loops(v)[-3:]
+    ve, vc, _, vtx = sch.get_loops(v)[-4:]  # e, c, ty (one row), tx
     sch.reorder(vc, ve, vtx)
     sch.unroll(ve)
     sch.vectorize(vtx)
