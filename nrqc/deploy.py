@@ -62,7 +62,7 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
     from nrqc.compiler import compare_outputs
     from nrqc.emulator.board import remote_board_info
     from nrqc.reference import run_onnxruntime
-    from nrqc.runtime import ArtifactSession
+    from nrqc.runtime import ArtifactSession, rpc_deadline
 
     lib = Path(out) / manifest.get("library", LIBRARY)
     log(f"connecting to {rpc}, uploading {lib.name} ({lib.stat().st_size / 1e6:.1f} MB)")
@@ -85,7 +85,8 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
                         f"{manifest.get('target')} ({(manifest.get('tvm_target') or {}).get('mtriple', 'host')}; "
                         f"is the board of that architecture?): {failure}")
     load_s = time.perf_counter() - t0
-    board = remote_board_info(session.remote)
+    with rpc_deadline(rpc, "asking the board what it is"):
+        board = remote_board_info(session.remote)
     log(f"loaded on the board in {load_s:.1f} s; running")
     t0 = time.perf_counter()
     got = session.run(feeds)
@@ -113,11 +114,13 @@ def _last_line(e: Exception) -> str:
 def _remote_machine(rpc: str) -> str | None:
     """The board's machine (``uname -m``) if its server says (the emulated board does)."""
     from nrqc.emulator.board import remote_board_info
-    from nrqc.runtime import connect_rpc
+    from nrqc.runtime import connect_rpc, rpc_deadline
 
     try:
-        return remote_board_info(connect_rpc(rpc)).get("machine")
-    except Exception:  # noqa: BLE001
+        remote = connect_rpc(rpc)
+        with rpc_deadline(rpc, "asking the board what it is"):
+            return remote_board_info(remote).get("machine")
+    except Exception:  # noqa: BLE001 - only a detail of the message being built
         return None
 
 

@@ -1,6 +1,7 @@
 """Running a compiled artifact: here, or on a board through TVM RPC."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,100 @@ def parse_rpc(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+RPC_TIMEOUT = 60.0  # seconds; `--rpc-timeout` of compile, run, profile and deploy
+
+
+class _RpcTimeoutSettings:
+    seconds: float = RPC_TIMEOUT
+
+
+def set_rpc_timeout(seconds: float) -> None:
+    """The deadline (s) of each RPC operation in this process: connecting (TCP and the TVM
+    handshake), uploading and loading the library, one run. 0 waits for ever."""
+    if seconds < 0:
+        raise NrqcError(f"--rpc-timeout {seconds:g}: must be >= 0 seconds (0: no limit)")
+    _RpcTimeoutSettings.seconds = float(seconds)
+
+
+class _DeadlinePassed(BaseException):
+    """Raised by SIGALRM inside a blocked RPC call. A BaseException, so the broad `except
+    Exception` around remote calls (optional board functions) cannot swallow it."""
+
+
+@contextlib.contextmanager
+def rpc_deadline(addr: str, what: str):
+    """Give up on the board at `addr` if `what` has not finished within the RPC timeout.
+
+    TVM's RPC client has no client-side timeout (rpc.connect's session_timeout only asks the
+    server to end the session later) and blocks in C++ recv() on a silent server. That recv
+    loop runs Python's signal handlers, so a SIGALRM handler that raises unblocks it. Only the
+    main thread receives signals; elsewhere (and with timeout 0) this waits as before.
+    """
+    import signal
+    import threading
+
+    seconds = _RpcTimeoutSettings.seconds
+    if (not seconds or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # an outer deadline already runs
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _DeadlinePassed()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _DeadlinePassed:
+        _shut_down_connections_to(addr)
+        raise NrqcError(f"--rpc {addr}: no answer within {seconds:g} s while {what} (is a TVM RPC server "
+                        f"running there, and is the board alive? raise --rpc-timeout if it is just slow)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _shut_down_connections_to(addr: str) -> None:
+    """Shut down this process's TCP connections to the board at `addr`. The abandoned RPC
+    session's destructor sends a shutdown message and waits for the reply (in C++, outside
+    any deadline); on a silent board that wait never ends. On a shut-down socket it returns
+    at once. TVM does not expose the session's socket, so it is found among our descriptors."""
+    import os
+    import socket
+
+    host, port = parse_rpc(addr)
+    try:
+        peers = {(info[4][0], port) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except OSError:
+        return
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:  # not Linux: nothing to find the socket by
+        return
+    for name in fds:
+        try:
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except (OSError, ValueError):
+            continue  # not a socket (or already closed)
+        try:
+            if sock.type == socket.SOCK_STREAM and tuple(sock.getpeername()[:2]) in peers:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()  # the duplicate only; the shutdown applies to the shared connection
+
+
 def connect_rpc(addr: str):
     from tvm import rpc
 
     host, port = parse_rpc(addr)
     try:
-        return rpc.connect(host, port, session_timeout=0)
+        with rpc_deadline(addr, "connecting"):
+            return rpc.connect(host, port, session_timeout=0)
+    except NrqcError:
+        raise
     except Exception as e:
         raise NrqcError(f"--rpc {addr}: cannot connect to a TVM RPC server ({str(e).splitlines()[0][:120]})") from None
 
@@ -40,11 +129,13 @@ class ArtifactSession:
             raise NrqcError(f"{self.out}: missing {lib_path.name}")
         kind = self.manifest.get("target_kind")
         self.remote = None
+        self.rpc = rpc
         if rpc:
             self.remote = connect_rpc(rpc)
-            self.remote.upload(str(lib_path))
-            lib = self.remote.load_module(lib_path.name)
-            self.dev = self.remote.cpu()
+            with rpc_deadline(rpc, f"uploading and loading {lib_path.name}"):
+                self.remote.upload(str(lib_path))
+                lib = self.remote.load_module(lib_path.name)
+                self.dev = self.remote.cpu()
         else:
             if kind != "host":
                 raise NrqcError(f"{self.out}: built for {self.manifest['target']}, which does not run on this host: "
@@ -56,7 +147,8 @@ class ArtifactSession:
                 check_runs_here(cpu.get("isa_flags"), str(self.out), cpu.get("mcpu"))
             lib = tvm.runtime.load_module(str(lib_path))
             self.dev = tvm.cpu()
-        self.vm = relax.VirtualMachine(lib, self.dev)
+        with rpc_deadline(rpc, "creating the VM") if rpc else contextlib.nullcontext():
+            self.vm = relax.VirtualMachine(lib, self.dev)
 
     def to_device(self, inputs: dict[str, np.ndarray]) -> list:
         import tvm
@@ -76,8 +168,9 @@ class ArtifactSession:
         return args
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out = self.vm["main"](*self.to_device(inputs))
-        return flatten_outputs(out)
+        with rpc_deadline(self.rpc, "running the model") if self.rpc else contextlib.nullcontext():
+            out = self.vm["main"](*self.to_device(inputs))
+            return flatten_outputs(out)
 
 
 def flatten_outputs(out) -> list[np.ndarray]:

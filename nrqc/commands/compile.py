@@ -17,11 +17,17 @@ import click
 @click.option("--rpc", default=None, metavar="HOST:PORT",
               help="Run the numerical check on this board (TVM RPC: a Pi's rpc_server or `nrqc emulate`). "
                    "Without it, arm_cpu is checked on the emulated board when its root file system is cached.")
+@click.option("--rpc-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up on the --rpc board when connecting, uploading or one run gets no answer within this "
+                   "time (0: wait for ever).")
 @click.option("--mcpu", default=None, metavar="CPU",
               help="x86 only: build for this CPU (LLVM name: x86-64-v2, haswell, x86-64-v3, x86-64-v4, "
                    "icelake-server, znver4, ...) instead of this host's; recorded in the manifest.")
-def command(model, target, out, shapes, check, atol, rtol, db, rpc, mcpu):
+def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout, mcpu):
     """Compile MODEL (ONNX) for a target."""
+    from nrqc.runtime import set_rpc_timeout
+
+    set_rpc_timeout(rpc_timeout)
     from nrqc.compiler import CompileOptions, compile_model
     from nrqc.errors import NrqcError
     from nrqc.onnx_model import parse_shape_options

@@ -11,12 +11,16 @@ import click
 @click.option("--tracker", default=None, metavar="HOST:PORT", help="Register the board to this TVM RPC tracker.")
 @click.option("--key", default="", help="Device key on the tracker (needed with --tracker).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached root file system first.")
-def command(target, port, tracker, key, rebuild):
+@click.option("--mirror", default=None, metavar="URL",
+              help="Debian mirror for building the root file system (default: $NRQC_DEBIAN_MIRROR, else the "
+                   "host's Debian mirror from /etc/apt/sources.list, sources.list.d/*.list and *.sources).")
+def command(target, port, tracker, key, rebuild, mirror):
     """Start an emulated TARGET board (arm_cpu: aarch64 Debian + the official TVM wheel
     under qemu-aarch64-static) and serve TVM RPC on 127.0.0.1 until stopped (Ctrl-C).
 
     The first start builds the root file system (cached in $NRQC_CACHE, default
-    ~/.cache/nrqc); later starts reuse it.
+    ~/.cache/nrqc) from the Debian mirror the host's apt uses (or --mirror); later
+    starts reuse it.
     """
     from nrqc.errors import NrqcError
     from nrqc.targets import get_target
@@ -30,6 +34,7 @@ def command(target, port, tracker, key, rebuild):
     from nrqc.emulator import rootfs
     from nrqc.emulator.board import serve_foreground
 
+    rootfs.use_mirror(mirror)
     if rebuild:
         rootfs.build_rootfs(force=True)
     raise SystemExit(serve_foreground(port=port, tracker=tracker, key=key))

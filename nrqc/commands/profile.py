@@ -17,6 +17,9 @@ import click
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads for nrqc (TVM_NUM_THREADS) and onnxruntime alike.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Measure on a board through TVM RPC.")
+@click.option("--rpc-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up on the --rpc board when connecting, uploading or one run gets no answer within this "
+                   "time (0: wait for ever).")
 @click.option("--instructions/--no-instructions", default=None,
               help="aarch64 artifacts: count the instructions one inference executes under qemu (a stable "
                    "measure for comparing builds, no board needed; seconds to minutes; builds the cached "
@@ -26,8 +29,11 @@ import click
               help="Show memory beside another artifact or model for the same target (e.g. the float twin "
                    "of a binary model), with the reduction factors.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(subject, target, shapes, repeat, threads, rpc, instructions, against, as_json):
+def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
+    from nrqc.runtime import set_rpc_timeout
+
+    set_rpc_timeout(rpc_timeout)
     # The TVM thread pool reads this once, when it starts.
     os.environ["TVM_NUM_THREADS"] = str(threads)
 

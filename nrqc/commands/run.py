@@ -14,8 +14,14 @@ import numpy as np
 @click.option("-o", "--output", default=None, type=click.Path(),
               help="Write the first output to this .npy file, or every output (by name) to this .npz file.")
 @click.option("--rpc", default=None, metavar="HOST:PORT", help="Run on a board through TVM RPC.")
-def command(out, inputs, output, rpc):
+@click.option("--rpc-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up on the --rpc board when connecting, uploading or one run gets no answer within this "
+                   "time (0: wait for ever).")
+def command(out, inputs, output, rpc, rpc_timeout):
     """Run the artifact OUT and print (or save) its outputs."""
+    from nrqc.runtime import set_rpc_timeout
+
+    set_rpc_timeout(rpc_timeout)
     from nrqc.artifact import read_manifest
     from nrqc.errors import NrqcError
     from nrqc.runtime import load_inputs

@@ -20,6 +20,7 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs (default per task: a few minutes on 2 cores).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Corpus folder: an nrqc corpus, or a real corpus (MOS CSV / ASVspoof protocol / VAD labels). "
+                   "An existing empty folder gets a synthesized corpus; a missing one is an error. "
                    "Default: synthesize one into OUT/data.")
 @click.option("--samples", type=click.IntRange(8), default=None, help="How many examples to synthesize.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder [runs/TASK].")

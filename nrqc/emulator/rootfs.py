@@ -31,7 +31,6 @@ from pathlib import Path
 from nrqc.errors import NrqcError
 
 SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEB_INCLUDE = ("python3", "libstdc++6")
 # The same runtime a real Raspberry Pi installs with pip (see DEPLOY.md).
 WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy", "onnxruntime")
@@ -96,21 +95,99 @@ def missing_host_tools() -> list[str]:
     return missing
 
 
-def _debian_mirror() -> str:
-    """``$NRQC_DEBIAN_MIRROR``, else the host's Debian mirror from /etc/apt, else deb.debian.org."""
-    env = os.environ.get("NRQC_DEBIAN_MIRROR")
+MIRROR_ENV = "NRQC_DEBIAN_MIRROR"
+# Debian suite names (codenames and aliases): how a Debian archive is told from other apt
+# sources (Ubuntu, vendor repositories) whatever its URL looks like (a local mirror, a proxy).
+DEBIAN_SUITES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+                 "oldoldstable", "oldstable", "stable", "testing", "unstable")
+_mirror_option: str | None = None
+
+
+def use_mirror(url: str | None) -> None:
+    """`nrqc emulate --mirror URL`: the Debian mirror for this process's root file system build."""
+    global _mirror_option
+    if url is not None and not re.match(r"^(https?|ftp|file)://\S+$", url):
+        raise NrqcError(f"--mirror {url!r}: expected a URL such as http://HOST/debian or file:///PATH")
+    _mirror_option = url
+
+
+def _one_line_sources(text: str):
+    """(uri, suite) of each `deb [options] URI SUITE [COMPONENT...]` line."""
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        m = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+        if m:
+            yield m.group(1), m.group(2)
+
+
+def _deb822_sources(text: str):
+    """(uri, suite) pairs of each enabled `Types: deb` stanza of a .sources file."""
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in stanza.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and key:  # a continuation line
+                fields[key] += " " + line.strip()
+                continue
+            key, sep, value = line.partition(":")
+            if not sep:
+                key = None
+                continue
+            key = key.strip().lower()
+            fields[key] = value.strip()
+        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+            continue
+        for uri in fields.get("uris", "").split():
+            for suite in fields.get("suites", "").split():
+                yield uri, suite
+
+
+def host_debian_mirrors(apt_dir: Path = Path("/etc/apt")) -> list[str]:
+    """Debian archive URIs in the host's apt sources, best first: sources.list and
+    sources.list.d/*.list (one-line format) and sources.list.d/*.sources (deb822). An entry
+    counts when its suite is a Debian one; a security archive (SUITE-security, its own tree)
+    does not. Entries for our SUITE come first."""
+    found: list[tuple[int, str]] = []
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list")),
+             *sorted((apt_dir / "sources.list.d").glob("*.sources"))]
+    for f in files:
+        try:
+            text = f.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        pairs = _deb822_sources(text) if f.suffix == ".sources" else _one_line_sources(text)
+        for uri, suite in pairs:
+            base, _, flavour = suite.partition("-")
+            if base not in DEBIAN_SUITES or flavour == "security" or "/updates" in suite:
+                continue
+            if not re.match(r"^(https?|ftp|file)://", uri):
+                continue  # cdrom:, mirror+file: and the like are nothing debootstrap can fetch from
+            found.append((0 if base == SUITE else 1, uri.rstrip("/")))
+    ordered = []
+    for _, uri in sorted(found, key=lambda t: t[0]):
+        if uri not in ordered:
+            ordered.append(uri)
+    return ordered
+
+
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
+    """`--mirror`, else ``$NRQC_DEBIAN_MIRROR``, else the host's Debian mirror from its apt
+    sources. No address is built in: behind a local mirror or proxy a fixed one would fail
+    late and obscurely, so with nothing configured this names the options instead."""
+    if _mirror_option:
+        return _mirror_option
+    env = os.environ.get(MIRROR_ENV)
     if env:
         return env
-    for src in sorted(Path("/etc/apt").glob("sources.list*")) + sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        try:
-            text = src.read_text()
-        except OSError:
-            continue
-        for m in re.finditer(r"^(?:URIs:\s*(\S+)|deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+)", text, re.M):
-            uri = m.group(1) or m.group(2)
-            if uri and uri.rstrip("/").endswith("/debian"):
-                return uri
-    return DEFAULT_MIRROR
+    mirrors = host_debian_mirrors(apt_dir)
+    if mirrors:
+        return mirrors[0]
+    raise NrqcError(f"no Debian mirror for the arm64 root file system: none in {apt_dir}/sources.list, "
+                    f"sources.list.d/*.list or *.sources, and ${MIRROR_ENV} is unset; pass "
+                    f"`nrqc emulate arm_cpu --mirror URL` (for example http://deb.debian.org/debian) "
+                    f"or set ${MIRROR_ENV}")
 
 
 def _run(cmd: list[str], what: str, stream_prefix: str | None = None) -> None:
@@ -167,6 +244,7 @@ def build_rootfs(force: bool = False) -> Path:
     missing = [m for m in missing_host_tools()]
     if missing:
         raise NrqcError("cannot build the arm64 root file system: missing " + "; ".join(missing))
+    debian_mirror()  # no mirror configured: say so before taking the lock
     root.parent.mkdir(parents=True, exist_ok=True)
     lock_path = root.parent / (root.name + ".lock")
     with open(lock_path, "w") as lock:
@@ -181,7 +259,7 @@ def _build_locked(root: Path) -> Path:
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    mirror = _debian_mirror()
+    mirror = debian_mirror()
     _log(f"building the arm64 root file system (first start only) in {root}")
     try:
         _log(f"step 1/4: debootstrap --foreign {SUITE} arm64 minbase + {', '.join(DEB_INCLUDE)} from {mirror}")

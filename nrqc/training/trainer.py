@@ -107,9 +107,10 @@ def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress
     from nrqc.data.corpus import load_corpus, synthesize
     from nrqc.data.loaders import prepare_corpus
 
+    _check_data_dir(data_dir)
     target = data_dir if data_dir is not None else cache_dir
     # --data: an nrqc corpus is used in place, a real corpus is read into the cache, an
-    # empty or new folder gets a synthesized corpus.
+    # existing empty folder gets a synthesized corpus.
     real = (data_dir is not None and data_dir.is_dir() and not (data_dir / "manifest.json").is_file()
             and any(data_dir.iterdir()))
     if data_dir is None or real:
@@ -139,6 +140,14 @@ def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress
         raise NrqcError(f"data folder '{target}' holds a {c['manifest']['task']} corpus, not {cfg.task}")
     return {"x": torch.from_numpy(c["features"]), "y": torch.from_numpy(c["labels"].astype(np.float32)),
             "split": c["split"], "manifest": c["manifest"]}
+
+
+def _check_data_dir(data_dir: Path | None) -> None:
+    """A mistyped --data must not quietly become a new synthesized corpus."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise NrqcError(f"--data {data_dir}: {'not a folder' if Path(data_dir).exists() else 'no such folder'} "
+                        f"(omit --data to synthesize a corpus into the run folder, or create an empty folder "
+                        f"to synthesize one there)")
 
 
 class _Bar:
@@ -256,6 +265,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         raise NrqcError(f"--complexity-weight/--budget-macs need a reparameterized variant (reparam or bam-reparam), not '{cfg.variant}'")
     # Tiny models run faster on one thread than on two contended ones.
     torch.set_num_threads(threads or (1 if cfg.task in ("synthetic", "vad") else 2))
+    if cfg.task != "synthetic":
+        _check_data_dir(Path(data_dir) if data_dir else None)  # before the run folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg, Path(data_dir) if data_dir else None, out / "data", progress, samples_given)

@@ -20,6 +20,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from nrqc.errors import NrqcError
+
 KEY_FILE = "key.json"
 PROGRESS_FILE = "progress.json"
 SELECTED_WORKLOADS = "selected_workload.json"
@@ -72,8 +74,12 @@ def open_for_target(db_dir: str | Path, target, create: bool = False):
     from tvm.s_tir import meta_schedule as ms
 
     db_dir = Path(db_dir)
+    if db_dir.exists() and not db_dir.is_dir():
+        raise NrqcError(f"--db {db_dir}: is a file, not a tuning database directory")
     sub = target_dir(db_dir, target)
     material = key_material(target)
+    if sub.exists() and not sub.is_dir():
+        raise NrqcError(f"--db {db_dir}: {sub} is a file where this target's records directory belongs")
     if not sub.is_dir():
         if not create:
             if not db_dir.is_dir():
@@ -85,17 +91,58 @@ def open_for_target(db_dir: str | Path, target, create: bool = False):
         sub.mkdir(parents=True)
     key_path = sub / KEY_FILE
     if key_path.is_file():
-        stored = json.loads(key_path.read_text())
+        stored = _read_json(key_path)
         if stored != material:  # a hash collision or a hand-edited directory
             return None, f"{sub} key.json does not match this target ({stored} != {material})"
     else:
         if not create:
             return None, f"{sub} has no {KEY_FILE}"
         key_path.write_text(json.dumps(material, indent=2, sort_keys=True) + "\n")
-    db = ms.database.JSONDatabase(path_workload=str(sub / "database_workload.json"),
-                                  path_tuning_record=str(sub / "database_tuning_record.json"),
-                                  allow_missing=True, module_equality="structural")
+    db = _json_database(ms, sub / "database_workload.json", sub / "database_tuning_record.json")
     return db, f"records {sub.name}"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NrqcError(f"{path}: corrupt tuning database file ({e})") from None
+    except OSError as e:
+        raise NrqcError(f"{path}: cannot read the tuning database file ({e.strerror or e})") from None
+
+
+def _check_record_lines(path: Path) -> None:
+    """MetaSchedule's JSON files hold one JSON array per line; TVM fails on a bad line with
+    an error that names neither the file nor the line, so find it first."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise NrqcError(f"{path}: expected a tuning database file, found a directory")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NrqcError(f"{path}: cannot read the tuning database file ({e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise NrqcError(f"{path}:{n}: corrupt tuning record ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, list):
+            raise NrqcError(f"{path}:{n}: corrupt tuning record (a JSON array expected, found {type(rec).__name__})")
+
+
+def _json_database(ms, workloads: Path, records: Path):
+    for path in (workloads, records):
+        _check_record_lines(path)
+    try:
+        return ms.database.JSONDatabase(path_workload=str(workloads), path_tuning_record=str(records),
+                                        allow_missing=True, module_equality="structural")
+    except Exception as e:  # well-formed JSON that TVM cannot turn into workloads/records
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise NrqcError(f"{records.parent}: unreadable tuning database ({lines[-1][:160] if lines else type(e).__name__})"
+                        ) from None
 
 
 def open_selected(sub: Path, create: bool = False):
@@ -107,8 +154,7 @@ def open_selected(sub: Path, create: bool = False):
     paths = sub / SELECTED_WORKLOADS, sub / SELECTED_RECORDS
     if not create and not paths[1].is_file():
         return None
-    return ms.database.JSONDatabase(path_workload=str(paths[0]), path_tuning_record=str(paths[1]),
-                                    allow_missing=True, module_equality="structural")
+    return _json_database(ms, *paths)
 
 
 def workload_mod(func):
@@ -164,7 +210,7 @@ def apply_records(mod, db, target, selected=None):
 
 def read_progress(sub: Path) -> dict:
     p = Path(sub) / PROGRESS_FILE
-    return json.loads(p.read_text()) if p.is_file() else {"tasks": {}}
+    return _read_json(p) if p.is_file() else {"tasks": {}}
 
 
 def write_progress(sub: Path, progress: dict) -> None:
