@@ -190,17 +190,30 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
                     f"or set ${MIRROR_ENV}")
 
 
-def _run(cmd: list[str], what: str, stream_prefix: str | None = None) -> None:
-    """Run a build step; stream its output to stderr (progress) and fail with its tail."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _run(cmd: list[str], what: str, progress_label: str | None = None) -> None:
+    """Run a build step, its output shown as progress (nrqc.progress: a live line on a
+    terminal, about ten lines in a log), failing with its tail. The child runs in its own
+    process group, killed if nrqc is interrupted."""
+    from nrqc import subproc
+    from nrqc.progress import Progress
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     tail: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-15:]
-        if stream_prefix is not None and line:
-            print(f"{stream_prefix}{line}", file=sys.stderr, flush=True)
-    rc = proc.wait()
+    bar = Progress(f"[nrqc emulate]   {progress_label}", prefix="", every=30.0) if progress_label else None
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-15:]
+            if bar is not None and line:
+                bar.update(1, note=line[:160])
+        rc = proc.wait()
+    except BaseException:
+        subproc.kill_group(proc)
+        raise
+    if bar is not None:
+        bar.close("")
     if rc != 0:
         raise NrqcError(f"{what} failed (exit {rc}): " + " | ".join(tail[-5:]))
 
@@ -213,7 +226,7 @@ def download_wheels(dest: Path | None = None) -> list[Path]:
            "--platform", WHEEL_PLATFORM, "--only-binary=:all:",
            "--python-version", GUEST_PYTHON_VERSION, "--implementation", "cp",
            "-d", str(dest), *WHEELS]
-    _run(cmd, "pip download of the aarch64 wheels", stream_prefix="[nrqc emulate]   pip: ")
+    _run(cmd, "pip download of the aarch64 wheels", progress_label="pip download (lines)")
     wheels = sorted(dest.glob("*.whl"))
     if not any(w.name.startswith("apache_tvm-") for w in wheels):
         raise NrqcError(f"no aarch64 apache-tvm wheel in {dest} after pip download")
@@ -265,15 +278,17 @@ def _build_locked(root: Path) -> Path:
         _log(f"step 1/4: debootstrap --foreign {SUITE} arm64 minbase + {', '.join(DEB_INCLUDE)} from {mirror}")
         _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
               "--include=" + ",".join(DEB_INCLUDE), SUITE, str(tmp), mirror],
-             "debootstrap --arch=arm64 --foreign", stream_prefix="[nrqc emulate]   ")
+             "debootstrap --arch=arm64 --foreign", progress_label="debootstrap (lines)")
         debs = sorted((tmp / "var/cache/apt/archives").glob("*.deb"))
         if not debs:
             raise NrqcError(f"debootstrap left no .deb files in {tmp}/var/cache/apt/archives")
         _log(f"step 2/4: unpacking {len(debs)} packages with dpkg-deb -x (instead of the second stage)")
-        for i, deb in enumerate(debs, 1):
-            _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"dpkg-deb -x {deb.name}")
-            if i % 10 == 0 or i == len(debs):
-                _log(f"  unpacked {i}/{len(debs)}")
+        from nrqc.progress import Progress
+
+        with Progress("[nrqc emulate]   unpacked", len(debs), prefix="") as bar:
+            for deb in debs:
+                _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"dpkg-deb -x {deb.name}")
+                bar.update(1, note=deb.name)
         for deb in debs:
             deb.unlink()
         py = tmp / "usr/bin/python3"

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nrqc.errors import NrqcError
+from nrqc.progress import Progress, is_terminal
 from nrqc.training import metrics as M
 from nrqc.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nrqc.training.complexity import model_cost, summary
@@ -125,16 +126,20 @@ def load_data(cfg: TrainConfig, data_dir: Path | None, cache_dir: Path, progress
             target = cache_dir
             if not (target / "manifest.json").is_file():
                 _log(f"nrqc train: reading the corpus in {data_dir} into {target}")
-                prepare_corpus(cfg.task, data_dir, target, frames, bands, cfg.seed)
+                bar = Progress("read corpus (examples)") if progress else None
+                prepare_corpus(cfg.task, data_dir, target, frames, bands, cfg.seed,
+                               progress=bar.update if bar else None)
+                if bar:
+                    bar.close()
         else:
             _log(f"nrqc train: synthesizing {cfg.samples} {cfg.task} examples into {target} (espeak-ng + sox)")
             t0 = time.time()
-            bar = _Bar(cfg.samples, "synthesize") if progress else None
+            bar = Progress("synthesize", cfg.samples) if progress else None
             synthesize(cfg.task, target, cfg.samples, seed=cfg.seed, frames=frames, bands=bands,
                        progress=bar.update if bar else None)
             if bar:
-                bar.close()
-            _log(f"nrqc train: synthesized in {time.time() - t0:.0f} s")
+                bar.close("")
+            _log(f"nrqc train: synthesized {cfg.samples} examples in {time.time() - t0:.0f} s")
     c = load_corpus(target)
     if c["manifest"]["task"] != cfg.task:
         raise NrqcError(f"data folder '{target}' holds a {c['manifest']['task']} corpus, not {cfg.task}")
@@ -148,29 +153,6 @@ def _check_data_dir(data_dir: Path | None) -> None:
         raise NrqcError(f"--data {data_dir}: {'not a folder' if Path(data_dir).exists() else 'no such folder'} "
                         f"(omit --data to synthesize a corpus into the run folder, or create an empty folder "
                         f"to synthesize one there)")
-
-
-class _Bar:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.n, self.label, self.t0 = max(1, total), 0, label, time.time()
-        self.tty = sys.stderr.isatty()
-        self._last = -1
-
-    def update(self, k: int = 1, extra: str = ""):
-        self.n += k
-        pct = int(100 * self.n / self.total)
-        if self.tty or pct // 25 != self._last // 25 or self.n == self.total:
-            filled = int(30 * self.n / self.total)
-            end = "\r" if self.tty else "\n"
-            print(f"  {self.label:<11} [{'#' * filled}{'.' * (30 - filled)}] {self.n}/{self.total} "
-                  f"{time.time() - self.t0:5.1f}s {extra}", end=end, file=sys.stderr, flush=True)
-        self._last = pct
-
-    def close(self):
-        if self.tty:
-            print(file=sys.stderr)
 
 
 def _loss(task, out, y):
@@ -313,6 +295,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         calibrate_thresholds(net, x[tr[torch.randperm(len(tr))[:128]]])
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     stopped_early = False
+    line = ""
+    epochs_bar = (Progress("train", cfg.epochs - start_epoch, prefix="")
+                  if progress and not is_terminal() and cfg.epochs > start_epoch else None)
     for epoch in range(start_epoch, cfg.epochs):
         if stopper.stop and cfg.task == "quality":  # early stopping on validation Pearson
             stopped_early = True
@@ -320,7 +305,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         net.train()
         perm = tr[torch.randperm(len(tr))]
         nb = math.ceil(len(perm) / cfg.batch_size)
-        bar = _Bar(nb, f"epoch {epoch + 1}/{cfg.epochs}") if progress else None
+        # The batches of an epoch: a live line on a terminal only; a log gets the epoch's line.
+        bar = Progress(f"epoch {epoch + 1}/{cfg.epochs}", nb) if progress and is_terminal() else None
         tot, n = 0.0, 0
         for b in range(nb):
             idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
@@ -337,7 +323,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
             if bar:
                 bar.update(1, f"loss {tot / n:.4f}")
         if bar:
-            bar.close()
+            bar.close("")
         val = evaluate(cfg.task, net, x[va], y[va])
         comp = summary(net, "kept")
         soft = float(model_cost(net, "soft")["macs"].detach())
@@ -363,9 +349,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
                         rng=torch.get_rng_state(), train_config=asdict(cfg))
         vs = " ".join(f"{k} {v:.4f}" for k, v in val.items())
         ws = " ".join(f"{k}={v:.2f}" for k, v in rec["widths"].items())
-        _log(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f} | val {vs} | MACs {comp['macs']:,.0f}"
-             f"{' | K ' + ws if ws else ''}{' *' if improved else ''}")
+        line = (f"epoch {epoch + 1}: loss {rec['train_loss']:.4f} | val {vs} | MACs {comp['macs']:,.0f}"
+                f"{' | K ' + ws if ws else ''}{' *' if improved else ''}")
+        if epochs_bar is None:
+            _log(line)  # every epoch on a terminal
+        else:
+            epochs_bar.update(1, note=line)  # about ten of them in a log
+
         _write_json(out / "metrics.json", _metrics(cfg, history, None, None, full_macs, data, out, False))
+    if epochs_bar is not None:
+        epochs_bar.close(f"train: {len(history) - start_epoch} epoch(s) run in {time.time() - t_start:.0f} s"
+                         f"{' (stopped early)' if stopped_early else ''}{'; last ' + line if line else ''}")
     # Final: the best checkpoint on validation, evaluated on the test split.
     from nrqc.training.checkpoint import model_from_checkpoint
 

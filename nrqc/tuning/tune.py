@@ -308,11 +308,13 @@ def _progress_callback(state: dict, log):
             if state.get("deadline") is not None:  # --minutes: the clock ends the run first
                 eta = min(eta, max(state["deadline"] - time.perf_counter(), 0.0))
             best = state["best"]
-            log(f"  [{state['task_index']}/{state['n_tasks']} tasks] {state['task']}: "
-                f"{state['trials_task']}/{state['budget']} trials, best {best * 1e3:.3f} ms"
-                if best is not None else f"  [{state['task_index']}/{state['n_tasks']}] {state['task']}: no valid trial yet")
-            log(f"    overall {state['trials_all']}/{state['trials_planned']} trials, "
-                f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left")
+            # One live line on a terminal; in a log about ten lines for the whole run
+            # (nrqc.progress), not two per measured batch.
+            state["bar"].update(len(runner_results), note=(
+                f"[{state['task_index']}/{state['n_tasks']} tasks] {state['task']}: "
+                f"{state['trials_task']}/{state['budget']} trials, "
+                + (f"best {best * 1e3:.3f} ms" if best is not None else "no valid trial yet")
+                + f"; {elapsed:.0f} s elapsed, ~{eta:.0f} s left"))
 
     return Progress()
 
@@ -411,6 +413,11 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         write_progress(sub, progress)
 
     state["save"] = save
+    from nrqc.progress import Progress
+
+    state["bar"] = bar = Progress("trials", planned)
+    bar.n = done_before  # a resumed run continues its count
+    log = bar.around(log)
     clock = None if minutes is None else _TimeBudget(minutes)
     state["deadline"] = None if clock is None else clock.end
     short_of_time: list[str] = []
@@ -482,6 +489,7 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         write_progress(sub, progress)
         if clock is not None:
             clock.fixed.append(t_fixed + time.perf_counter() - t_verify)
+    bar.close(f"trials: {state['trials_all']}/{planned} in {time.perf_counter() - state['t0']:.0f} s")
     progress["tuning_seconds_total"] = round(progress.get("tuning_seconds_total", 0.0)
                                              + time.perf_counter() - t_start, 1)
     write_progress(sub, progress)
