@@ -93,6 +93,10 @@ def test_zoo_model_runs_on_emulated_board_and_matches_onnxruntime(tmp_path, boar
 def test_dnsmos_runs_on_emulated_board_and_matches_onnxruntime(tmp_path, board, dnsmos_path):
     out, res = _deploy_and_check(tmp_path, dnsmos_path, board, "dnsmos")
     assert res["outputs"]["Identity:0"]["max_abs_error"] < 1e-4
+    # the four 32-channel 3x3 convs run as NEON Winograd kernels (32->32 @225x30 among them,
+    # the layer whose out-of-bounds row read crashed this board before the kernel was fixed)
+    convs = [layer for layer in json.loads((out / "manifest.json").read_text())["layers"] if layer["op"] == "Conv"]
+    assert [str(layer["kernel"]).startswith("nrqc:nrqc_winograd") for layer in convs] == [False] + [True] * 4
 
 
 def test_deploy_exits_1_when_the_board_disagrees(tmp_path, board):
