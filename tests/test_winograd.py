@@ -2,8 +2,9 @@
 on shapes with odd sizes, channels not a multiple of the vector width, with and without
 the fused pool, at every x86 vector width this host runs (SSE 4 lanes, AVX2 8, AVX-512 16),
 with every input placed against a PROT_NONE guard page (after its end, then before its
-start) so a read outside an input faults instead of passing by luck; and a whole model
-compiled with the pass against onnxruntime."""
+start) so a read outside an input faults instead of passing by luck; the same for aarch64
+NEON builds on the emulated board (slow); and a whole model compiled with the pass against
+onnxruntime."""
 from __future__ import annotations
 
 import sys
@@ -136,3 +137,76 @@ def test_winograd_on_request_only(tmp_path, monkeypatch):
     monkeypatch.setenv("NRQC_NO_WINOGRAD", "1")
     off = kernels(compile_model(tmp_path / "m.onnx", "x86", tmp_path / "off", CompileOptions(), log=lambda m: None))
     assert not any("winograd" in str(k) for k in off), off
+
+
+_GUEST_SCRIPT = '''
+import sys
+import numpy as np
+import tvm
+work = sys.argv[1]
+sys.path.insert(0, work)
+from guarded_memory import guarded_array
+data = np.load(work + "/cases.npz")
+results = {}
+for i in range(int(data["n"])):
+    lib = tvm.runtime.load_module(f"{work}/k{i}.so")
+    for where in ("after", "before"):
+        print(f"case {i}: inputs {where} a guard page", file=sys.stderr, flush=True)
+        out = tvm.runtime.tensor(np.full(tuple(data[f"shape{i}"]), np.nan, np.float32))
+        with guarded_array(data[f"x{i}"], where) as gx, guarded_array(data[f"u{i}"], where) as gu, \\
+                guarded_array(data[f"b{i}"], where) as gb:
+            assert gx.slack == gu.slack == 0
+            lib["main"](gx.tensor, gu.tensor, gb.tensor, out)
+        results[f"y{i}_{where}"] = out.numpy()
+np.savez(work + "/outputs.npz", **results)
+'''
+
+
+@pytest.mark.slow  # ~1-2 min: the guest's `import tvm` alone takes ~15 s under qemu
+def test_winograd_neon_within_its_inputs_on_the_emulated_board(tmp_path):
+    """aarch64 NEON builds (4 lanes, 32 registers) of the kernels, run on the emulated
+    cortex-a72 board with every input against a guard page; exact vs torch here. The
+    32->32 @225x30 layer is model_v8's, which crashed this board before the fix."""
+    import shutil
+    import subprocess
+
+    from nrqc.emulator import board, guest_run, rootfs
+
+    reason = guest_run.unavailable_reason()
+    if reason:
+        pytest.skip(f"no emulated board: {reason} (build it with `nrqc emulate arm_cpu`)")
+    arm = get_target("arm_cpu")
+    spec = vector_spec(arm)
+    assert (spec.isa, spec.lanes) == ("neon", 4)
+    cases = SMALL + [(32, 32, 225, 30, False, True), (32, 32, 450, 60, True, True)]
+    root = rootfs.rootfs_dir()
+    argv, env, prefix = board.guest_python(root)
+    host_dir, guest_dir = board.guest_work_dir(root, prefix, "nrqc-winograd-")
+    try:
+        feeds, refs = {"n": np.array(len(cases))}, []
+        for i, (c, k, h, w, pool, relu) in enumerate(cases):
+            rng = np.random.default_rng(c * 7 + h)
+            x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+            wt = (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+            b = (rng.standard_normal(k) * 0.1).astype(np.float32)
+            g = wg.WinogradConv(c, k, h, w, pool, relu)
+            lib = tvm.tirx.build(wg.schedule(wg.winograd_conv(g), g, spec.lanes, spec.registers), target=arm.tvm())
+            lib.export_library(str(host_dir / f"k{i}.so"),
+                               fcompile=tvm.support.cc.cross_compiler(arm.cross_compiler))
+            feeds.update({f"x{i}": x, f"u{i}": wg.transform_weights(wt), f"b{i}": b,
+                          f"shape{i}": np.array(g.out_shape)})
+            refs.append(_reference(x, wt, b, relu, pool))
+        np.savez(host_dir / "cases.npz", **feeds)
+        shutil.copyfile(Path(__file__).with_name("guarded_memory.py"), host_dir / "guarded_memory.py")
+        (host_dir / "run_cases.py").write_text(_GUEST_SCRIPT)
+        proc = subprocess.run([*argv, f"{guest_dir}/run_cases.py", guest_dir], env=env, cwd="/",
+                              capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, f"guest exited {proc.returncode}\n{proc.stderr[-3000:]}"
+        got = np.load(host_dir / "outputs.npz")
+        for i, ref in enumerate(refs):
+            for where in ("after", "before"):
+                y = got[f"y{i}_{where}"]
+                assert y.shape == ref.shape
+                np.testing.assert_allclose(y, ref, atol=1e-5, rtol=1e-5, err_msg=f"{cases[i]} {where}")
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
