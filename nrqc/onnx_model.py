@@ -134,6 +134,27 @@ def check_supported_ops(model, path: str | Path) -> None:
             raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node '{node.name or node.output[0]}'")
         if node.op_type not in known:
             raise NrqcError(f"{path}: unsupported op {node.op_type} at node '{node.name or node.output[0]}'")
+        refused = _REFUSED_ATTRIBUTES.get(node.op_type)
+        if refused:
+            for attr in node.attribute:
+                why = refused.get(attr.name)
+                if why and why[0](attr):
+                    raise NrqcError(f"{path}: unsupported {node.op_type} attribute {attr.name} at node "
+                                    f"'{node.name or node.output[0]}': {why[1]}")
+
+
+# Attribute values the Relax ONNX frontend imports but computes wrongly (ONNX backend node
+# tests, docs/onnx-ops.md): refused at load rather than compiled to a wrong answer.
+_REFUSED_ATTRIBUTES = {
+    "BatchNormalization": {
+        "training_mode": (lambda a: a.i != 0, "training_mode=1 (batch statistics) is not supported; "
+                                               "export the model for inference"),
+    },
+    "ConvTranspose": {
+        "output_shape": (lambda a: len(a.ints) > 0, "output_shape is not supported; give pads/output_padding "
+                                                    "instead"),
+    },
+}
 
 
 def infer_shapes(model, inputs: list[TensorSpec]):
