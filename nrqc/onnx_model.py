@@ -129,11 +129,17 @@ def check_supported_ops(model, path: str | Path) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     known = set(_get_convert_map()) | {"If", "Constant"}
+    graph_input_names = {i.name for i in model.graph.input} - _initializer_names(model)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node '{node.name or node.output[0]}'")
         if node.op_type not in known:
             raise NrqcError(f"{path}: unsupported op {node.op_type} at node '{node.name or node.output[0]}'")
+        for i in _SHAPE_INPUTS.get(node.op_type, ()):
+            if i < len(node.input) and node.input[i] in graph_input_names:
+                raise NrqcError(f"{path}: {node.op_type} node '{node.name or node.output[0]}' takes its input {i} "
+                                f"('{node.input[i]}', which decides the output's shape) from the graph input of "
+                                f"that name: nrqc compiles static shapes and needs it constant (an initializer)")
         refused = _REFUSED_ATTRIBUTES.get(node.op_type)
         if refused:
             for attr in node.attribute:
@@ -141,6 +147,18 @@ def check_supported_ops(model, path: str | Path) -> None:
                 if why and why[0](attr):
                     raise NrqcError(f"{path}: unsupported {node.op_type} attribute {attr.name} at node "
                                     f"'{node.name or node.output[0]}': {why[1]}")
+
+
+# Inputs (by position) that decide an op's output shape. Fed by a graph input they make the
+# graph's shapes data-dependent, which the static pipeline cannot plan (Slice crashed in
+# FuseOps, Squeeze in the memory plan): refused at load, naming the node and the input.
+_REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+_SHAPE_INPUTS = {
+    "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,),
+    "Pad": (1, 3), "TopK": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,),
+    "Range": (0, 1, 2), "OneHot": (1,), "Split": (1,), **{op: (1,) for op in _REDUCE_OPS},
+}
 
 
 # Attribute values the Relax ONNX frontend imports but computes wrongly (ONNX backend node

@@ -224,9 +224,11 @@ def test_refused_attribute_combinations_are_named(tmp_path):
 
     cases = all_cases()
     for name, needle in (("test_batchnorm_epsilon_training_mode", "training_mode"),
-                         ("test_convtranspose_output_shape", "output_shape")):
-        if name not in cases:
-            continue
+                         ("test_convtranspose_output_shape", "output_shape"),
+                         # shape-deciding inputs fed by graph inputs (crashed in FuseOps / the memory plan)
+                         ("test_slice", "Slice node 'y' takes its input 1 ('starts'"),
+                         ("test_squeeze", "Squeeze node 'y' takes its input 1 ('axes'")):
+        assert name in cases, name
         path = tmp_path / f"{name}.onnx"
         onnx.save(cases[name].model, str(path))
         with pytest.raises(NrqcError) as err:
