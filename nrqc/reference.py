@@ -14,7 +14,27 @@ def ort_session(model_path: str | Path, threads: int | None = None):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(_loadable(model_path), so, providers=["CPUExecutionProvider"])
+
+
+def _loadable(model_path: str | Path):
+    """The path, or the model's bytes with repeated node names made unique: ONNX allows
+    them (some converters write them) but onnxruntime refuses such a file, and a node's
+    name never changes what it computes."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    names = [n.name for n in model.graph.node if n.name]
+    if len(names) == len(set(names)):
+        return str(model_path)
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.name:
+            k = seen.get(node.name, 0)
+            seen[node.name] = k + 1
+            if k:
+                node.name = f"{node.name}__{k}"
+    return model.SerializeToString()
 
 
 def run_onnxruntime(model_path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
