@@ -20,10 +20,19 @@ def _specs(manifest) -> list[TensorSpec]:
 
 
 def time_artifact(session, inputs, repeat: int) -> list[float]:
+    import contextlib
+
+    from nrqc.runtime import rpc_deadline
+
+    def deadline(what, runs=1):  # a board that stops answering: a message, not a hang
+        return rpc_deadline(session.rpc, what, runs) if session.remote is not None else contextlib.nullcontext()
+
     args = session.to_device(inputs)
-    session.vm["main"](*args)  # warm-up: first call pays lazy initialisation
+    with deadline("running the model (warm-up)"):
+        session.vm["main"](*args)  # warm-up: first call pays lazy initialisation
     timer = session.vm.time_evaluator("main", session.dev, number=1, repeat=repeat)
-    return list(timer(*args).results)
+    with deadline(f"timing {repeat} runs", runs=repeat):
+        return list(timer(*args).results)
 
 
 def time_onnxruntime(model_path, inputs, repeat: int, threads: int) -> list[float]:

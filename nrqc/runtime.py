@@ -38,7 +38,7 @@ class _DeadlinePassed(BaseException):
 
 
 @contextlib.contextmanager
-def rpc_deadline(addr: str, what: str):
+def rpc_deadline(addr: str, what: str, runs: int = 1):
     """Give up on the board at `addr` if `what` has not finished within the RPC timeout.
 
     TVM's RPC client has no client-side timeout (rpc.connect's session_timeout only asks the
@@ -49,7 +49,7 @@ def rpc_deadline(addr: str, what: str):
     import signal
     import threading
 
-    seconds = _RpcTimeoutSettings.seconds
+    seconds = _RpcTimeoutSettings.seconds * max(1, runs)  # `runs` operations in one call (timed runs)
     if (not seconds or threading.current_thread() is not threading.main_thread()
             or signal.getitimer(signal.ITIMER_REAL)[0] > 0):  # an outer deadline already runs
         yield
