@@ -239,7 +239,7 @@ def numerical_check(stage: Path, m: LoadedModel, manifest: dict, options: Compil
     if not runs_here(target):
         from nrqc.targets import x86
 
-        missing = sorted(set(x86.required_flags(target)) - x86.host_cpu_flags())
+        missing = x86.missing_here(x86.required_flags(target))
         return {"ran": False, "reason": f"built for x86 CPU '{target.tvm_target.get('mcpu')}', whose "
                                         f"{', '.join(missing)} this CPU lacks: run `nrqc run` on such a machine"}
     inputs = random_inputs(m.inputs, options.seed)

@@ -61,12 +61,17 @@ def required_flags(desc: TargetDescription) -> list[str]:
     return sorted(f for f in desc.notes if f in ISA_FLAGS)
 
 
+def missing_here(required) -> list[str]:
+    """The ISA flags in `required` this host's CPU lacks."""
+    return sorted(set(required) - host_cpu_flags())
+
+
 def check_runs_here(required: list[str] | None, what: str, mcpu: str | None) -> None:
     """Refuse to load a library whose ISA this CPU lacks (it would die of SIGILL)."""
     host = host_cpu_flags()
     if not required or not host:  # no record (older artifact) or no cpuinfo: nothing to compare
         return
-    missing = sorted(set(required) - host)
+    missing = missing_here(required)
     if missing:
         raise NrqcError(f"{what}: built for x86 CPU '{mcpu}', which has {', '.join(missing)}; this CPU "
                         f"({host_mcpu()}) lacks {'it' if len(missing) == 1 else 'them'}: rebuild with "

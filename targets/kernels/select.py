@@ -486,4 +486,4 @@ def runs_here(target) -> bool:
     """This host's CPU has every ISA feature the (x86) target's code may use."""
     from nrqc.targets import x86
 
-    return _target_family(target) != "x86" or not (set(x86.required_flags(target)) - x86.host_cpu_flags())
+    return _target_family(target) != "x86" or not x86.missing_here(x86.required_flags(target))
