@@ -7,53 +7,11 @@ where the figure comes from.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from nrqc.errors import NrqcError
 
 
-@dataclasses.dataclass(frozen=True)
-class Figure:
-    """A hardware number and where it comes from (datasheet, ISA manual, measurement)."""
-
-    value: float
-    unit: str
-    source: str
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetDescription:
-    name: str
-    summary: str
-    # "host" (runs here), "linux-cross" (a cross-compiled shared library), "bare-metal" (C).
-    kind: str
-    tvm_target: dict[str, Any]
-    aliases: tuple[str, ...] = ()
-    # Cross compiler used as export_library's fcompile; None builds with the host compiler.
-    cross_compiler: str | None = None
-    # Command prefix that runs a binary of this target here, if an emulator exists.
-    emulator: tuple[str, ...] | None = None
-    # Peak throughputs per cycle, clock, memory limits, each with its source.
-    figures: dict[str, Figure] = dataclasses.field(default_factory=dict)
-    # Free-form facts (ISA features, board names).
-    notes: tuple[str, ...] = ()
-
-    def tvm(self):
-        import tvm
-
-        return tvm.target.Target(dict(self.tvm_target))
-
-    def figure(self, key: str) -> float | None:
-        f = self.figures.get(key)
-        return None if f is None else f.value
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["aliases"] = list(self.aliases)
-        d["emulator"] = list(self.emulator) if self.emulator else None
-        d["notes"] = list(self.notes)
-        return d
+from nrqc.targets.description import (BareMetalC, BackendSpec, Capabilities, CrossLibrary, Figure,  # noqa: F401
+                                      HostLibrary, TargetDescription)
 
 
 def _registry() -> dict[str, TargetDescription]:

@@ -1,20 +1,21 @@
 """64-bit Raspberry Pi 4/5 on 64-bit Raspberry Pi OS: aarch64 Cortex-A72, NEON."""
 from __future__ import annotations
 
-from nrqc.targets import Figure, TargetDescription
+from nrqc.targets.description import Capabilities, CrossLibrary, Figure, TargetDescription
 
 
 def describe() -> TargetDescription:
     return TargetDescription(
         name="arm_cpu",
         summary="Raspberry Pi 4 (Cortex-A72, 4 cores, aarch64 + NEON), 64-bit Raspberry Pi OS; also runs on a Pi 5",
-        kind="linux-cross",
+        # Cortex-A72 is ARMv8.0-A: NEON, no dot product (sdot/udot came with v8.2, the Pi 5's A76).
+        caps=Capabilities("aarch64", frozenset({"neon"}), 128, 32),
+        backend=CrossLibrary(cross_compiler="aarch64-linux-gnu-g++",
+                             emulator=("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu")),
         aliases=("rasp4b", "rpi4", "aarch64"),
         # Cortex-A72 is ARMv8.0-A: NEON but no sdot (dotprod arrived with v8.2 / the Pi 5's A76).
         tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72",
                     "mattr": ["+neon"], "num-cores": 4},
-        cross_compiler="aarch64-linux-gnu-g++",
-        emulator=("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"),
         figures={
             "peak_int8_macs_per_cycle": Figure(16, "int8 MAC/cycle",
                                                "smlal/smlal2 v.8h: 8 MACs per instruction, 2 NEON pipes "

@@ -6,7 +6,7 @@ Pi on 32-bit OS nor an emulator here has a TVM runtime without building it from 
 """
 from __future__ import annotations
 
-from nrqc.targets import Figure, TargetDescription
+from nrqc.targets.description import Capabilities, CrossLibrary, Figure, TargetDescription
 
 
 def describe() -> TargetDescription:
@@ -14,15 +14,15 @@ def describe() -> TargetDescription:
         name="armv7",
         summary="Raspberry Pi 2/3/4 on 32-bit Raspberry Pi OS (armhf: ARMv7-A, NEON, VFPv4); compile only, "
                 "the TVM runtime must be built on the Pi",
-        kind="linux-cross",
+        caps=Capabilities("armv7", frozenset({"neon", "vfp4"}), 128, 16),
+        # qemu-arm-static exists, but there is no armv7 TVM runtime to run in it
+        backend=CrossLibrary(cross_compiler="arm-linux-gnueabihf-g++", emulator=None),
         aliases=("armhf", "rpi-32"),
         # 32-bit Raspberry Pi OS is built for ARMv7-A + NEON + VFPv4, hard float. mcpu is the
         # oldest such Pi core (Pi 2's Cortex-A7), so the library runs on every Pi with that OS
         # (A53/A72 in AArch32 state execute ARMv7-A code); the figures below are a Pi 4's A72.
         tvm_target={"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf", "mcpu": "cortex-a7",
                     "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard", "num-cores": 4},
-        cross_compiler="arm-linux-gnueabihf-g++",
-        emulator=None,  # qemu-arm-static exists, but there is no armv7 TVM runtime to run in it
         figures={
             "peak_int8_macs_per_cycle": Figure(16, "int8 MAC/cycle",
                                                "vmlal.s8 q: 8 MACs per instruction, 2 NEON pipes (Arm Cortex-A72 "

@@ -1,7 +1,7 @@
 """Cortex-M4 / Cortex-M7 microcontrollers: bare-metal C from TVM's C codegen."""
 from __future__ import annotations
 
-from nrqc.targets import Figure, TargetDescription
+from nrqc.targets.description import BareMetalC, Capabilities, Figure, TargetDescription
 
 _GCC_FLAGS = {
     "cortex-m4": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
@@ -19,11 +19,12 @@ def describe_all() -> list[TargetDescription]:
     m4 = TargetDescription(
         name="cortex-m4",
         summary="Arm Cortex-M4F (ARMv7E-M, DSP + single-precision FPU), e.g. STM32F4; 256 KB flash / 64 KB RAM budget",
-        kind="bare-metal",
         aliases=("m4",),
         tvm_target={"kind": "c", "mcpu": "cortex-m4"},
-        cross_compiler="arm-none-eabi-gcc",
-        emulator=("qemu-system-arm", "-M", _QEMU_MACHINE["cortex-m4"], "-nographic", "-semihosting"),
+        # ARMv7E-M: DSP extension (SMLAD, SADD8, ...) on 32-bit general registers, no SIMD registers.
+        caps=Capabilities("armv7e-m", frozenset({"dsp", "fpu"}), 0, 13),
+        backend=BareMetalC(emulator=("qemu-system-arm", "-M", _QEMU_MACHINE["cortex-m4"], "-nographic", "-semihosting"),
+                           gcc_flags=_GCC_FLAGS["cortex-m4"]),
         figures={
             "peak_int8_macs_per_cycle": Figure(2, "int8 MAC/cycle",
                                                "SMLAD: two 16x16 MACs per cycle (Cortex-M4 Technical Reference Manual)"),
@@ -39,11 +40,12 @@ def describe_all() -> list[TargetDescription]:
     m7 = TargetDescription(
         name="cortex-m7",
         summary="Arm Cortex-M7F (ARMv7E-M, dual-issue, double-precision FPU), e.g. STM32H7; 2 MB flash / 1 MB RAM",
-        kind="bare-metal",
         aliases=("m7",),
         tvm_target={"kind": "c", "mcpu": "cortex-m7"},
-        cross_compiler="arm-none-eabi-gcc",
-        emulator=("qemu-system-arm", "-M", _QEMU_MACHINE["cortex-m7"], "-nographic", "-semihosting"),
+        # ARMv7E-M: DSP extension (SMLAD, SADD8, ...) on 32-bit general registers, no SIMD registers.
+        caps=Capabilities("armv7e-m", frozenset({"dsp", "fpu", "dual_issue"}), 0, 13),
+        backend=BareMetalC(emulator=("qemu-system-arm", "-M", _QEMU_MACHINE["cortex-m7"], "-nographic", "-semihosting"),
+                           gcc_flags=_GCC_FLAGS["cortex-m7"]),
         figures={
             "peak_int8_macs_per_cycle": Figure(4, "int8 MAC/cycle",
                                                "dual-issue SMLAD: 2 x two 16x16 MACs per cycle (Cortex-M7 TRM)"),

@@ -13,7 +13,7 @@ import functools
 import os
 
 from nrqc.errors import NrqcError
-from nrqc.targets import Figure, TargetDescription
+from nrqc.targets.description import Capabilities, Figure, HostLibrary, TargetDescription
 
 TRIPLE = "x86_64-unknown-linux-gnu"
 
@@ -150,7 +150,10 @@ def describe(mcpu: str | None = None) -> TargetDescription:
         name="x86",
         summary=f"{where} ({mcpu}), LLVM, {vec_bits}-bit SIMD"
                 + (", AVX-512 VPOPCNTDQ" if vpopcnt else "") + (", VNNI" if vnni else "") + (", AMX" if amx else ""),
-        kind="host",
+        caps=Capabilities("x86", frozenset(f for f in flags if f in ISA_FLAGS and
+                                           (amx or f not in ("amx_int8", "amx_tile", "amx_bf16"))),
+                          vec_bits, 32 if avx512 else 16),
+        backend=HostLibrary(),
         aliases=("host", "llvm"),
         tvm_target={"kind": "llvm", "mcpu": mcpu, "num-cores": _num_cores(),
                     **({"mattr": ["+amx-int8", "+amx-tile"]} if amx else {})},
