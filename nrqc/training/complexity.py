@@ -19,31 +19,13 @@ bias/threshold per output channel.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:  # net.py imports recurrent.py, which imports this module
-    from nrqc.training.net import SeqNet
+from nrqc.training.layer_cost import conv_cost, linear_cost, rnn_cost
+from nrqc.training.net import Residual, SeqNet
 
-
-def conv_cost(k_in, k_out, taps: int, positions: int, int8: bool = False) -> dict:
-    weights = k_in * k_out * taps
-    macs = weights * positions
-    params = weights + k_out
-    nbytes = weights * 1 + 8 * k_out if int8 else 4 * params
-    return {"macs": macs, "params": params, "bytes": nbytes}
-
-
-def linear_cost(k_in, k_out, int8: bool = False) -> dict:
-    return conv_cost(k_in, k_out, 1, 1, int8)
-
-
-def rnn_cost(k_in, hidden, steps: int, gates: int = 3) -> dict:
-    """GRU (gates=3) or LSTM (gates=4) with input width k_in and hidden width `hidden`."""
-    per_step = gates * (k_in * hidden + hidden * hidden)
-    params = gates * (k_in * hidden + hidden * hidden + 2 * hidden)
-    return {"macs": per_step * steps, "params": params, "bytes": 4 * params}
+__all__ = ["conv_cost", "linear_cost", "rnn_cost", "model_cost", "summary", "frames_per_second",
+           "activation_peak_bytes"]
 
 
 def _width(net: SeqNet, name: str | None, full: int, mode: str):
@@ -98,8 +80,6 @@ def summary(net: SeqNet, mode: str = "kept") -> dict:
 def activation_peak_bytes(net: SeqNet) -> int:
     """Largest input + output activation of any layer for one input window, float32
     (the working memory of a layer-by-layer runtime without in-place reuse)."""
-    from nrqc.training.net import Residual
-
     sizes = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].numel() + out.numel()))
              for m in net.layers]

@@ -3,7 +3,7 @@
 Masking a GRU's output is not enough: removed units would still feed the recurrence.  Here
 the gate is applied to the hidden state at every step, so units beyond ⌈K⌉ are zero inside
 the recurrence too, and the sliced model (a plain ``nn.GRU`` with ⌈K⌉ units) computes
-exactly the same outputs in eval mode.  Cost: ``complexity.rnn_cost(k_in, K, steps)``.
+exactly the same outputs in eval mode.  Cost: ``layer_cost.rnn_cost(k_in, K, steps)``.
 
 - :class:`GatedGRU`: standalone [B, T, F] -> [B, T, H] module owning its width;
 - :class:`GRUBlock`: the :class:`~nrqc.training.net.SeqNet` layer (width named in
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nrqc.training.complexity import rnn_cost
+from nrqc.training.layer_cost import rnn_cost
 from nrqc.training.reparam import DynamicWidth
 
 
