@@ -41,6 +41,7 @@ from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
 from nrqc.emulator.board import guest_python, guest_work_dir
 from nrqc.errors import NrqcError
+from nrqc.progress import Progress
 
 _TRACE_RE = re.compile(rb"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
 _IN_ASM_RE = re.compile(rb"^IN:[^\n]*\n((?:0x[0-9a-f]+:[^\n]*\n)+)", re.M)
@@ -187,7 +188,9 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
         for t in threads:
             t.start()
         deadline = time.monotonic() + timeout
-        last_report = time.monotonic()
+        # parsing a multi-GB log takes minutes: a live line on a terminal, otherwise one line
+        # a minute (the main job's log is read by people)
+        bar = Progress("count instructions (qemu log, MB parsed)", prefix="  ")
         try:
             while True:
                 r, _, _ = select.select([fd], [], [], 0.5)
@@ -199,9 +202,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
                         chunk = b""
                 if chunk:
                     counter.feed(chunk)
-                    if time.monotonic() - last_report > 15:
-                        last_report = time.monotonic()
-                        log(f"  ... {counter.bytes_read / 1e9:.1f} GB of qemu log parsed")
+                    bar.update((counter.bytes_read >> 20) - bar.n)
                     continue
                 if proc.poll() is not None:
                     break
@@ -210,6 +211,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
                 if time.monotonic() > deadline:
                     raise NrqcError(f"instruction count of {lib} did not finish within {timeout:.0f} s")
         finally:
+            bar.close("")
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
                 proc.wait()
