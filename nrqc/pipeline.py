@@ -1,49 +1,44 @@
 """The ordered compilation pipeline: Relax in, Relax ready for VM code generation out.
 
-Every step has a name and a stage; the manifest lists the steps that ran, in order.
-Our own passes plug into the named slots that `nrqc.passes` exposes (binary-layer
+The pipeline is a sequence of named phases (`PHASES`); each phase is a list of steps, and
+every step has a name and a stage; the manifest lists the steps that ran, in order. Our
+own passes plug into the phases that `nrqc.passes` fills (binary-layer rewrites and float
 rewrites before legalization, schedule application after fusion), so adding a pass never
-means editing this file's order.
+means editing this file's order. A caller that needs only part of the pipeline names the
+last phase it wants (`build_pipeline(through=...)`), and a back end with its own
+schedules fills the `TARGET_SCHEDULE` slot, so nothing cuts the pipeline by step names.
+
+Each step runs as a TVM module pass (named after the step) under one `PassContext`, so
+pass instruments see every step; `CompileContext.dump_ir_dir` writes the module after each.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
-from nrqc.targets import TargetDescription
+from nrqc import passes
+from nrqc.passes.base import CompileContext, Step
 
+__all__ = ["CompileContext", "Step", "PHASES", "build_pipeline", "run_pipeline"]
 
-@dataclasses.dataclass
-class CompileContext:
-    """What a pass may read (target, source graph, options) and write (layer notes)."""
-
-    target: TargetDescription
-    onnx_model: Any  # shape-inferred onnx.ModelProto
-    layers: list[dict]  # the layer table (nrqc.layer_table), annotated by passes
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    # Filled by the memory-plan recorder step.
-    memory_plan: dict[str, int] = dataclasses.field(default_factory=dict)
-    # Filled by the fusion recorder: call_tir callees of main, in execution order.
-    kernels_in_order: list[str] = dataclasses.field(default_factory=list)
-    steps_run: list[dict] = dataclasses.field(default_factory=list)
+IMPORT_CLEANUP = "import cleanup"
+BINARY_REWRITE = "binary rewrite"
+FLOAT_REWRITES = "float rewrites"
+LEGALIZE_FUSE = "legalize+fuse"  # ends with nrqc.RecordKernels (ctx.kernels_in_order)
+SCHEDULE = "schedule"
+TARGET_SCHEDULE = "target schedule"  # empty unless a back end brings its own schedule steps
+LOWER = "lower"
+MEMORY_PLAN = "memory plan"  # ends with nrqc.RecordMemoryPlan (ctx.memory_plan)
+VM = "vm"
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
-    name: str
-    stage: str
-    run: Callable[[Any, CompileContext], Any]  # (IRModule, ctx) -> IRModule
-    when: Callable[[CompileContext], bool] = lambda ctx: True
-
-
-def tvm_pass(name: str, stage: str, make: Callable[[], Any], when=None) -> Step:
+def tvm_pass(name: str, stage: str, make: Callable[[], object], when=None) -> Step:
     """A step wrapping a stock TVM pass (made fresh per run; passes hold no state)."""
     return Step(name, stage, lambda mod, ctx: make()(mod), when or (lambda ctx: True))
 
 
-def _relax_steps_before_binary() -> list[Step]:
+def import_cleanup() -> list[Step]:
     from tvm import relax
 
     return [
@@ -53,11 +48,11 @@ def _relax_steps_before_binary() -> list[Step]:
     ]
 
 
-def _relax_lowering_steps() -> tuple[list[Step], list[Step], list[Step]]:
+def legalize_fuse() -> list[Step]:
     from tvm import relax
     from tvm.relax import backend
 
-    legalize = [
+    return [
         tvm_pass("relax.backend.DispatchSampling", "legalize", backend.DispatchSampling),
         tvm_pass("relax.backend.DispatchSortScan", "legalize", backend.DispatchSortScan),
         tvm_pass("relax.LegalizeOps", "legalize", relax.transform.LegalizeOps),
@@ -67,15 +62,32 @@ def _relax_lowering_steps() -> tuple[list[Step], list[Step], list[Step]]:
         tvm_pass("relax.FuseTIR", "fuse", relax.transform.FuseTIR),
         Step("nrqc.RecordKernels", "fuse", _record_kernels),
     ]
-    dataflow = [
+
+
+def lower() -> list[Step]:
+    from tvm import relax
+
+    return [
         tvm_pass("relax.RewriteDataflowReshape", "lower", relax.transform.RewriteDataflowReshape),
         tvm_pass("relax.ToNonDataflow", "lower", relax.transform.ToNonDataflow),
         tvm_pass("relax.RemovePurityChecking", "lower", relax.transform.RemovePurityChecking),
         tvm_pass("relax.CallTIRRewrite", "lower", relax.transform.CallTIRRewrite),
     ]
-    finalize = [
+
+
+def memory_plan() -> list[Step]:
+    from tvm import relax
+
+    return [
         tvm_pass("relax.StaticPlanBlockMemory", "memory", relax.transform.StaticPlanBlockMemory),
         Step("nrqc.RecordMemoryPlan", "memory", _record_memory_plan),
+    ]
+
+
+def vm() -> list[Step]:
+    from tvm import relax
+
+    return [
         tvm_pass("relax.LowerAllocTensor", "memory", relax.transform.LowerAllocTensor),
         tvm_pass("relax.KillAfterLastUse", "memory", relax.transform.KillAfterLastUse),
         tvm_pass("relax.LowerRuntimeBuiltin", "vm", relax.transform.LowerRuntimeBuiltin),
@@ -83,38 +95,90 @@ def _relax_lowering_steps() -> tuple[list[Step], list[Step], list[Step]]:
         tvm_pass("relax.VMShapeLower", "vm", relax.transform.VMShapeLower),
         tvm_pass("relax.AttachGlobalSymbol", "vm", relax.transform.AttachGlobalSymbol),
     ]
-    return legalize, dataflow, finalize
 
 
-def build_pipeline() -> list[Step]:
-    """The full ordered list; our passes come from the slots in nrqc.passes."""
-    from nrqc import passes
-
-    legalize, dataflow, finalize = _relax_lowering_steps()
-    return [
-        *_relax_steps_before_binary(),
-        *passes.binary_steps(),
-        *passes.float_steps(),
-        *legalize,
-        *passes.schedule_steps(),
-        *dataflow,
-        *finalize,
-    ]
+# The phases in run order: (name, steps of the phase).
+PHASES: tuple[tuple[str, Callable[[], list[Step]]], ...] = (
+    (IMPORT_CLEANUP, import_cleanup),
+    (BINARY_REWRITE, passes.binary_steps),
+    (FLOAT_REWRITES, passes.float_steps),
+    (LEGALIZE_FUSE, legalize_fuse),
+    (SCHEDULE, passes.schedule_steps),
+    (TARGET_SCHEDULE, list),
+    (LOWER, lower),
+    (MEMORY_PLAN, memory_plan),
+    (VM, vm),
+)
 
 
-def run_pipeline(mod, ctx: CompileContext, steps: list[Step] | None = None):
+def build_pipeline(through: str = VM, target_schedule: Sequence[Step] = ()) -> list[Step]:
+    """The ordered steps of every phase up to and including `through`; `target_schedule`
+    fills the TARGET_SCHEDULE slot (after the shared schedules, before lowering)."""
+    names = [name for name, _ in PHASES]
+    if through not in names:
+        raise ValueError(f"no pipeline phase {through!r} (phases: {', '.join(names)})")
+    steps: list[Step] = []
+    for name, make in PHASES[: names.index(through) + 1]:
+        steps += list(target_schedule) if name == TARGET_SCHEDULE else make()
+    return steps
+
+
+def run_pipeline(mod, ctx: CompileContext, steps: list[Step] | None = None, instruments: Sequence = ()):
+    """Run `steps` (default: the whole pipeline) in order, each as a TVM module pass under one
+    PassContext carrying `instruments`; record each step's name, stage and seconds."""
     import tvm
 
     steps = build_pipeline() if steps is None else steps
-    with ctx.target.tvm(), tvm.transform.PassContext(opt_level=3):
+    dump = _IrDump(ctx.dump_ir_dir, len(steps)) if ctx.dump_ir_dir is not None else None
+    with ctx.target.tvm(), tvm.transform.PassContext(opt_level=3, instruments=list(instruments)):
         for step in steps:
             if not step.when(ctx):
                 continue
             t0 = time.perf_counter()
-            mod = step.run(mod, ctx)
+            mod = _run_step(step, mod, ctx)
             ctx.steps_run.append({"name": step.name, "stage": step.stage,
                                   "seconds": round(time.perf_counter() - t0, 4)})
+            if dump is not None:
+                dump.write(step.name, mod)
     return mod
+
+
+def _run_step(step: Step, mod, ctx: CompileContext):
+    """`step` as a module pass named after it. An exception leaving a Python pass function
+    crosses TVM's FFI as a RuntimeError; the original (an NrqcError, a KeyboardInterrupt,
+    TVM's own error) is re-raised, so callers see what the step raised."""
+    import tvm
+
+    raised: list[BaseException] = []
+
+    def transform(m, _pass_ctx):
+        try:
+            return step.run(m, ctx)
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller below
+            raised.append(e)
+            raise
+
+    try:
+        return tvm.transform.module_pass(transform, opt_level=0, name=step.name)(mod)
+    except BaseException:
+        if raised:
+            err = raised[-1]
+            raise err.with_traceback(err.__traceback__) from err.__cause__
+        raise
+
+
+class _IrDump:
+    """`NN-<step name>.py`: the module's TVMScript after each step that ran, numbered in run order."""
+
+    def __init__(self, directory, n_steps: int):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.width = max(2, len(str(n_steps)))
+        self.count = 0
+
+    def write(self, step_name: str, mod) -> None:
+        self.count += 1
+        (self.dir / f"{self.count:0{self.width}d}-{step_name}.py").write_text(mod.script())
 
 
 def _main_calls(mod):

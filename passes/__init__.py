@@ -1,15 +1,17 @@
 """nrqc's own Relax/TIR passes, exposed to the pipeline through named slots.
 
-`nrqc.pipeline.build_pipeline` calls each slot and splices the steps it returns in
+`nrqc.pipeline` calls each slot as one of its phases and splices the steps it returns in
 place: binary-layer rewrites and float-layer algorithms before legalization, schedule
-application after fusion.
+application after fusion. Passes import their shared types from `nrqc.passes.base`, never
+from the pipeline.
 """
 from __future__ import annotations
 
+from nrqc.passes.base import Step
 
-def binary_steps() -> list:
+
+def binary_steps() -> list[Step]:
     """Steps that find binary-activation layers and rewrite them to bit-packed operators."""
-    from nrqc.pipeline import Step
     from nrqc.passes import binary_fuse_pack, binary_patterns, binary_rewrite, binary_thresholds
 
     return [
@@ -20,7 +22,7 @@ def binary_steps() -> list:
     ]
 
 
-def float_steps() -> list:
+def float_steps() -> list[Step]:
     """Steps that give float layers faster algorithms (before legalization)."""
     from nrqc.passes import conv_winograd, nan_semantics
 
@@ -28,7 +30,7 @@ def float_steps() -> list:
     return [conv_winograd.step(), nan_semantics.step()]
 
 
-def schedule_steps() -> list:
+def schedule_steps() -> list[Step]:
     """Steps that give the fused TIR kernels schedules (shipped rules, tuning database)."""
     from nrqc.passes import schedule_database, schedule_shipped
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from nrqc.pipeline import CompileContext, Step
+from nrqc.passes.base import CompileContext, Step
 
 MIN_CHANNELS = 8
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nrqc.pipeline import CompileContext, Step
+from nrqc.passes.base import CompileContext, Step
 
 _ELEMWISE = ("relax.maximum", "relax.minimum")
 _UNARY = ("relax.nn.relu", "relax.clip")

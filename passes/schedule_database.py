@@ -9,7 +9,7 @@ NRQC_NO_DEFAULT_DB=1 skips the shipped default database (shipped rules only).
 """
 from __future__ import annotations
 
-from nrqc.pipeline import CompileContext, Step
+from nrqc.passes.base import CompileContext, Step
 
 
 def apply_database(mod, ctx: CompileContext):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from nrqc.pipeline import CompileContext, Step
+from nrqc.passes.base import CompileContext, Step
 
 
 def _is_scheduled(func) -> bool:
