@@ -23,15 +23,14 @@ FIRMWARE_ELF = "firmware/firmware.elf"
 
 
 def _steps():
+    """The shared pipeline through the static memory plan (the VM phase is not ours: emit
+    writes the caller), with the memory-first schedule in the target-schedule slot."""
+    from nrqc import pipeline
     from nrqc.cortex_m.schedule import schedule_step_run
-    from nrqc.pipeline import Step, build_pipeline
 
-    steps = build_pipeline()
-    names = [s.name for s in steps]
-    steps = steps[: names.index("nrqc.RecordMemoryPlan") + 1]
-    at = names.index("relax.RewriteDataflowReshape")
-    steps.insert(at, Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run))
-    return steps
+    return pipeline.build_pipeline(
+        through=pipeline.MEMORY_PLAN,
+        target_schedule=[pipeline.Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run)])
 
 
 def _register_popcount() -> None:
