@@ -43,17 +43,14 @@ def extract_tasks(model_path, target, shapes=None, log=print):
 
     from nrqc.compiler import import_relax, load_model
     from nrqc.layer_table import build_layer_table
-    from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
+    from nrqc.pipeline import LEGALIZE_FUSE, CompileContext, build_pipeline, run_pipeline
     from nrqc.targets.kernels.binary_ops import is_hand_written, kernel_workload
     from nrqc.tuning.database import workload_mod
 
     m = load_model(model_path, shapes or {})
     ctx = CompileContext(target=target, onnx_model=m.shaped, layers=build_layer_table(m.shaped),
                          options={"source_model": str(m.path)})
-    steps = build_pipeline()
-    names = [s.name for s in steps]
-    upto = names.index("nrqc.RecordKernels") + 1
-    mod = run_pipeline(import_relax(m), ctx, steps[:upto])
+    mod = run_pipeline(import_relax(m), ctx, build_pipeline(through=LEGALIZE_FUSE))
     # the kernels the compile schedules: conv -> max-pool pairs merged first (schedule slot)
     from nrqc.passes.schedule_shipped import fuse_for_schedules
     from nrqc.pipeline import _main_calls
