@@ -30,9 +30,12 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
               help="Early stopping (quality): epochs without a better validation Pearson.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
+              help="Train seeds SEED..SEED+N-1 on one corpus into OUT/seed<k>; OUT/metrics.json gets "
+                   "mean and spread over them.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue OUT/last.pt if it exists.")
 def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, out_dir, batch_size, lr, lr_k,
-            patience, seed, resume):
+            patience, seed, seeds, resume):
     """Train a model of the zoo on TASK and report task metrics and complexity."""
     from nrqc.errors import NrqcError
     from nrqc.training.trainer import TrainConfig, train
@@ -55,14 +58,35 @@ def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, 
                       complexity_weight=alpha or 0.0, budget_macs=budget_macs, patience=patience, seed=seed,
                       samples=samples)
     out_dir = out_dir or f"runs/{task}"
+    if seeds > 1:
+        from nrqc.training.seeds import train_seeds
+
+        s = train_seeds(cfg, seeds, out_dir, data_dir, resume=resume)
+        for r in s["per_seed"]:
+            click.echo(f"seed {r['seed']} ({r['run']}, checkpoint from epoch {r['best_epoch']}): "
+                       f"{_with_intervals(r['test'], r['test_ci'])}")
+        spread = " ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f} [{v['min']:.4f}, {v['max']:.4f}]"
+                          for k, v in s["test"].items())
+        click.echo(f"trained {task} ({s['arch']}, {variant}) with {seeds} seeds; test mean ± std [min, max]: {spread}")
+        click.echo(f"  wrote {out_dir}/seed<k>/checkpoint.pt and {out_dir}/metrics.json")
+        return
     r = train(cfg, out_dir, data_dir, resume=resume)
     c = r["complexity"]
-    test = " ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
     widths = " ".join(f"{k}={v}" for k, v in c["widths"].items())
     click.echo(f"trained {task} ({r['arch']}, {variant}) for {r['epochs_run']} epochs in {r['train_seconds']} s"
                f"{' (stopped early)' if r['stopped_early'] else ''}; checkpoint from epoch {r['best_epoch']}")
-    click.echo(f"  test: {test}")
+    b = r["bootstrap"]
+    click.echo(f"  test ({b['examples']} {b['unit']}s, [95 % bootstrap interval]): {_with_intervals(r['test'], r['test_ci'])}")
     click.echo(f"  complexity: {c['macs']:,.0f} MACs per window (of {r['full_macs']:,.0f})"
                f"{', %.3f MFLOP/s' % c['mflops_per_s'] if 'mflops_per_s' in c else ''}, {c['params']:,.0f} params, "
                f"{c['bytes']:,.0f} bytes{', widths ' + widths if widths else ''}")
+    if "binary_units" in r:
+        click.echo("  binary units on validation (always on / always off): " + "; ".join(
+            f"{k} {v['always_on']:.0%}/{v['always_off']:.0%}"
+            + (f" (pooled bit constant-on {v['pooled_always_on']:.0%})" if "pooled_always_on" in v else "")
+            for k, v in r["binary_units"].items()))
     click.echo(f"  wrote {out_dir}/checkpoint.pt and {out_dir}/metrics.json")
+
+
+def _with_intervals(test: dict, ci: dict) -> str:
+    return " ".join(f"{k} {v:.4f} [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" for k, v in test.items())

@@ -15,18 +15,24 @@ import torch
 from nrqc.training.net import Block, GlobalMaxPool, SeqNet
 
 
+def pooled_binary_layers(net: SeqNet) -> set[int]:
+    """Indices of the binary blocks whose map reaches a global max-pool (through max-pools
+    only): each of their channels becomes one bit of the head's input."""
+    pooled, last_binary = set(), None
+    for i, m in enumerate(net.layers):
+        if isinstance(m, Block) and m.binary is not None:
+            last_binary = i
+        if isinstance(m, GlobalMaxPool) and last_binary is not None:
+            pooled.add(last_binary)
+    return pooled
+
+
 @torch.no_grad()
 def calibrate_thresholds(net: SeqNet, x: torch.Tensor, p: float = 0.2) -> int:
     """Adjust the biases of binary blocks in place; returns how many were set."""
     was = net.training
     net.eval()
-    pooled_after = set()
-    last_binary = None
-    for i, m in enumerate(net.layers):
-        if isinstance(m, Block) and m.binary is not None:
-            last_binary = i
-        if isinstance(m, GlobalMaxPool) and last_binary is not None:
-            pooled_after.add(last_binary)
+    pooled_after = pooled_binary_layers(net)
     count = 0
     h = x
     if net.input_gate is not None:

@@ -12,19 +12,12 @@ def pearson(a, b) -> float:
 
 
 def rankdata(x) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    """Ranks 1..n with ties given their average rank (vectorized: the bootstrap calls it
+    thousands of times on 10^4 VAD frames)."""
+    x = np.asarray(x).reshape(-1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # rank of the last member of each tie group
+    return (last - (counts - 1) / 2.0)[inverse].astype(np.float64)
 
 
 def spearman(a, b) -> float:
@@ -70,3 +63,19 @@ def eer(scores, labels) -> float:
     frr = np.searchsorted(pos, thr, side="left") / len(pos)  # positives rejected
     i = int(np.argmin(np.abs(far - frr)))
     return float((far[i] + frr[i]) / 2)
+
+
+def task_metrics(task: str, pred, y) -> dict:
+    """Every metric `nrqc train` reports for TASK, from predictions and labels of the same
+    shape ([N] scores, or [N, frames] for VAD: frame metrics over every frame)."""
+    pred = np.asarray(pred, np.float64).reshape(-1)
+    y = np.asarray(y, np.float64).reshape(-1)
+    if task in ("quality", "synthetic"):
+        m = {"pearson": pearson(pred, y), "spearman": spearman(pred, y), "mse": mse(pred, y)}
+        if task == "synthetic":
+            m["r2"] = 1 - m["mse"] / float(np.var(y))
+        return m
+    if task == "vad":
+        return {"f1": f1(pred, y), "auc": auc(pred, y), "eer": eer(pred, y),
+                "accuracy": float(((pred > 0) == (y > 0.5)).mean())}
+    return {"eer": eer(pred, y), "auc": auc(pred, y)}

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from nrqc.errors import NrqcError
 from nrqc.progress import Progress, is_terminal
 from nrqc.training import metrics as M
+from nrqc.training.bootstrap import LEVEL, RESAMPLES, task_intervals
 from nrqc.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nrqc.training.complexity import model_cost, summary
+from nrqc.training.diagnostics import binary_unit_stats
 
 TASKS = ("quality", "vad", "antispoof", "synthetic")
 # Small defaults that train in minutes on 2 CPU cores.
@@ -161,23 +163,18 @@ def _loss(task, out, y):
     return F.binary_cross_entropy_with_logits(out.reshape(-1), y.reshape(-1))
 
 
-def evaluate(task: str, net, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> dict:
+def predict(net, x: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """Eval-mode outputs, one row per example: [N] scores or [N, frames] logits."""
     net.eval()
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
             outs.append(net(x[i: i + batch]))
-    pred = torch.cat(outs).reshape(len(x), -1).squeeze(1).numpy()
-    yy = y.numpy()
-    if task in ("quality", "synthetic"):
-        m = {"pearson": M.pearson(pred, yy), "spearman": M.spearman(pred, yy), "mse": M.mse(pred, yy)}
-        if task == "synthetic":
-            m["r2"] = 1 - m["mse"] / float(np.var(yy))
-        return m
-    if task == "vad":
-        return {"f1": M.f1(pred, yy), "auc": M.auc(pred, yy), "eer": M.eer(pred, yy),
-                "accuracy": float(((pred > 0) == (yy > 0.5)).mean())}
-    return {"eer": M.eer(pred, yy), "auc": M.auc(pred, yy)}
+    return torch.cat(outs).reshape(len(x), -1).squeeze(1).numpy()
+
+
+def evaluate(task: str, net, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> dict:
+    return M.task_metrics(task, predict(net, x, batch), y.numpy())
 
 
 def _score(task: str, m: dict) -> float:
@@ -367,8 +364,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         raise NrqcError(f"no checkpoint in '{out}': --epochs {cfg.epochs} trained nothing")
     best_state = load_checkpoint(out / "checkpoint.pt")
     best_net = model_from_checkpoint(best_state)
-    test = evaluate(cfg.task, best_net, x[te], y[te])
+    pred = predict(best_net, x[te])
+    test = M.task_metrics(cfg.task, pred, y[te].numpy())
+    # The test set is small (40-200 clips by default): a point estimate alone cannot tell
+    # two models apart, so every metric gets its 95 % bootstrap interval over the examples.
+    test_ci = task_intervals(cfg.task, pred, y[te].numpy(), seed=cfg.seed)
+    np.savez(out / "test_predictions.npz", pred=pred, label=y[te].numpy(), index=te.numpy())
     result = _metrics(cfg, history, test, best_state, full_macs, data, out, stopped_early, best_net)
+    result["test_ci"] = test_ci
+    result["bootstrap"] = {"resamples": RESAMPLES, "level": LEVEL, "examples": int(len(te)),
+                           "unit": "window" if cfg.task == "vad" else "clip",
+                           "predictions": str(out / "test_predictions.npz")}
+    if any(b.binary is not None for _, b in best_net.blocks()):
+        result["binary_units"] = binary_unit_stats(best_net, x[va])
     _write_json(out / "metrics.json", result)
     return result
 
