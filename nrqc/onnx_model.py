@@ -27,6 +27,54 @@ class TensorSpec:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
+@dataclasses.dataclass
+class LoadedModel:
+    """The validated ONNX model with static shapes, ready for import."""
+
+    path: Path
+    onnx_model: object  # original
+    shaped: object  # shape-inferred copy
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+    path = Path(path)
+    model = load_onnx(path)
+    check_supported_ops(model, path)
+    validate_onnx(model, path)
+    inputs = graph_inputs(model, shapes, path)
+    try:
+        shaped = infer_shapes(model, inputs)
+    except Exception as e:
+        raise NrqcError(f"{path}: shapes {_fmt_specs(inputs)} do not fit the model: {str(e).splitlines()[0]}") from None
+    return LoadedModel(path, model, shaped, inputs, graph_outputs(shaped))
+
+
+def _fmt_specs(specs) -> str:
+    return ", ".join(f"{s.name}={','.join(map(str, s.shape))}" for s in specs)
+
+
+def import_relax(m: LoadedModel):
+    """The model as a Relax IRModule (TVM's ONNX frontend, weights as constants)."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(m.onnx_model, shape_dict={s.name: list(s.shape) for s in m.inputs},
+                         dtype_dict={s.name: s.dtype for s in m.inputs}, keep_params_in_input=False)
+    except tvm.error.OpNotImplemented as e:
+        raise NrqcError(f"{m.path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the frontend raises plain ValueError/TVMError for shape clashes
+        raise NrqcError(f"{m.path}: import failed with shapes {_fmt_specs(m.inputs)}: {last_line(e)}") from None
+
+
+def last_line(e: Exception) -> str:
+    """The last non-empty line of an exception's message (TVM's errors end with the cause)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
 def parse_shape_options(options: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
     """`--shape NAME=1,900,120` (repeatable) -> {NAME: (1, 900, 120)}."""
     shapes: dict[str, tuple[int, ...]] = {}

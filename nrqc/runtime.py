@@ -8,6 +8,7 @@ import numpy as np
 
 from nrqc.artifact import LIBRARY, read_manifest
 from nrqc.errors import NrqcError
+from nrqc.manifest import target_of
 
 
 def parse_rpc(addr: str) -> tuple[str, int]:
@@ -127,7 +128,6 @@ class ArtifactSession:
         lib_path = self.out / self.manifest.get("library", LIBRARY)
         if not lib_path.exists():
             raise NrqcError(f"{self.out}: missing {lib_path.name}")
-        kind = self.manifest.get("target_kind")
         self.remote = None
         self.rpc = rpc
         if rpc:
@@ -137,7 +137,7 @@ class ArtifactSession:
                 lib = self.remote.load_module(lib_path.name)
                 self.dev = self.remote.cpu()
         else:
-            if kind != "host":
+            if not target_of(self.manifest).backend.runs_on_host:
                 raise NrqcError(f"{self.out}: built for {self.manifest['target']}, which does not run on this host: "
                                 f"use --rpc HOST:PORT (a board or `nrqc emulate {self.manifest['target']}`)")
             if self.manifest.get("target") == "x86":  # code for an ISA this CPU lacks dies of SIGILL

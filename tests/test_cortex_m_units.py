@@ -51,7 +51,7 @@ def test_workspace_bytes_is_max_over_kernels_of_aligned_sums():
 
 
 def test_arena_plan_of_small_model(tmp_path):
-    from nrqc.compiler import import_relax, load_model
+    from nrqc.onnx_model import import_relax, load_model
     from nrqc.cortex_m import _steps
     from nrqc.cortex_m.emit import plan_caller
     from nrqc.layer_table import build_layer_table

@@ -23,11 +23,14 @@ import click
 @click.option("--mcpu", default=None, metavar="CPU",
               help="x86 only: build for this CPU (LLVM name: x86-64-v2, haswell, x86-64-v3, x86-64-v4, "
                    "icelake-server, znver4, ...) instead of this host's; recorded in the manifest.")
-def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout, mcpu):
+@click.option("--dump-ir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="write the IR module after each pipeline step to DIR")
+def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout, mcpu, dump_ir):
     """Compile MODEL (ONNX) for a target."""
     from nrqc.runtime import set_rpc_timeout
 
     set_rpc_timeout(rpc_timeout)
+    from nrqc.backends import backend_for
     from nrqc.compiler import CompileOptions, compile_model
     from nrqc.errors import NrqcError
     from nrqc.onnx_model import parse_shape_options
@@ -37,11 +40,9 @@ def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout,
     desc = get_target(target, mcpu)  # fail on a bad name or CPU before loading anything
     if rpc is not None:
         parse_rpc(rpc)
-        if desc.kind == "bare-metal":
-            raise NrqcError(f"--rpc {rpc}: {desc.name} is bare metal and has no TVM RPC server "
-                            f"(its check runs in QEMU by itself)")
+        backend_for(desc).check_compile_rpc(rpc)
         if not check:
             raise NrqcError(f"--rpc {rpc} runs the numerical check on a board; it contradicts --no-check")
     opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc,
-                          mcpu=mcpu)
+                          mcpu=mcpu, dump_ir=dump_ir)
     compile_model(model, target, out, opts, log=lambda msg: click.echo(msg, err=True))

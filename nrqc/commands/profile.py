@@ -59,36 +59,11 @@ def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
 
 def _profile(path: Path, repeat, threads, rpc, instructions, against, as_json):
     from nrqc.artifact import read_manifest
-    from nrqc.errors import NrqcError
-    from nrqc.profiler import (add_comparison, add_instruction_count, format_profile, profile_artifact,
-                               profile_without_board)
+    from nrqc.backends import backend_of_manifest
 
-    if (path / "manifest.json").exists():
-        manifest = read_manifest(path)
-        if manifest.get("target_kind") == "bare-metal":  # Cortex-M: sizes + QEMU instruction count
-            from nrqc.cortex_m import format_profile as format_cm, profile_artifact as profile_cm
-
-            result = profile_cm(path, manifest, against=against)
-            click.echo(json.dumps(result, indent=2) if as_json else format_cm(result))
-            return
+    manifest = read_manifest(path)
+    backend = backend_of_manifest(manifest)
     log = lambda m: click.echo(f"[nrqc profile] {m}", err=True)  # noqa: E731
-    manifest = read_manifest(path) if (path / "manifest.json").exists() else {}
-    if rpc is None and manifest.get("target_kind") == "linux-cross":
-        # No board: the emulator's instruction count is the measure (no latency).
-        if instructions is False:
-            raise NrqcError(f"{path}: built for {manifest.get('target')}, which does not run on this host: use "
-                            f"--rpc HOST:PORT (a board, or `nrqc emulate {manifest.get('target')}`) for latency, or "
-                            f"--instructions for the emulated instruction count (no board needed)")
-        if threads != 1:
-            log(f"--threads {threads}: the emulated instruction count is single-threaded")
-        result = profile_without_board(path, log=log)
-    else:
-        result = profile_artifact(path, repeat=repeat, threads=threads, rpc=rpc)
-        if instructions or (instructions is None and result["emulated"]):
-            add_instruction_count(result, path, log=log)
-    if against is not None:
-        add_comparison(result, against)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(format_profile(result))
+    result = backend.profile(path, manifest, repeat=repeat, threads=threads, rpc=rpc, instructions=instructions,
+                             against=against, log=log)
+    click.echo(json.dumps(result, indent=2) if as_json else backend.format_profile(result))

@@ -31,14 +31,9 @@ def command(out, inputs, output, rpc, rpc_timeout):
     missing = [s["name"] for s in manifest["inputs"] if s["name"] not in feeds]
     if missing:
         raise NrqcError(f"missing --input for {', '.join(missing)}")
-    if manifest.get("target_kind") == "bare-metal":
-        from nrqc.cortex_m import run_artifact
+    from nrqc.backends import backend_of_manifest
 
-        results = run_artifact(Path(out), manifest, feeds)
-    else:
-        from nrqc.runtime import ArtifactSession
-
-        results = ArtifactSession(out, manifest, rpc=rpc).run(feeds)
+    results = backend_of_manifest(manifest).run(out, manifest, feeds, rpc)
     if output:
         if str(output).endswith(".npz"):
             tmp = Path(output).with_name(Path(output).name + ".tmp.npz")

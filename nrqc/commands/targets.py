@@ -18,4 +18,4 @@ def command(as_json: bool):
         return
     for d in descs:
         alias = f" (aliases: {', '.join(d.aliases)})" if d.aliases else ""
-        click.echo(f"{d.name:<10} {d.kind:<12} {d.summary}{alias}")
+        click.echo(f"{d.name:<10} {d.backend.name:<12} {d.summary}{alias}")

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nrqc.artifact import MANIFEST, REPORT, read_manifest, staged_directory, write_json
+from nrqc.check import compare_outputs
 from nrqc.errors import CheckFailed, NrqcError
+from nrqc.manifest import constant_bytes_by_dtype, make_manifest, target_of
+from nrqc.onnx_model import TensorSpec, import_relax, random_inputs
+from nrqc.reference import run_onnxruntime
+from nrqc.targets import BareMetalC
 
 FIRMWARE_DIR = "firmware"
 FIRMWARE_ELF = "firmware/firmware.elf"
@@ -132,11 +138,8 @@ def _include_dirs() -> list[Path]:
 
 
 def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
-    from nrqc.artifact import MANIFEST, REPORT, staged_directory, write_json
-    from nrqc.compiler import constant_bytes_by_dtype, import_relax, make_manifest
     from nrqc.cortex_m import emit, firmware
     from nrqc.layer_table import resolve_tvm_kernels
-    from nrqc.onnx_model import random_inputs
     from nrqc.pipeline import run_pipeline
 
     target = ctx.target
@@ -145,8 +148,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         raise NrqcError(f"--target {target.name} needs {', '.join(missing)} on PATH "
                         f"(apt install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)")
     t0 = time.perf_counter()
-    from nrqc.cortex_m.int8_input import INT8_FUNC, find_quantized_input, quantize_like_onnx
-    from nrqc.onnx_model import TensorSpec
+    from nrqc.cortex_m.int8_input import INT8_FUNC, find_quantized_input
 
     mod = import_relax(m)
     quant, mod = find_quantized_input(mod)
@@ -219,9 +221,6 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         })
         check = {"ran": False, "reason": "--no-check"}
         if options.check:
-            from nrqc.compiler import compare_outputs
-            from nrqc.reference import run_onnxruntime
-
             got = firmware.run_firmware(target, elf, m.outputs)
             ref = run_onnxruntime(m.path, stored)
             check = compare_outputs(got["outputs"], ref, [o.name for o in m.outputs], options.atol, options.rtol,
@@ -266,15 +265,7 @@ def compile_report(manifest: dict) -> str:
     return base(manifest) + "\n".join(lines) + "\n"
 
 
-def _target_of(manifest):
-    from nrqc.targets import get_target
-
-    return get_target(manifest["target"])
-
-
 def _specs(manifest, key):
-    from nrqc.onnx_model import TensorSpec
-
     return [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest[key]]
 
 
@@ -295,23 +286,21 @@ def run_artifact(out: Path, manifest: dict, feeds: dict[str, np.ndarray]) -> lis
             qfeeds[i] = arr  # already quantized: run nrqc_run_int8
         else:
             indexed[i] = arr.astype(spec.dtype if spec.dtype != "bool" else "uint8")
-    got = firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"), indexed, qfeeds=qfeeds)
+    got = firmware.run_firmware(target_of(manifest), elf, _specs(manifest, "outputs"), indexed, qfeeds=qfeeds)
     return got["outputs_int8"] if qfeeds else got["outputs"]
 
 
 def _footprint_of(out: Path) -> dict:
     """Another Cortex-M artifact's footprint and instruction count, from its manifest (the
     figures its compile measured), for `nrqc profile OUT --against OTHER`."""
-    from nrqc.artifact import read_manifest
-
     other = read_manifest(out)
-    if other.get("target_kind") != "bare-metal" or "flash_bytes" not in other:
+    if "flash_bytes" not in other or not isinstance(target_of(other).backend, BareMetalC):
         raise NrqcError(f"--against {out}: not a Cortex-M artifact (target {other.get('target')})")
     instructions = other.get("instructions")
     if instructions is None:  # compiled with --no-check: count now
         from nrqc.cortex_m import firmware
 
-        instructions = firmware.run_firmware(_target_of(other), Path(out) / other.get("firmware", FIRMWARE_ELF),
+        instructions = firmware.run_firmware(target_of(other), Path(out) / other.get("firmware", FIRMWARE_ELF),
                                              _specs(other, "outputs"))["instructions"]
     return {"artifact": str(out), "model": other.get("source_model"), "target": other.get("target"),
             "flash_bytes": other["flash_bytes"], "ram_bytes": other["ram_bytes"],
@@ -332,7 +321,7 @@ def profile_artifact(out: Path, manifest: dict, against: Path | None = None) -> 
     if not elf.exists() or not objs:
         raise NrqcError(f"{out}: firmware or library objects missing; recompile with `nrqc compile`")
     sizes = firmware.library_sizes(objs, build)
-    run = firmware.run_firmware(_target_of(manifest), elf, _specs(manifest, "outputs"))
+    run = firmware.run_firmware(target_of(manifest), elf, _specs(manifest, "outputs"))
     lim = manifest["limits"]
     result = {
         "target": manifest["target"],

@@ -299,7 +299,7 @@ def link_firmware(lib_objs: list[Path], fw: Path, lib_dir: Path, build: Path, ta
 
 
 def qemu_command(target, elf: Path) -> list[str]:
-    emu = list(target.emulator) if target is not None else []
+    emu = list(target.backend.emulator) if target is not None else []
     machine = emu[emu.index("-M") + 1] if "-M" in emu else None
     if machine is None:
         raise NrqcError(f"target {getattr(target, 'name', '?')} has no QEMU machine in its description")

@@ -2,7 +2,7 @@
 
 The stock LocalBuilder's default build imports `tvm.s_tir.tensor_intrin` in every worker
 (30-50 s on these machines, beyond its 30 s timeout): `build_plain` calls the plain TIR
-build instead. `export_so` links a shared library (with the target's cross compiler), which
+build instead. `export_so` links a shared library (as the target's back end does), which
 both the local runner and an RPC server (`python -m tvm.exec.rpc_server`) load.
 """
 from __future__ import annotations
@@ -24,27 +24,25 @@ def build_plain(mod, target, _params=None):
     return tvm.tirx.build(tvm.IRModule(funcs), target=target)
 
 
-def export_so(rt_mod, cross_compiler: str | None = None) -> str:
-    """MetaSchedule f_export: a .so in a fresh temporary directory."""
+def export_so(rt_mod, backend) -> str:
+    """MetaSchedule f_export: a .so in a fresh temporary directory, linked as the target's
+    back end links its artifacts (nrqc.backends)."""
     import os
     import tempfile
 
-    import tvm
-
     path = os.path.join(tempfile.mkdtemp(prefix="nrqc-ms-"), "tvm_tmp_mod.so")
-    if cross_compiler:
-        rt_mod.export_library(path, fcompile=tvm.support.cc.cross_compiler(cross_compiler))
-    else:
-        rt_mod.export_library(path)
+    backend.export_library(rt_mod, path)
     return path
 
 
 def make_builder(target, timeout_sec: float = 120.0, max_workers: int | None = None):
     from tvm.s_tir import meta_schedule as ms
 
+    from nrqc.backends import backend_for
+
     return ms.builder.LocalBuilder(
         f_build=build_plain,
-        f_export=functools.partial(export_so, cross_compiler=target.cross_compiler),
+        f_export=functools.partial(export_so, backend=backend_for(target)),
         timeout_sec=timeout_sec,
         max_workers=max_workers or 1,
     )

@@ -48,7 +48,7 @@ def key_material(target) -> dict:
         except Exception:  # noqa: BLE001 - LLVM without this backend: the JSON alone keys it
             llvm_features = []
     host_flags: list[str] = []
-    if target.kind == "host":
+    if target.backend.runs_on_host:
         from nrqc.targets.x86 import host_cpu_flags
 
         host_flags = sorted(host_cpu_flags())

@@ -41,8 +41,8 @@ def extract_tasks(model_path, target, shapes=None, log=print):
     import tvm_ffi
     from tvm import tirx
 
-    from nrqc.compiler import import_relax, load_model
     from nrqc.layer_table import build_layer_table
+    from nrqc.onnx_model import import_relax, load_model
     from nrqc.pipeline import LEGALIZE_FUSE, CompileContext, build_pipeline, run_pipeline
     from nrqc.targets.kernels.binary_ops import is_hand_written, kernel_workload
     from nrqc.tuning.database import workload_mod
@@ -382,7 +382,7 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
     progress["model"] = str(Path(model_path).resolve())
     progress["target"] = target.name
     budgets = split_trials(tasks, trials, min_trials_per_task)
-    if target.kind != "host" and not rpc_tracker:
+    if not target.backend.runs_on_host and not rpc_tracker:
         from nrqc.errors import NrqcError
 
         raise NrqcError(f"{target.name} kernels cannot run here: tune through boards with "

@@ -1,0 +1,51 @@
+"""What every back end does for the driver and the commands.
+
+A back end turns the imported model and the pipeline context into an artifact directory,
+checks it against onnxruntime, runs and profiles written artifacts, and says what it
+cannot do (a bare-metal firmware has no TVM RPC server). `nrqc.backends.backend_for`
+picks the implementation from the type of the target's `BackendSpec`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nrqc.targets import BackendSpec, TargetDescription
+
+
+class Backend:
+    """One way of producing, checking, running and measuring builds (see the subclasses)."""
+
+    def __init__(self, target: TargetDescription):
+        self.target = target
+
+    @property
+    def spec(self) -> BackendSpec:
+        return self.target.backend
+
+    # -- refusals of options this back end cannot honour (before anything is built)
+    def check_compile_rpc(self, rpc: str) -> None:
+        """`nrqc compile --rpc`: the check can run on a TVM RPC board."""
+
+    def check_deploy(self, out: Path) -> None:
+        """`nrqc deploy`: the artifact can be uploaded to a TVM RPC board."""
+
+    # -- compile
+    def build(self, m, ctx, out: Path, options, log=print) -> Path:
+        """Build `m` (nrqc.onnx_model.LoadedModel) through the pipeline context `ctx` into
+        the artifact directory `out`, with its manifest, report and numerical check."""
+        raise NotImplementedError
+
+    # -- written artifacts
+    def run(self, out: Path, manifest: dict, feeds: dict[str, np.ndarray], rpc: str | None) -> list[np.ndarray]:
+        """The artifact's outputs on `feeds` (in the manifest's output order)."""
+        raise NotImplementedError
+
+    def profile(self, out: Path, manifest: dict, *, repeat: int, threads: int, rpc: str | None,
+                instructions: bool | None, against: Path | None, log) -> dict:
+        """`nrqc profile OUT`: the measurements this back end can make, as one JSON-able dict."""
+        raise NotImplementedError
+
+    def format_profile(self, result: dict) -> str:
+        raise NotImplementedError
