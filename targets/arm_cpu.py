@@ -4,18 +4,30 @@ from __future__ import annotations
 from nrqc.targets.description import Capabilities, CrossLibrary, Figure, TargetDescription
 
 
+# Arm features a kernel strategy may decide on, by their LLVM mattr spelling.
+_ARM_FEATURES = ("neon", "dotprod", "i8mm")
+
+
+def capabilities(mattr: tuple[str, ...] = ()) -> Capabilities:
+    """aarch64: NEON always (ARMv8-A), dotprod / i8mm only when mattr enables them; 32
+    128-bit vector registers."""
+    return Capabilities("aarch64", frozenset({"neon"} | {a[1:] for a in mattr if a[1:] in _ARM_FEATURES
+                                                           and a.startswith("+")}), 128, 32)
+
+
 def describe() -> TargetDescription:
+    mattr = ("+neon",)
     return TargetDescription(
         name="arm_cpu",
         summary="Raspberry Pi 4 (Cortex-A72, 4 cores, aarch64 + NEON), 64-bit Raspberry Pi OS; also runs on a Pi 5",
         # Cortex-A72 is ARMv8.0-A: NEON, no dot product (sdot/udot came with v8.2, the Pi 5's A76).
-        caps=Capabilities("aarch64", frozenset({"neon"}), 128, 32),
+        caps=capabilities(mattr),
         backend=CrossLibrary(cross_compiler="aarch64-linux-gnu-g++",
                              emulator=("qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu")),
         aliases=("rasp4b", "rpi4", "aarch64"),
         # Cortex-A72 is ARMv8.0-A: NEON but no sdot (dotprod arrived with v8.2 / the Pi 5's A76).
         tvm_target={"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72",
-                    "mattr": ["+neon"], "num-cores": 4},
+                    "mattr": list(mattr), "num-cores": 4},
         figures={
             "peak_int8_macs_per_cycle": Figure(16, "int8 MAC/cycle",
                                                "smlal/smlal2 v.8h: 8 MACs per instruction, 2 NEON pipes "

@@ -9,12 +9,19 @@ from __future__ import annotations
 from nrqc.targets.description import Capabilities, CrossLibrary, Figure, TargetDescription
 
 
+def capabilities(mattr: tuple[str, ...] = ()) -> Capabilities:
+    """ARMv7-A in AArch32 state: NEON and VFPv4 when mattr enables them; 16 128-bit q registers."""
+    feats = frozenset(a[1:] for a in mattr if a.startswith("+") and a[1:] in ("neon", "vfp4"))
+    return Capabilities("armv7", feats, 128 if "neon" in feats else 0, 16)
+
+
 def describe() -> TargetDescription:
+    mattr = ("+neon", "+vfp4")
     return TargetDescription(
         name="armv7",
         summary="Raspberry Pi 2/3/4 on 32-bit Raspberry Pi OS (armhf: ARMv7-A, NEON, VFPv4); compile only, "
                 "the TVM runtime must be built on the Pi",
-        caps=Capabilities("armv7", frozenset({"neon", "vfp4"}), 128, 16),
+        caps=capabilities(mattr),
         # qemu-arm-static exists, but there is no armv7 TVM runtime to run in it
         backend=CrossLibrary(cross_compiler="arm-linux-gnueabihf-g++", emulator=None),
         aliases=("armhf", "rpi-32"),
@@ -22,7 +29,7 @@ def describe() -> TargetDescription:
         # oldest such Pi core (Pi 2's Cortex-A7), so the library runs on every Pi with that OS
         # (A53/A72 in AArch32 state execute ARMv7-A code); the figures below are a Pi 4's A72.
         tvm_target={"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf", "mcpu": "cortex-a7",
-                    "mattr": ["+neon", "+vfp4"], "mfloat-abi": "hard", "num-cores": 4},
+                    "mattr": list(mattr), "mfloat-abi": "hard", "num-cores": 4},
         figures={
             "peak_int8_macs_per_cycle": Figure(16, "int8 MAC/cycle",
                                                "vmlal.s8 q: 8 MACs per instruction, 2 NEON pipes (Arm Cortex-A72 "

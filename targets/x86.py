@@ -26,10 +26,12 @@ _LLVM_TO_CPUINFO = {
     "avx512vl": "avx512vl", "avx512ifma": "avx512ifma", "avx512vbmi": "avx512vbmi", "avx512vbmi2": "avx512_vbmi2",
     "avx512vnni": "avx512_vnni", "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq",
     "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "amx-int8": "amx_int8", "amx-tile": "amx_tile",
-    "amx-bf16": "amx_bf16",
 }
 # The flags whose absence makes a build's code illegal on a CPU (checked before loading).
 ISA_FLAGS = frozenset(_LLVM_TO_CPUINFO.values())
+# AMX is off unless the tiles are usable: on the host the OS must grant their state
+# (amx_usable); NRQC_NO_AMX turns them off for named CPUs too.
+_AMX_FLAGS = frozenset({"amx_int8", "amx_tile"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,7 +60,25 @@ def mcpu_flags(mcpu: str) -> frozenset[str]:
 
 def required_flags(desc: TargetDescription) -> list[str]:
     """The ISA flags a build for `desc` may use, as recorded in the manifest."""
-    return sorted(f for f in desc.notes if f in ISA_FLAGS)
+    return sorted(desc.caps.features)
+
+
+def capabilities(flags: frozenset[str], amx: bool) -> Capabilities:
+    """Capabilities of an x86-64 CPU with these cpuinfo flags (AMX only when `amx`)."""
+    avx512 = "avx512f" in flags
+    return Capabilities("x86", frozenset(f for f in flags if f in ISA_FLAGS and (amx or f not in _AMX_FLAGS)),
+                        512 if avx512 else 256 if "avx2" in flags else 128, 32 if avx512 else 16)
+
+
+@functools.lru_cache(maxsize=None)
+def mcpu_capabilities(mcpu: str | None, mattr: tuple[str, ...] = ()) -> Capabilities:
+    """Capabilities of a plain TVM target {"kind": "llvm", "mcpu": mcpu, "mattr": mattr}
+    (a schedule handed a target dict instead of a description): LLVM's features of the CPU
+    (generic x86-64 without mcpu) plus the +features of mattr."""
+    flags = set(mcpu_flags(mcpu or "x86-64"))
+    flags |= {_LLVM_TO_CPUINFO[a[1:]] for a in mattr if a.startswith("+") and a[1:] in _LLVM_TO_CPUINFO}
+    flags -= {_LLVM_TO_CPUINFO[a[1:]] for a in mattr if a.startswith("-") and a[1:] in _LLVM_TO_CPUINFO}
+    return capabilities(frozenset(flags), _AMX_FLAGS <= flags)
 
 
 def missing_here(required) -> list[str]:
@@ -97,7 +117,7 @@ def amx_usable() -> bool:
     from nrqc.targets.kernels.amx import ARCH_REQ_XCOMP_PERM, SYS_ARCH_PRCTL, XFEATURE_XTILEDATA
 
     flags = host_cpu_flags()
-    if not {"amx_int8", "amx_tile"} <= flags or os.environ.get("NRQC_NO_AMX"):
+    if not _AMX_FLAGS <= flags or os.environ.get("NRQC_NO_AMX"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -124,12 +144,12 @@ def describe(mcpu: str | None = None) -> TargetDescription:
         mcpu, flags, amx, where = host_mcpu(), host_cpu_flags(), amx_usable(), "this x86-64 host"
     else:
         flags = mcpu_flags(mcpu)
-        amx = {"amx_int8", "amx_tile"} <= flags and not os.environ.get("NRQC_NO_AMX")
+        amx = _AMX_FLAGS <= flags and not os.environ.get("NRQC_NO_AMX")
         where = "x86-64 CPU"
-    avx512 = "avx512f" in flags
-    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-    vpopcnt = "avx512_vpopcntdq" in flags
-    vec_bits = 512 if avx512 else 256 if "avx2" in flags else 128
+    caps = capabilities(flags, amx)
+    vnni = caps.has("avx512_vnni") or caps.has("avx_vnni")
+    vpopcnt = caps.has("avx512_vpopcntdq")
+    vec_bits = caps.vector_bits
     # int8 MACs per cycle: vpdpbusd does vec_bits/8 u8*s8 MACs; two issue ports on
     # Intel server cores and Zen 4 (512-bit ops as two 256-bit halves => same total).
     if vnni:
@@ -150,9 +170,7 @@ def describe(mcpu: str | None = None) -> TargetDescription:
         name="x86",
         summary=f"{where} ({mcpu}), LLVM, {vec_bits}-bit SIMD"
                 + (", AVX-512 VPOPCNTDQ" if vpopcnt else "") + (", VNNI" if vnni else "") + (", AMX" if amx else ""),
-        caps=Capabilities("x86", frozenset(f for f in flags if f in ISA_FLAGS and
-                                           (amx or f not in ("amx_int8", "amx_tile", "amx_bf16"))),
-                          vec_bits, 32 if avx512 else 16),
+        caps=caps,
         backend=HostLibrary(),
         aliases=("host", "llvm"),
         tvm_target={"kind": "llvm", "mcpu": mcpu, "num-cores": _num_cores(),
@@ -167,13 +185,16 @@ def describe(mcpu: str | None = None) -> TargetDescription:
                                                        "vpermb table lookups: 2 vpermb + 2 vpdpbusd per 256 MACs "
                                                        "(lo and hi table planes), one vpermb and one vpdpbusd per "
                                                        "cycle (measured on Zen 4: they issue on different pipes)")}
-               if vnni and "avx512vbmi" in flags else {}),
+               if vnni and caps.has("avx512vbmi") else {}),
             **({"peak_amx_int8_macs_per_cycle": Figure(1024, "int8 MAC/cycle",
                                                        "AMX tdpbusd: 16x16x64 u8*s8 MACs per 16 cycles "
                                                        "(Intel optimization manual, AMX chapter)")} if amx else {}),
         },
-        notes=tuple(sorted(f for f in flags if f.startswith(("avx", "popcnt", "bmi", "sse", "ssse", "fma", "f16c"))
-                           or (amx and f in ("amx_int8", "amx_tile")))),
+        notes=(("ISA features detected from this host's /proc/cpuinfo" if where.startswith("this") else
+                 f"ISA features from LLVM's description of {mcpu}, not from this host"),
+               "a build records the features it may use (manifest cpu.isa_flags); nrqc run refuses it on a CPU "
+               "lacking one",
+               "AMX tiles only where the OS grants their state (Linux arch_prctl); NRQC_NO_AMX=1 turns them off"),
     )
 
 

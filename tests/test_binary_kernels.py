@@ -10,8 +10,9 @@ from nrqc.passes.binary_patterns import LayerPlan
 from nrqc.passes.binary_thresholds import accumulator_bound, integer_threshold, min_signed_bits
 from nrqc.targets import get_target
 from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import build as kbuild
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels import select
+from nrqc.targets.kernels import pixelwise, select, strategies
 
 TARGET = get_target("x86")
 
@@ -42,9 +43,9 @@ def _int8_case(g, rng):
 
 
 def _offered(strategy, g=None):
-    if strategy == "amx" and not select.has_amx(TARGET):
+    if strategy == "amx" and not strategies.amx.available(TARGET):
         pytest.skip("this host has no usable AMX (amx_int8 + OS permission): the amx strategy is not offered")
-    if strategy == "lut" and not select.has_lut(TARGET):
+    if strategy == "lut" and not strategies.lut.available(TARGET):
         pytest.skip("this host has no AVX-512 VBMI + VNNI: the lut strategy is not offered")
     if strategy in ("vnni", "amx", "lut") and g is not None and g.groups != 1:
         pytest.skip(f"the {strategy} strategy is offered for groups == 1 only (select.strategies_for)")
@@ -58,7 +59,7 @@ def test_int8_conv_float_epilogue_exact(gi, strategy):
     rng = np.random.default_rng(gi)
     x, w = _int8_case(g, rng)
     ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
-    func, wargs = select.build_conv(g, "int8", strategy, "float", w, TARGET)
+    func, wargs = kbuild.build_conv(g, "int8", strategy, "float", w, TARGET)
     got = _run(func, [pk.pack_nchw(x), *wargs, np.ones(g.c_out, np.float32)], (g.n, g.c_out, g.ho, g.wo), np.float32)
     assert ref.shape == got.shape
     np.testing.assert_array_equal(got.astype(np.int64), ref)  # |acc| < 2^24: exact in float32
@@ -74,7 +75,7 @@ def test_int8_conv_pack_epilogue_exact(strategy):
     sigma = rng.choice([-1, 0, 1], g.c_out).astype(np.int32)
     t = rng.integers(-300, 300, g.c_out).astype(np.int32)
     ref_bits = sigma[None, :, None, None] * acc >= t[None, :, None, None]
-    func, wargs = select.build_conv(g, "int8", strategy, "pack", w, TARGET)
+    func, wargs = kbuild.build_conv(g, "int8", strategy, "pack", w, TARGET)
     got = _run(func, [pk.pack_nchw(x), *wargs, sigma, t], (g.n, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref_bits, 1, -1)))
     assert 0.05 < ref_bits.mean() < 0.95
@@ -89,7 +90,7 @@ def test_binary_weight_conv_exact(gi, mode):
     x = bits.astype(np.int64) if mode == "and" else np.where(bits, 1, -1)  # zero padding stays 0 in the ref
     w = rng.choice([-1, 1], (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
     ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
-    func, wargs = select.build_conv(g, "binary", mode, "float", w, TARGET)
+    func, wargs = kbuild.build_conv(g, "binary", mode, "float", w, TARGET)
     got = _run(func, [pk.pack_nchw(bits), *wargs, np.ones(g.c_out, np.float32)], (g.n, g.c_out, g.ho, g.wo),
                np.float32)
     np.testing.assert_array_equal(got.astype(np.int64), ref)
@@ -101,7 +102,7 @@ def test_or_pool_exact(kernel, stride, pad):
     n, c, h, w = 1, 41, 9, 10
     x = (rng.random((n, c, h, w)) < 0.2).astype(np.uint8)
     ref = pk.ref_or_pool(x, kernel, stride, pad)
-    got = _run(select.schedule_elementwise(bo.or_pool(n, h, w, c, kernel, stride, pad), TARGET), [pk.pack_nchw(x)],
+    got = _run(kbuild.schedule_elementwise(bo.or_pool(n, h, w, c, kernel, stride, pad), TARGET), [pk.pack_nchw(x)],
                (n, ref.shape[2], ref.shape[3], bo.n_words(c)), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, c), np.moveaxis(ref, 1, -1))
 
@@ -137,7 +138,7 @@ def test_float_conv_pack_and_unpack_exact(w_layout):
     thr = (rng.integers(-4, 5, 37) + 0.125).astype(np.float32)
     y = pk.ref_conv_acc(x * 4, w, g.stride, g.pad).astype(np.float64) / 4
     ref = (y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]
-    func = select.schedule_float_conv_pack(bo.float_conv_pack(g, w_layout=w_layout), g, TARGET)
+    func = kbuild.schedule_float_conv_pack(bo.float_conv_pack(g, w_layout=w_layout), g, TARGET)
     wl = w if w_layout == "oihw" else np.ascontiguousarray(w.transpose(1, 2, 3, 0))
     got = _run(func, [x, wl, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
@@ -167,7 +168,7 @@ def test_strategy_choice_is_measured_and_recorded():
     assert cm["method"].startswith("cost model") and cm["strategy"] in select.strategies_for(g, TARGET)
 
 
-@pytest.mark.skipif(not select.has_vnni(TARGET), reason="host has no AVX-512 VNNI")
+@pytest.mark.skipif(not strategies.vnni.available(TARGET), reason="host has no AVX-512 VNNI")
 def test_vnni_kernel_is_tensorized_and_fused_pool_exact():
     """The BAM conv shape with its 2x2 OR-pool fused: scheduled with vpdpbusd (strict: no
     silent fallback to plain loops), bit-exact."""
@@ -178,9 +179,9 @@ def test_vnni_kernel_is_tensorized_and_fused_pool_exact():
     acc = pk.ref_conv_acc(x, w, g.stride, g.pad)
     t = np.full(g.c_out, 150, np.int32)
     ref = pk.ref_or_pool((acc >= 150).astype(np.uint8), *pool)
-    func = select.schedule_conv(bo.binary_conv(g, "int8", "vnni", "pack", pool), g, "pack", TARGET, pool, strict=True)
+    func = kbuild.schedule_binary_conv(bo.binary_conv(g, "int8", "vnni", "pack", pool), g, "pack", TARGET, pool, strict=True)
     assert "vpdpbusd" in func.script()
-    got = _run(func, [pk.pack_nchw(x), *select.weight_args(g, "int8", "vnni", w), np.ones(g.c_out, np.int32), t],
+    got = _run(func, [pk.pack_nchw(x), *kbuild.weight_args(g, "int8", "vnni", w), np.ones(g.c_out, np.int32), t],
                (1, 10, 6, 1), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, 32), np.moveaxis(ref, 1, -1))
 
@@ -208,8 +209,8 @@ def test_fused_pool_with_padding_and_negative_scales_exact(strategy):
     t = rng.integers(-400, 400, g.c_out).astype(np.int32)
     bits = (sigma[None, :, None, None] * acc >= t[None, :, None, None]).astype(np.uint8)
     ref = pk.ref_or_pool(bits, *pool)
-    func = select.schedule_conv(bo.binary_conv(g, "int8", strategy, "pack", pool), g, "pack", TARGET, pool)
-    got = _run(func, [pk.pack_nchw(x), *select.weight_args(g, "int8", strategy, w), sigma, t],
+    func = kbuild.schedule_binary_conv(bo.binary_conv(g, "int8", strategy, "pack", pool), g, "pack", TARGET, pool)
+    got = _run(func, [pk.pack_nchw(x), *kbuild.weight_args(g, "int8", strategy, w), sigma, t],
                (1, ref.shape[2], ref.shape[3], g.words_out), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, g.c_out), np.moveaxis(ref, 1, -1))
 
@@ -226,7 +227,7 @@ def test_float_conv_fused_pool_negative_affine_exact():
     y = pk.ref_conv_acc(x * 4, w, g.stride, g.pad).astype(np.float64) / 4
     bits = ((y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]).astype(np.uint8)
     ref = pk.ref_or_pool(bits, *pool)
-    func = select.schedule_float_conv_pack(bo.float_conv_pack(g, pool=pool), g, TARGET, pool)
+    func = kbuild.schedule_float_conv_pack(bo.float_conv_pack(g, pool=pool), g, TARGET, pool)
     got = _run(func, [x.astype(np.float32), w, m, k, thr], (1, ref.shape[2], ref.shape[3], g.words_out), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, 35), np.moveaxis(ref, 1, -1))
 
@@ -248,7 +249,7 @@ def test_float_conv_pack_reads_through_transpose(sched_target):
     y = pk.ref_conv_acc(xv * 4, w, g.stride, g.pad).astype(np.float64) / 4
     ref = (y * m[None, :, None, None] + k[None, :, None, None]) > thr[None, :, None, None]
     func = bo.float_conv_pack(g, src_shape=(1, bands, frames), src_perm=(0, 2, 1))
-    func = select.schedule_float_conv_pack(func, g, get_target(sched_target))
+    func = kbuild.schedule_float_conv_pack(func, g, get_target(sched_target))
     got = _run(func, [src, w, m, k, thr], (1, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
 
@@ -264,7 +265,7 @@ def test_cortex_m_schedule_of_binary_conv_exact(strategy):
     sigma = rng.choice([-1, 1], g.c_out).astype(np.int32)
     t = rng.integers(-200, 200, g.c_out).astype(np.int32)
     ref = sigma[None, :, None, None] * acc >= t[None, :, None, None]
-    func, wargs = select.build_conv(g, "int8", strategy, "pack", w, get_target("cortex-m4"))
+    func, wargs = kbuild.build_conv(g, "int8", strategy, "pack", w, get_target("cortex-m4"))
     got = _run(func, [pk.pack_channels(np.moveaxis(x, 1, -1).astype(bool)), *wargs, sigma, t],
                (1, g.ho, g.wo, g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(ref, 1, -1)))
@@ -289,18 +290,18 @@ def test_failed_schedule_is_reported_not_silent(monkeypatch):
     """A kernel whose schedule fails still runs (plain loops), and says so in the notes."""
     g = bo.ConvGeom(1, 3, 6, 5, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
     func = bo.float_conv_pack(g)
-    real = select._schedule_pixelwise
+    real = pixelwise.schedule_pixelwise
 
     def failing(*a, **k):
         raise ValueError("no such block")
 
-    monkeypatch.setattr(select, "_schedule_pixelwise", failing)
-    out = select.schedule_float_conv_pack(func, g, TARGET)
-    monkeypatch.setattr(select, "_schedule_pixelwise", real)
+    monkeypatch.setattr(pixelwise, "schedule_pixelwise", failing)
+    out = kbuild.schedule_float_conv_pack(func, g, TARGET)
+    monkeypatch.setattr(pixelwise, "schedule_pixelwise", real)
     assert "schedule failed" in str(out.attrs[bo.FALLBACK_ATTR])
     notes = []
     kernel = bo.as_kernel(out, "nrqc_k", TARGET, notes)
     assert bo.FALLBACK_ATTR not in kernel.attrs
     assert len(notes) == 1 and "nrqc_k" in notes[0] and "unscheduled" in notes[0], notes
-    ok = bo.as_kernel(select.schedule_float_conv_pack(func, g, TARGET), "nrqc_ok", TARGET, notes)
+    ok = bo.as_kernel(kbuild.schedule_float_conv_pack(func, g, TARGET), "nrqc_ok", TARGET, notes)
     assert len(notes) == 1 and ok.attrs["tirx.is_scheduled"]

@@ -14,17 +14,18 @@ import tvm
 from nrqc.targets import get_target
 from nrqc.targets.kernels import amx, lut
 from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import build as kbuild
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels import select
+from nrqc.targets.kernels import strategies
 
 TARGET = get_target("x86")
 STRATEGIES = ["amx", "lut"]
 
 
 def _offered(strategy):
-    if strategy == "amx" and not select.has_amx(TARGET):
+    if strategy == "amx" and not strategies.amx.available(TARGET):
         pytest.skip("this host has no usable AMX (amx_int8 + OS permission)")
-    if strategy == "lut" and not select.has_lut(TARGET):
+    if strategy == "lut" and not strategies.lut.available(TARGET):
         pytest.skip("this host has no AVX-512 VBMI + VNNI (vpermb, vpdpbusd)")
 
 GEOMS = [
@@ -74,7 +75,7 @@ def test_conv_pack_exact(gi, pi, strategy):
         if min(bo.pool_out(g.ho, g.wo, *pool)) < 1:
             pytest.skip("pool window larger than this map")
         bits = pk.ref_or_pool(bits, *pool)
-    func, wargs = select.build_conv(g, "int8", strategy, "pack", w, TARGET, pool)
+    func, wargs = kbuild.build_conv(g, "int8", strategy, "pack", w, TARGET, pool)
     got = _run(func, [pk.pack_nchw(x), *wargs, sigma, t], (g.n, bits.shape[2], bits.shape[3], g.words_out), np.uint32)
     np.testing.assert_array_equal(got, pk.pack_channels(np.moveaxis(bits, 1, -1)))
     assert 0.02 < bits.mean() < 0.98
@@ -88,7 +89,7 @@ def test_conv_float_exact(gi, strategy):
     x, w, _, _ = _case(g, 100 + gi)
     scale = np.random.default_rng(gi).uniform(0.5, 2.0, g.c_out).astype(np.float32)
     ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, 1) * scale[None, :, None, None].astype(np.float64)
-    func, wargs = select.build_conv(g, "int8", strategy, "float", w, TARGET)
+    func, wargs = kbuild.build_conv(g, "int8", strategy, "float", w, TARGET)
     got = _run(func, [pk.pack_nchw(x), *wargs, scale], (g.n, g.c_out, g.ho, g.wo), np.float32)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
 
@@ -105,7 +106,7 @@ def test_amx_plan_merges_adjacent_taps_only_at_unit_stride():
 def test_tuning_skips_hand_written_kernel(strategy):
     _offered(strategy)
     g = GEOMS[0]
-    func, _ = select.build_conv(g, "int8", strategy, "pack", np.zeros((32, 32, 3, 3), np.int8), TARGET)
+    func, _ = kbuild.build_conv(g, "int8", strategy, "pack", np.zeros((32, 32, 3, 3), np.int8), TARGET)
     kernel = bo.as_kernel(func, "k", TARGET)
     assert bo.kernel_workload(kernel) is None and bo.HAND_WRITTEN_ATTR in kernel.attrs
 
@@ -115,7 +116,7 @@ def test_lut_weight_layout():
     g = bo.ConvGeom(1, 20, 3, 3, 5, 1, 2)
     w = np.random.default_rng(3).integers(-128, 128, (5, 20, 1, 2)).astype(np.int8)
     p = lut.lut_plan(g)
-    lay = lut.lut_weights(w, p)
+    lay = pk.lut_weights(w, p)
     assert (p.nh, p.cop) == (2, 16) and lay.shape == (2 * 2, 16, 16)
     for q in range(4):
         tap, h = divmod(q, p.nh)

@@ -167,6 +167,17 @@ def test_vector_spec_per_target():
     assert vector_spec({"kind": "llvm", "mcpu": "skylake-avx512"}).lanes == 16
     assert vector_spec({"kind": "llvm", "mcpu": "haswell"}).lanes == 8
     assert vector_spec({"kind": "llvm", "mcpu": "x86-64"}).lanes == 4
+    # AArch32 NEON: 4 lanes, 16 q registers, named apart from aarch64 (Winograd is checked there only)
+    v7 = vector_spec(get_target("armv7"))
+    assert (v7.isa, v7.lanes, v7.registers) == ("neon32", 4, 16)
+    # C (Cortex-M): scalar code; the same split factors as before capabilities existed
+    m4 = vector_spec(get_target("cortex-m4"))
+    assert (m4.isa, m4.lanes, m4.registers) == ("scalar", 4, 16)
+    # a tvm.target.Target gives the same spec as its JSON dict
+    import tvm
+
+    for t in ({"kind": "llvm", "mcpu": "haswell"}, get_target("arm_cpu").tvm_target):
+        assert vector_spec(tvm.target.Target(dict(t))) == vector_spec(t)
 
 
 def test_arm_conv_schedule_uses_neon_fma(tmp_path):

@@ -74,3 +74,109 @@ def test_compile_for_armv7_gives_a_32bit_arm_hard_float_elf(tmp_path):
     assert m["target"] == "armv7" and m["check"]["ran"] is False and "--rpc HOST:PORT" in m["check"]["reason"]
     md = (out / "DEPLOY.md").read_text()
     assert "no official TVM wheel" in md and "cmake --build ~/tvm-src/build --target runtime" in md
+
+
+# ------------------------------------------------------------------ capabilities
+# Reference: LLVM's own feature list of a CPU (llvm_get_cpu_features), independent of the
+# cpuinfo-named features nrqc keeps. LLVM name -> the name in Capabilities.features.
+_LLVM_X86 = {"popcnt": "popcnt", "sse4.2": "sse4_2", "avx2": "avx2", "fma": "fma", "avx512f": "avx512f",
+             "avx512bw": "avx512bw", "avx512vnni": "avx512_vnni", "avx512vbmi": "avx512vbmi",
+             "avx512vpopcntdq": "avx512_vpopcntdq", "amx-int8": "amx_int8", "amx-tile": "amx_tile"}
+
+
+def _llvm_features(tvm_target: dict) -> set[str]:
+    import tvm
+
+    return {str(f) for f in tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target(tvm_target))}
+
+
+@pytest.mark.parametrize("mcpu, vector_bits, registers", [
+    ("x86-64-v2", 128, 16), ("haswell", 256, 16), ("x86-64-v4", 512, 32), ("icelake-server", 512, 32),
+    ("sapphirerapids", 512, 32)])
+def test_x86_capabilities_per_mcpu_match_llvm(monkeypatch, mcpu, vector_bits, registers):
+    from nrqc.targets import x86
+
+    monkeypatch.delenv("NRQC_NO_AMX", raising=False)
+    caps = x86.describe(mcpu).caps
+    llvm = _llvm_features({"kind": "llvm", "mcpu": mcpu})
+    assert caps.isa == "x86" and (caps.vector_bits, caps.vector_registers) == (vector_bits, registers)
+    for llvm_name, name in _LLVM_X86.items():
+        assert (name in caps.features) == (llvm_name in llvm), (mcpu, llvm_name)
+    # AMX tiles: a build for a named CPU uses them when the CPU has them, unless turned off
+    monkeypatch.setenv("NRQC_NO_AMX", "1")
+    assert not x86.describe(mcpu).caps.has("amx_int8")
+
+
+def test_x86_capability_levels():
+    """What each level means for the kernel strategies, spelled out."""
+    from nrqc.targets import x86
+
+    assert not x86.describe("x86-64-v2").caps.has("avx2")
+    assert x86.describe("haswell").caps.has("avx2") and not x86.describe("haswell").caps.has("avx512f")
+    assert not x86.describe("x86-64-v4").caps.has("avx512_vnni")
+    assert x86.describe("icelake-server").caps.has("avx512_vnni", "avx512vbmi")
+    assert x86.describe("cascadelake").caps.has("avx512_vnni") and not x86.describe("cascadelake").caps.has("avx512vbmi")
+
+
+def test_host_capabilities_are_the_cpuinfo_flags_and_amx_only_when_usable():
+    from nrqc.targets import x86
+
+    host = x86.describe()
+    cpuinfo = x86.host_cpu_flags()
+    assert host.caps.features <= cpuinfo
+    for name in ("popcnt", "avx2", "avx512f", "avx512_vnni", "avx512vbmi"):
+        assert host.caps.has(name) == (name in cpuinfo), name
+    assert host.caps.has("amx_int8") == x86.amx_usable()
+    assert host.caps.vector_bits == (512 if "avx512f" in cpuinfo else 256 if "avx2" in cpuinfo else 128)
+
+
+# required_flags as recorded by the manifests before capabilities existed (ISA flags read
+# out of the description's notes): a build's cpu.isa_flags must not change.
+_RECORDED_ISA_FLAGS = {
+    "x86-64-v2": ["popcnt", "sse4_1", "sse4_2", "ssse3"],
+    "haswell": ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "popcnt", "sse4_1", "sse4_2", "ssse3"],
+    "x86-64-v4": ["avx", "avx2", "avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512vl", "bmi1", "bmi2", "f16c",
+                  "fma", "popcnt", "sse4_1", "sse4_2", "ssse3"],
+    "znver4": ["avx", "avx2", "avx512_bf16", "avx512_bitalg", "avx512_vbmi2", "avx512_vnni", "avx512_vpopcntdq",
+               "avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512ifma", "avx512vbmi", "avx512vl", "bmi1",
+               "bmi2", "f16c", "fma", "popcnt", "sse4_1", "sse4_2", "ssse3"],
+}
+
+
+@pytest.mark.parametrize("mcpu", list(_RECORDED_ISA_FLAGS))
+def test_required_flags_come_from_capabilities_unchanged(mcpu):
+    from nrqc.targets import x86
+
+    desc = x86.describe(mcpu)
+    assert x86.required_flags(desc) == _RECORDED_ISA_FLAGS[mcpu]
+    assert not any(n in x86.ISA_FLAGS for n in desc.notes)  # notes are for people
+
+
+def test_arm_and_cortex_m_capabilities_match_llvm():
+    arm, v7, m4 = get_target("arm_cpu"), get_target("armv7"), get_target("cortex-m4")
+    a72 = _llvm_features(arm.tvm_target)
+    assert arm.caps.isa == "aarch64" and (arm.caps.vector_bits, arm.caps.vector_registers) == (128, 32)
+    for name in ("neon", "dotprod", "i8mm"):  # Cortex-A72 is ARMv8.0-A: NEON, no sdot/udot, no i8mm
+        assert arm.caps.has(name) == (name in a72), name
+    assert "dotprod" in _llvm_features({**arm.tvm_target, "mcpu": "cortex-a76"})  # the reference can say yes
+    a7 = _llvm_features(v7.tvm_target)
+    assert v7.caps.isa == "armv7" and (v7.caps.vector_bits, v7.caps.vector_registers) == (128, 16)
+    assert v7.caps.has("neon", "vfp4") and {"neon", "vfp4"} <= a7
+    # Cortex-M: C code (no vector registers); LLVM's Thumb description of the same core has the DSP extension
+    m4_llvm = _llvm_features({"kind": "llvm", "mtriple": "thumbv7em-none-eabi", "mcpu": "cortex-m4"})
+    assert m4.caps.isa == "armv7e-m" and m4.caps.vector_bits == 0
+    assert m4.caps.has("dsp") and "dsp" in m4_llvm and "neon" not in m4_llvm and not m4.caps.has("neon")
+
+
+def test_caps_for_a_bare_tvm_target_follow_the_descriptions():
+    import tvm
+
+    from nrqc.targets import caps_for_tvm_target, x86
+
+    for mcpu in ("haswell", "icelake-server"):
+        d = {"kind": "llvm", "mcpu": mcpu}
+        assert caps_for_tvm_target(d) == x86.describe(mcpu).caps == caps_for_tvm_target(tvm.target.Target(d))
+    assert caps_for_tvm_target({"kind": "llvm", "mcpu": "haswell", "mattr": ["+avx512f"]}).vector_bits == 512
+    for name in ("arm_cpu", "armv7", "cortex-m4", "cortex-m7"):
+        desc = get_target(name)
+        assert caps_for_tvm_target(desc.tvm_target) == desc.caps, name

@@ -23,11 +23,8 @@ import dataclasses
 import tvm
 from tvm import te, tirx
 
-WORD = 32
-
-
-def n_words(c: int) -> int:
-    return (c + WORD - 1) // WORD
+from nrqc.targets.kernels.packing import WORD, n_words  # noqa: F401 (n_words: callers read it here)
+from nrqc.targets.kernels.packing import vnni_dims as vnni_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +130,7 @@ def acc_int8_masked(g: ConvGeom, X, Wt):
 
 def vnni_dims(g: ConvGeom) -> tuple[int, int]:
     """(input channels rounded up to 4, output channels rounded up to 16)."""
-    return (g.c_in + 3) // 4 * 4, (g.c_out + 15) // 16 * 16
+    return vnni_padding(g.c_in, g.c_out)
 
 
 def acc_int8_vnni(g: ConvGeom, X, W4):
@@ -475,7 +472,7 @@ def compact(func):
     return seq(tvm.IRModule({"main": func}))["main"]
 
 
-FALLBACK_ATTR = "nrqc.schedule_fallback"  # set by select when a kernel's schedule failed
+FALLBACK_ATTR = "nrqc.schedule_fallback"  # set by pixelwise.unscheduled when a kernel's schedule failed
 # The unscheduled (TE) form of a hand-scheduled kernel: what `nrqc tune` searches over and
 # a tuning record is keyed by (the scheduled, compacted form has unnamed opaque blocks that
 # MetaSchedule cannot take). Kept as IR JSON text: TVMScript cannot print a PrimFunc attribute.
@@ -516,7 +513,7 @@ def kernel_workload(func):
 
 def as_kernel(func, name: str, target=None, notes: list | None = None):
     """Attributes a hand-made PrimFunc needs inside a Relax module (opaque: FuseTIR leaves it).
-    A schedule that failed (select's fallback attribute) becomes a line in `notes`."""
+    A schedule that failed (the fallback attribute of pixelwise.unscheduled) becomes a line in `notes`."""
     reason = func.attrs.get(FALLBACK_ATTR) if func.attrs is not None else None
     if reason is not None:
         func = func.without_attr(FALLBACK_ATTR)
@@ -536,7 +533,7 @@ def as_kernel(func, name: str, target=None, notes: list | None = None):
         func = s_tir.transform.LowerOpaqueBlock()(tvm.IRModule({"main": func}))["main"]
         root = s_tir.SBlock([], [], [], "root", func.body)
         func = func.with_body(s_tir.SBlockRealize([], True, root))
-    # tirx.is_scheduled: nrqc.targets.kernels.select already scheduled it (shipped rules skip it)
+    # tirx.is_scheduled: nrqc.targets.kernels.build already scheduled it (shipped rules skip it)
     return func.with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True, "tirx.is_scheduled": True})
 
 

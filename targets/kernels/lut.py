@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 from tvm.script import tirx as T
 
 from nrqc.targets.kernels.amx import NO_POOL
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param, n_words, pool_out
-
-QUAD = 16  # input channels per 64-byte table (4 nibbles x 16 entries)
+from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param, pool_out
+from nrqc.targets.kernels.packing import LUT_QUAD as QUAD
+from nrqc.targets.kernels.packing import WORD, n_words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +67,6 @@ def lut_plan(g: ConvGeom, pool=None) -> LutPlan:
 
 def lut_weight_shape(g: ConvGeom, p: LutPlan) -> tuple[int, ...]:
     return (g.kh * g.kw * p.nh, p.cop, QUAD)
-
-
-def lut_weights(wq: np.ndarray, p: LutPlan) -> np.ndarray:
-    """int8 [Co, C, kh, kw] (groups 1) -> int8 [kh*kw*nh, Cop, 16]: per tap and quad of 16
-    input channels, output channel o's 16 weights (zero past C_in and C_out), channel
-    4j + k of the quad in byte 4j + k: the dword j is the weights of table j's nibble."""
-    co, c, kh, kw = wq.shape
-    w = np.zeros((p.cop, kh, kw, p.nh * QUAD), np.int8)
-    w[:co, :, :, :c] = np.transpose(wq.astype(np.int8), (0, 2, 3, 1))
-    w = w.reshape(p.cop, kh, kw, p.nh, QUAD)
-    return np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0, 4)).reshape(kh * kw * p.nh, p.cop, QUAD))
 
 
 def lut_conv(g: ConvGeom, out: str, pool=None):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The one word size of packed maps and packed weights: bit c % WORD of word c // WORD.
+# uint32, not uint64: the C back end's popcount is 32-bit (Cortex-M has no 64-bit
+# registers) and every x86/Arm vector popcount has 32-bit lanes.
 WORD = 32
+# Input channels of one table-lookup quad (4 nibbles x 16 entries = one 64-byte vpermb
+# table; kernels/lut.py).
+LUT_QUAD = 16
 
 
 def n_words(c: int) -> int:
@@ -98,10 +104,16 @@ def ref_or_pool(x01: np.ndarray, kernel, stride, pad) -> np.ndarray:
     return out
 
 
+def vnni_dims(c_in: int, c_out: int) -> tuple[int, int]:
+    """(input channels rounded up to 4, output channels rounded up to 16): one vpdpbusd
+    reads 4 u8 per int32 lane and has 16 lanes."""
+    return (c_in + 3) // 4 * 4, (c_out + 15) // 16 * 16
+
+
 def vnni_weights(wq: np.ndarray) -> np.ndarray:
     """int8 [Co,C,kh,kw] (groups 1) -> int8 [kh, kw, C4/4, Co16, 4], zero-padded."""
     co, c, kh, kw = wq.shape
-    c4, co16 = (c + 3) // 4 * 4, (co + 15) // 16 * 16
+    c4, co16 = vnni_dims(c, co)
     w = np.zeros((co16, c4, kh, kw), np.int8)
     w[:co, :c] = wq
     return np.ascontiguousarray(np.transpose(w.reshape(co16, c4 // 4, 4, kh, kw), (3, 4, 1, 0, 2)))
@@ -118,3 +130,14 @@ def amx_weights(wq: np.ndarray, plan) -> np.ndarray:
     w = np.transpose(w.reshape(cop, c4, kh, kwg, m), (2, 3, 4, 1, 0))  # kh, kwg, m, c4, cop
     w = w.reshape(kh, kwg, plan.nq, plan.cc // 4, 4, cop)  # m * C4 = nq * cc bytes per group
     return np.ascontiguousarray(np.transpose(w, (0, 1, 2, 3, 5, 4)))
+
+
+def lut_weights(wq: np.ndarray, plan) -> np.ndarray:
+    """int8 [Co, C, kh, kw] (groups 1) -> int8 [kh*kw*nh, Cop, 16]: per tap and quad of 16
+    input channels, output channel o's 16 weights (zero past C_in and C_out), channel
+    4j + k of the quad in byte 4j + k: the dword j is the weights of table j's nibble."""
+    co, c, kh, kw = wq.shape
+    w = np.zeros((plan.cop, kh, kw, plan.nh * LUT_QUAD), np.int8)
+    w[:co, :, :, :c] = np.transpose(wq.astype(np.int8), (0, 2, 3, 1))
+    w = w.reshape(plan.cop, kh, kw, plan.nh, LUT_QUAD)
+    return np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0, 4)).reshape(kh * kw * plan.nh, plan.cop, LUT_QUAD))

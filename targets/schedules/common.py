@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,46 +17,24 @@ class VectorSpec:
         return 20 if self.registers >= 32 else 12
 
 
-def _target_dict(target) -> dict:
-    if isinstance(target, dict):
-        return dict(target)
-    if hasattr(target, "tvm_target"):  # nrqc TargetDescription
-        return dict(target.tvm_target)
-    # tvm.target.Target
-    return json.loads(json.dumps({k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                  for k, v in _target_attrs(target).items()}, default=str))
-
-
-def _target_attrs(target) -> dict:
-    out = {"kind": str(target.kind.name)}
-    for key in ("mcpu", "mtriple", "mattr"):
-        if key in target.attrs:
-            v = target.attrs[key]
-            out[key] = [str(x) for x in v] if key == "mattr" else str(v)
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def _spec_for(key: str) -> VectorSpec:
-    import tvm
-
-    d = json.loads(key)
-    triple = str(d.get("mtriple", ""))
-    if d.get("kind") != "llvm":
+def spec_of_caps(caps) -> VectorSpec:
+    """The schedules' view of a target's capabilities."""
+    if caps.vector_bits == 0:
+        # C code: no vector registers; the rules' split factors stay at 4 (as measured on
+        # Cortex-M builds before capabilities existed)
         return VectorSpec("scalar", 4, 16)
-    if triple.startswith(("aarch64", "arm64")):
-        return VectorSpec("neon", 4, 32)
-    t = tvm.target.Target(d)
-    has = lambda f: bool(tvm.target.codegen.target_has_features(f, t))  # noqa: E731
-    if has("avx512f"):
-        return VectorSpec("avx512", 16, 32)
-    if has("avx2"):
-        return VectorSpec("avx2", 8, 16)
-    return VectorSpec("sse", 4, 16)
+    if caps.isa == "aarch64":
+        return VectorSpec("neon", caps.float_lanes, caps.vector_registers)
+    if caps.isa == "armv7":
+        # AArch32 NEON (16 q registers); a name of its own, so passes that were checked on
+        # aarch64 NEON only (Winograd) keep away from it
+        return VectorSpec("neon32", caps.float_lanes, caps.vector_registers)
+    return VectorSpec({512: "avx512", 256: "avx2"}.get(caps.vector_bits, "sse"), caps.float_lanes,
+                      caps.vector_registers)
 
 
 def vector_spec(target) -> VectorSpec:
     """VectorSpec of a TargetDescription, a target JSON dict or a tvm.target.Target."""
-    d = _target_dict(target)
-    key = json.dumps({k: d[k] for k in ("kind", "mcpu", "mtriple", "mattr") if k in d}, sort_keys=True)
-    return _spec_for(key)
+    from nrqc.targets import capabilities_of
+
+    return spec_of_caps(capabilities_of(target))

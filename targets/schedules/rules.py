@@ -137,7 +137,10 @@ def _pool_after(sch, conv, blocks):
     return after[-1]
 
 
-def schedule_conv(sch, spec: VectorSpec) -> bool:
+def float_conv_rule(sch, spec: VectorSpec) -> bool:
+    """The float conv rule: an NCHW/NCW conv anchor block, its elementwise epilogue and a
+    max-pool right after it, scheduled as one register-tiled loop nest; False if the
+    function holds no such conv."""
     blocks = _blocks(sch)
     found = _find_conv(sch, blocks)
     if found is None:
@@ -379,7 +382,7 @@ def _parallel_vectorize(sch, block, spec: VectorSpec, max_vec: int = 64) -> None
         sch.vectorize(inner)
 
 
-def schedule_pool(sch, spec: VectorSpec) -> bool:
+def pool_rule(sch, spec: VectorSpec) -> bool:
     """Pooling (SSSS + RR window): parallel over rows, window unrolled, columns vectorized."""
     blocks = _blocks(sch)
     for b in blocks:
@@ -428,7 +431,7 @@ def schedule_pool(sch, spec: VectorSpec) -> bool:
     return False
 
 
-def schedule_dense(sch, spec: VectorSpec) -> bool:
+def dense_rule(sch, spec: VectorSpec) -> bool:
     """Matmul/dense (S..SR): output columns vectorized, reduction outside, rows parallel."""
     blocks = _blocks(sch)
     for b in blocks:
@@ -506,7 +509,7 @@ def _vector_reduce(sch, block, kinds: str, spec: VectorSpec) -> bool:
     return True
 
 
-def schedule_generic(sch, spec: VectorSpec) -> bool:
+def generic_rule(sch, spec: VectorSpec) -> bool:
     """Every block: outer loops fused and parallel, inner loop vectorized when spatial."""
     done = False
     for b in _blocks(sch):
@@ -538,7 +541,7 @@ def schedule_generic(sch, spec: VectorSpec) -> bool:
     return done
 
 
-RULES = (("conv", schedule_conv), ("pool", schedule_pool), ("dense", schedule_dense), ("generic", schedule_generic))
+RULES = (("conv", float_conv_rule), ("pool", pool_rule), ("dense", dense_rule), ("generic", generic_rule))
 
 
 def schedule_primfunc(func, spec: VectorSpec):
