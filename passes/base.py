@@ -10,7 +10,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from nrqc.passes.binary_plan import BinaryState
 from nrqc.targets import TargetDescription
+
+
+@dataclasses.dataclass
+class ScheduleState:
+    """The schedule phase's results: the `--db` whose records were applied (None when none
+    was given, or it had no record for this target or kernel) and one asked for but not
+    used, and how many kernels each shipped rule scheduled."""
+
+    database: str | None = None
+    database_unused: str | None = None
+    rules: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -30,6 +42,10 @@ class CompileContext:
     steps_run: list[dict] = dataclasses.field(default_factory=list)
     # When set, the module is written there after every step (`nrqc compile --dump-ir DIR`).
     dump_ir_dir: Path | None = None
+    # The binary passes' plan and kernels (BinaryPatterns -> ... -> BinaryFusePack).
+    binary: BinaryState = dataclasses.field(default_factory=BinaryState)
+    # What the schedule phase did (tuning database, shipped rules).
+    schedule: ScheduleState = dataclasses.field(default_factory=ScheduleState)
 
 
 @dataclasses.dataclass(frozen=True)

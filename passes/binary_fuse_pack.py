@@ -5,7 +5,7 @@ float conv, both already emitting thresholded packed words) and ``Q = call_tir(o
 [P])`` is P's only use, replace Q by one call of a kernel that computes, per pooled output
 pixel, the window's packed words and ORs them, so the un-pooled map is never stored (for
 the BAM model: the first conv's 200x64x32 map exists only as 4 words at a time).
-The producer's recipe (``ctx.options["binary_recipes"]``, written by BinaryRewrite) builds
+The producer's recipe (``ctx.binary.recipes``, written by BinaryRewrite) builds
 the fused kernel with the same schedule family; the layer entries of both layers name it.
 """
 from __future__ import annotations
@@ -18,8 +18,7 @@ def fuse_pack(mod, ctx):
 
     from nrqc.targets.kernels.binary_ops import as_kernel
 
-    recipes = ctx.options.get("binary_recipes") or {}
-    pools = ctx.options.get("binary_pool_kernels") or {}
+    recipes, pools = ctx.binary.recipes, ctx.binary.pool_kernels
     bindings = main_bindings(mod)
     if not recipes or not pools or bindings is None:
         return mod

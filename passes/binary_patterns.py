@@ -1,6 +1,6 @@
 """Pass 1: find binary-activation layers in the imported Relax module.
 
-One job: read main's dataflow block and write a plan (``ctx.options["binary_plan"]``)
+One job: read main's dataflow block and write a plan (``ctx.binary.plan``)
 with one entry per weighted layer (conv1d/conv2d/matmul with a constant weight) that
 either ends in a Heaviside/Sign head or consumes a binary map. Nothing is rewritten here.
 
@@ -19,49 +19,14 @@ QuantizeLinear -> DequantizeLinear of a float initializer, or +-s per output cha
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
+
+from nrqc.passes.binary_plan import BinaryState, Head, LayerPlan
 
 CORE_OPS = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d", "relax.matmul": "matmul"}
 AFFINE_OPS = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
 CMP_OPS = {"relax.greater": (False, True), "relax.greater_equal": (False, False),
            "relax.less": (True, True), "relax.less_equal": (True, False)}  # (flipped, strict)
-
-
-@dataclasses.dataclass
-class Head:
-    var: Any  # the {0,1} / {-1,+1} float map the model computes
-    pre: Any  # the compared value
-    threshold: np.ndarray  # per channel (broadcast), on pre
-    strict: bool
-    flipped: bool  # comparison was T > pre (i.e. pre < T)
-    encoding: str  # "01" or "pm1"
-
-
-@dataclasses.dataclass
-class LayerPlan:
-    layer: dict | None  # the manifest layer entry
-    core: Any  # Relax var bound to the conv/matmul
-    kind: str  # conv2d | conv1d | matmul
-    x: Any  # input var
-    weight: np.ndarray  # folded float weight (OIHW / OIW / [K, O])
-    attrs: dict
-    head: Head | None = None
-    affine: tuple[np.ndarray, np.ndarray] | None = None  # pre = M * core + K per channel
-    weights: str = "float"  # int8 | binary | float
-    wq: np.ndarray | None = None  # integer weights, same layout as `weight`
-    scale: np.ndarray | None = None  # per output channel
-    reason: str | None = None  # why it cannot become a binary layer (if so)
-    # filled by later passes
-    sigma: np.ndarray | None = None
-    t: np.ndarray | None = None
-    info: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def c_out(self) -> int:
-        return int(self.weight.shape[1] if self.kind == "matmul" else self.weight.shape[0])
 
 
 def op_name(v) -> str | None:
@@ -546,11 +511,11 @@ def fold_activation_qdq(mod, ctx):
 
 
 def detect(mod, ctx):
-    """Build ctx.options['binary_plan'] (list of LayerPlan), in binding order."""
+    """Build ctx.binary.plan (list of LayerPlan), in binding order."""
     from tvm import relax
 
     plan: list[LayerPlan] = []
-    ctx.options["binary_plan"] = plan
+    ctx.binary = BinaryState(plan=plan)
     if main_bindings(mod) is None:
         ctx.notes.append("binary passes: main is not a single dataflow block; no binary rewrite")
         return mod

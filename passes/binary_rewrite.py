@@ -38,6 +38,7 @@ def _shape(e):
 class Rewriter:
     def __init__(self, mod, ctx):
         from tvm import relax
+        from tvm.relax import dpl
 
         self.ctx = ctx
         self.bb_mod = mod
@@ -48,7 +49,7 @@ class Rewriter:
         self.out_bindings = []
         self.relax = relax
         self.bb = relax.BlockBuilder(mod)
-        self.plan = ctx.options.get("binary_plan", [])
+        self.plan = ctx.binary.plan
         self.by_core = {p.core: p for p in self.plan}
         self.by_head = {p.head.var: p for p in self.plan if p.head is not None}
         self.pools = [layer for layer in ctx.layers if layer["op"] == "MaxPool"]
@@ -59,10 +60,16 @@ class Rewriter:
         # kernel name -> (make(pool) -> fused PrimFunc, layer entry): used by BinaryFusePack
         self.recipes: dict = {}
         self.pool_kernels: dict = {}  # or-pool kernel name -> (pool spec, layer entry)
+        # (pattern of a kept binding's value, rule that carries the packed map through it)
+        self.follow_rules = [
+            (dpl.is_op("relax.nn.max_pool2d")(dpl.wildcard()) | dpl.is_op("relax.nn.max_pool1d")(dpl.wildcard()),
+             self.pool),
+            (dpl.is_op("relax.max")(dpl.wildcard()), self.global_pool),
+            (dpl.is_op("relax.reshape")(dpl.wildcard(), dpl.wildcard()), self.reshape),
+        ]
 
     # ------------------------------------------------------------ helpers
     def add_kernel(self, func, base: str):
-        import tvm
         from nrqc.targets.kernels.binary_ops import as_kernel
 
         name = f"nrqc_{base}_{self.counter}"
@@ -150,15 +157,18 @@ class Rewriter:
                         "multiplications_replaced": int(replaced), "float_reason": reason})
         if choice is not None:
             p.layer["strategy"] = choice
-        if p.info.get("accumulator"):
-            p.layer["accumulator"] = p.info["accumulator"]
+        if p.accumulator:
+            p.layer["accumulator"] = p.accumulator
         if p.head is not None:
             p.layer["output"] = {"01": "packed {0,1} bits", "pm1": "packed {-1,+1} bits"}[p.head.encoding]
         self.kernels_used.append({"layer": p.layer["name"], "kernel": kernel})
 
     # ------------------------------------------------------------ main walk
     def run(self, mod):
-        import tvm
+        """One walk over main's bindings: a planned layer reading a packed map is replaced
+        (`rewrite_layer`); any other binding is kept and may extend the packed maps
+        (`follow`: a head gets its packed twin, pools and reshapes carry packing on)."""
+        from nrqc.passes.binary_patterns import drop_unused_kernels
         from nrqc.targets.kernels import binary_ops as bo
 
         relax = self.relax
@@ -167,70 +177,79 @@ class Rewriter:
             return mod
         self.defs = {b.var: b.value for b in bindings}
         for b in bindings:
-            v = b.value
-            name = op_name(v)
-            p_core = self.by_core.get(b.var)
-            # a binary-input layer whose output stays float (dense head, conv + ReLU, ...)
-            if p_core is not None and p_core.head is None and isinstance(p_core.x, relax.Var) \
-                    and p_core.x in self.packed and p_core.reason is None:
-                pk = self.packed[p_core.x]
-                if p_core.weights in ("int8", "binary") and p_core.kind != "matmul" or (
-                        p_core.kind == "matmul" and p_core.weights in ("int8", "binary") and pk.ndim == 2):
-                    res = self.binary_layer(p_core, pk, "float")
-                    if res is not None:
-                        y, g = res
-                        out_shape = _shape(b.var)
-                        self.out_bindings.append(relax.VarBinding(b.var, relax.op.reshape(y, out_shape)))
-                        continue
-            if p_core is not None and p_core.kind == "matmul" and isinstance(p_core.x, relax.Var) \
-                    and p_core.x in self.packed and self.packed[p_core.x].ndim == 2 and p_core.weights == "float" \
-                    and p_core.head is None:
-                pk = self.packed[p_core.x]
-                k, o = p_core.weight.shape
-                func = bo.binary_dense(pk.n, k, o, "float", signed_input=pk.encoding == "pm1")
-                from nrqc.targets.kernels import select
-
-                func = select.schedule_dense(func, self.ctx.target)
-                gv, kname = self.add_kernel(func, "binary_fc_float")
-                value = relax.call_tir(gv, [pk.var, relax.const(p_core.weight.astype(np.float32))],
-                                       relax.TensorType([pk.n, o], "float32"))
-                self.out_bindings.append(relax.VarBinding(b.var, value))
-                self.annotate(p_core, kname, act_bits=1, weight_bits=32, replaced=p_core.layer["macs"] if p_core.layer else 0,
-                              choice={"strategy": "select-add of float weights", "method": "only kernel for float weights"})
-                p_core.layer["float_reason"] = None
-                continue
-            if p_core is not None and p_core.kind in ("conv1d", "conv2d") and p_core.weights == "float" \
-                    and p_core.head is None and isinstance(p_core.x, relax.Var) and p_core.x in self.packed \
-                    and self._float_1x1_on_bits(p_core, b):
+            if self.rewrite_layer(b):
                 continue
             self.out_bindings.append(b)
-            if b.var in self.by_head:
-                self.head(self.by_head[b.var], b)
-            elif name in ("relax.nn.max_pool2d", "relax.nn.max_pool1d"):
-                self.pool(b, name)
-            elif name == "relax.max":
-                self.global_pool(b)
-            elif name == "relax.reshape":
-                src = v.args[0]
-                if isinstance(src, relax.Var) and src in self.packed and self.packed[src].h == 1 \
-                        and self.packed[src].w == 1:
-                    shp = _shape(b.var)
-                    pk = self.packed[src]
-                    if shp in ((pk.n, pk.c), (pk.n, pk.c, 1, 1), (pk.n, pk.c, 1)):
-                        self.packed[b.var] = dataclasses.replace(pk, ndim=len(shp))
+            self.follow(b)
         self.unpack_for_float_consumers(bo)
-        # assemble
         func = mod["main"]
-        body = func.body
-        new_block = relax.DataflowBlock(self.out_bindings)
-        new_seq = relax.SeqExpr([new_block], body.body)
-        new_main = relax.Function(func.params, new_seq, func.ret_ty, func.is_pure, func.attrs)
+        new_seq = relax.SeqExpr([relax.DataflowBlock(self.out_bindings)], func.body.body)
         mod = self.bb.get()
-        mod["main"] = new_main
+        mod["main"] = relax.Function(func.params, new_seq, func.ret_ty, func.is_pure, func.attrs)
         mod = relax.transform.DeadCodeElimination(["main"])(mod)
-        from nrqc.passes.binary_patterns import drop_unused_kernels
-
         return drop_unused_kernels(mod)
+
+    def rewrite_layer(self, b) -> bool:
+        """A planned conv/matmul without a head of its own (its output stays float: a dense
+        head, conv + ReLU, ...) whose input map is packed: replaced by a kernel reading the
+        packed words. Layers with a head are rewritten when their head is bound (`head`)."""
+        p = self.by_core.get(b.var)
+        if p is None or p.head is not None or not isinstance(p.x, self.relax.Var) or p.x not in self.packed:
+            return False
+        pk = self.packed[p.x]
+        if p.weights in ("int8", "binary"):
+            return p.reason is None and (p.kind != "matmul" or pk.ndim == 2) and self.integer_layer_to_float(p, pk, b)
+        if p.kind == "matmul":
+            return pk.ndim == 2 and self.float_dense_on_bits(p, pk, b)
+        return self._float_1x1_on_bits(p, b)
+
+    def integer_layer_to_float(self, p, pk: Packed, b) -> bool:
+        res = self.binary_layer(p, pk, "float")
+        if res is None:
+            return False
+        y, _ = res
+        self.out_bindings.append(self.relax.VarBinding(b.var, self.relax.op.reshape(y, _shape(b.var))))
+        return True
+
+    def float_dense_on_bits(self, p, pk: Packed, b) -> bool:
+        """Float weights on a packed vector (e.g. after the global max): a select-add dense."""
+        from nrqc.targets.kernels import binary_ops as bo
+        from nrqc.targets.kernels import select
+
+        relax = self.relax
+        k, o = p.weight.shape
+        func = select.schedule_dense(bo.binary_dense(pk.n, k, o, "float", signed_input=pk.encoding == "pm1"),
+                                     self.ctx.target)
+        gv, kname = self.add_kernel(func, "binary_fc_float")
+        value = relax.call_tir(gv, [pk.var, relax.const(p.weight.astype(np.float32))],
+                               relax.TensorType([pk.n, o], "float32"))
+        self.out_bindings.append(relax.VarBinding(b.var, value))
+        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer["macs"] if p.layer else 0,
+                      choice={"strategy": "select-add of float weights", "method": "only kernel for float weights"})
+        p.layer["float_reason"] = None
+        return True
+
+    def follow(self, b) -> None:
+        """A kept binding that makes or carries a packed map: a head, then the first
+        follow rule whose pattern matches the bound value."""
+        if b.var in self.by_head:
+            self.head(self.by_head[b.var], b)
+            return
+        for pattern, rule in self.follow_rules:
+            if pattern.match(b.value):
+                rule(b)
+                return
+
+    def reshape(self, b) -> None:
+        """A reshape of a packed 1x1 map (e.g. flatten after the global max) to [n, c],
+        [n, c, 1] or [n, c, 1, 1] is the same packed words."""
+        src = b.value.args[0]
+        pk = self.packed.get(src) if isinstance(src, self.relax.Var) else None
+        if pk is None or pk.h != 1 or pk.w != 1:
+            return
+        shp = _shape(b.var)
+        if shp in ((pk.n, pk.c), (pk.n, pk.c, 1, 1), (pk.n, pk.c, 1)):
+            self.packed[b.var] = dataclasses.replace(pk, ndim=len(shp))
 
     def _float_1x1_on_bits(self, p, b) -> bool:
         """Bare metal (C): a full-precision 1x1 conv (e.g. the VAD head) reading a packed
@@ -300,76 +319,97 @@ class Rewriter:
         self.out_bindings = out
 
     def head(self, p, b):
-        """The Heaviside/Sign map of layer p was just bound: make its packed twin."""
+        """The Heaviside/Sign map of layer p was just bound: make its packed twin with the
+        first rule that applies (integer kernel on a packed input, float conv + threshold +
+        pack on a float input, else the float map packed as it is)."""
+        pk_in = self.packed.get(p.x) if isinstance(p.x, self.relax.Var) else None
+        for rule in (self.integer_layer_packed, self.float_conv_packed, self.float_map_packed):
+            if rule(p, b, pk_in):
+                return
+
+    def integer_layer_packed(self, p, b, pk_in: Packed | None) -> bool:
+        """Packed input, integer weights, folded thresholds: an integer kernel emitting packed bits."""
+        if pk_in is None or p.weights not in ("int8", "binary") or p.sigma is None or p.reason is not None or (
+                p.kind == "matmul" and pk_in.ndim != 2):
+            return False
+        res = self.binary_layer(p, pk_in, "pack")
+        if res is None:
+            return False
+        self._set_packed(b.var, res[0], _shape(b.var), p.head.encoding)
+        return True
+
+    def float_conv_packed(self, p, b, pk_in: Packed | None) -> bool:
+        """Float input (e.g. the log-mel first layer): the float conv fused with its threshold
+        and the bit packing in one kernel."""
         from nrqc.targets.kernels import binary_ops as bo
         from nrqc.targets.kernels import select
 
+        if pk_in is not None or p.kind not in ("conv2d", "conv1d") or p.affine is None:
+            return False
+        x = p.x
+        src = self._binary_source(x)
+        why = ("input is not binary (float features): float conv, its threshold and bit packing "
+               "fused into one kernel that emits packed bits") if src is None else (
+            f"input is computed from the binary map of {src[0]} by {' + '.join(src[1])} and is neither "
+            "a {0,1} nor a {-1,+1} map (2b - 1), so it is not read as bits: float conv, its threshold "
+            "and bit packing fused into one kernel that emits packed bits")
+        xs = _shape(x)
+        g = self.conv_geom(p, None, xs)
+        m, k = p.affine
+        t = p.head.threshold
+        if p.head.flipped:
+            m, k, t = -m, -k, -t
+        xin, src_shape, src_perm = self._conv_source(x, xs)
+        # SIMD hosts vectorize over output channels: weights output-channel-last (an OIHW
+        # weight vector is a strided gather: 7.5x slower on the VAD's first layer);
+        # scalar C reads one channel's whole filter contiguously: OIHW
+        w_layout = "oihw" if select._target_family(self.ctx.target) == "c" else "ihwo"
+        w = self.weight_oihw(p, p.weight).astype(np.float32)
+        if w_layout == "ihwo":
+            w = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+        func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
+                                                                  src_perm=src_perm, w_layout=w_layout),
+                                               g, self.ctx.target)
+        gv, kname = self.add_kernel(func, "fconv_threshold_pack")
+        target, strict = self.ctx.target, p.head.strict
+        self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
+            bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm,
+                               w_layout=w_layout), g, target, pool), p.layer)
+        var = self.call(gv, [xin, w, m.astype(np.float32),
+                             k.astype(np.float32), t.astype(np.float32)],
+                        (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
+        self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,
+                      reason=why)
+        self._set_packed(b.var, var, _shape(b.var), p.head.encoding)
+        return True
+
+    def _conv_source(self, x, xs):
+        """(var read, its shape, permutation or None) for the float conv's input `x` of shape
+        xs: read through a reshape / unsqueeze of the input (no copy of the features); on
+        bare metal (C) also through a transpose (e.g. [1, frames, bands] used
+        bands-as-channels), so the features are never copied into the arena; on SIMD hosts
+        the copy keeps the vectorized padded-row loads contiguous."""
+        from nrqc.targets.kernels import select
+
+        relax = self.relax
+        xin = x
+        src = self.defs.get(x)
+        if op_name(src) in ("relax.reshape", "relax.expand_dims") and isinstance(src.args[0], relax.Var) \
+                and int(np.prod(_shape(src.args[0]))) == int(np.prod(xs)):
+            xin = src.args[0]
+        src_shape = _shape(xin)
+        tsrc = self.defs.get(xin)
+        if select._target_family(self.ctx.target) == "c" and op_name(tsrc) == "relax.permute_dims" \
+                and isinstance(tsrc.args[0], relax.Var) and tsrc.attrs.axes is not None:
+            return tsrc.args[0], src_shape, [int(a) for a in tsrc.attrs.axes]
+        return xin, src_shape, None
+
+    def float_map_packed(self, p, b, pk_in: Packed | None) -> bool:
+        """Not convertible: the layer stays float, its output map is packed for the consumers."""
+        from nrqc.targets.kernels import binary_ops as bo
+
         relax = self.relax
         shape = _shape(b.var)
-        enc = p.head.encoding
-        x = p.x
-        pk_in = self.packed.get(x) if isinstance(x, relax.Var) else None
-        if pk_in is not None and p.weights in ("int8", "binary") and p.sigma is not None and p.reason is None and (
-                p.kind != "matmul" or pk_in.ndim == 2):
-            res = self.binary_layer(p, pk_in, "pack")
-            if res is not None:
-                var, g = res
-                self._set_packed(b.var, var, shape, enc)
-                return
-        if pk_in is None and p.kind in ("conv2d", "conv1d") and p.weights in ("float", "int8", "binary") \
-                and p.affine is not None:
-            # float input (e.g. the log-mel first layer): float conv fused with threshold + pack
-            src = self._binary_source(x)
-            why = ("input is not binary (float features): float conv, its threshold and bit packing "
-                   "fused into one kernel that emits packed bits") if src is None else (
-                f"input is computed from the binary map of {src[0]} by {' + '.join(src[1])} and is neither "
-                "a {0,1} nor a {-1,+1} map (2b - 1), so it is not read as bits: float conv, its threshold "
-                "and bit packing fused into one kernel that emits packed bits")
-            xs = _shape(x)
-            g = self.conv_geom(p, None, xs)
-            m, k = p.affine
-            t = p.head.threshold
-            if p.head.flipped:
-                m, k, t = -m, -k, -t
-            # read through a reshape / unsqueeze of the input (no copy of the features)
-            xin = x
-            src = self.defs.get(x)
-            if op_name(src) in ("relax.reshape", "relax.expand_dims") and isinstance(src.args[0], relax.Var) \
-                    and int(np.prod(_shape(src.args[0]))) == int(np.prod(xs)):
-                xin = src.args[0]
-            src_shape = _shape(xin)
-            src_perm = None
-            # bare metal (C): also read through a transpose of the input (e.g. [1, frames, bands]
-            # used bands-as-channels), so the features are never copied into the arena; on
-            # SIMD hosts the copy keeps the vectorized padded-row loads contiguous
-            tsrc = self.defs.get(xin)
-            if select._target_family(self.ctx.target) == "c" and op_name(tsrc) == "relax.permute_dims" \
-                    and isinstance(tsrc.args[0], relax.Var) and tsrc.attrs.axes is not None:
-                src_perm = [int(a) for a in tsrc.attrs.axes]
-                xin = tsrc.args[0]
-            # SIMD hosts vectorize over output channels: weights output-channel-last (an OIHW
-            # weight vector is a strided gather: 7.5x slower on the VAD's first layer);
-            # scalar C reads one channel's whole filter contiguously: OIHW
-            w_layout = "oihw" if select._target_family(self.ctx.target) == "c" else "ihwo"
-            w = self.weight_oihw(p, p.weight).astype(np.float32)
-            if w_layout == "ihwo":
-                w = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-            func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
-                                                                      src_perm=src_perm, w_layout=w_layout),
-                                                   g, self.ctx.target)
-            gv, kname = self.add_kernel(func, "fconv_threshold_pack")
-            target, strict = self.ctx.target, p.head.strict
-            self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
-                bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm,
-                                   w_layout=w_layout), g, target, pool), p.layer)
-            var = self.call(gv, [xin, w, m.astype(np.float32),
-                                 k.astype(np.float32), t.astype(np.float32)],
-                            (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
-            self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,
-                          reason=why)
-            self._set_packed(b.var, var, shape, enc)
-            return
-        # not convertible: the layer stays float, but its output map is packed for the consumers
         if p.layer is not None:
             p.layer["float_reason"] = p.reason or ("binary input, but " + (
                 "its input map is not available packed" if pk_in is None else "no integer kernel applies"))
@@ -380,8 +420,9 @@ class Rewriter:
         xin = b.var if len(shape) == 4 else self.emit(relax.op.reshape(b.var, (n, c, h, w)), (n, c, h, w), "float32", "m4d")
         var = self.call(gv, [xin], (n, h, w, bo.n_words(c)), "uint32", "packed")
         self.ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: output map computed in float, then packed")
-        self._set_packed(b.var, var, shape, enc)
+        self._set_packed(b.var, var, shape, p.head.encoding)
         self.self_packed.add(b.var)
+        return True
 
     def _binary_source(self, x, max_ops: int = 4):
         """(layer name, op names) when float map `x` is computed from a packed binary map by
@@ -414,7 +455,7 @@ class Rewriter:
         h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2]) if len(shape) == 3 else (1, 1)
         self.packed[fvar] = Packed(pvar, n, c, h, w, enc, len(shape))
 
-    def pool(self, b, name):
+    def pool(self, b):
         from nrqc.targets.kernels import binary_ops as bo
         from nrqc.targets.kernels import select
 
@@ -429,7 +470,7 @@ class Rewriter:
             if layer:
                 layer["float_reason"] = "max-pool with ceil_mode/dilation/layout the OR-pool does not cover"
             return
-        if name == "relax.nn.max_pool2d":
+        if op_name(b.value) == "relax.nn.max_pool2d":
             kernel, stride, pad = [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding]
         else:
             kernel = [1, int(a.pool_size[0])]
@@ -473,9 +514,9 @@ class Rewriter:
 def rewrite(mod, ctx):
     rw = Rewriter(mod, ctx)
     mod = rw.run(mod)
-    ctx.options["binary_kernels"] = rw.kernels_used
-    ctx.options["binary_recipes"] = rw.recipes
-    ctx.options["binary_pool_kernels"] = rw.pool_kernels
+    ctx.binary.kernels = rw.kernels_used
+    ctx.binary.recipes = rw.recipes
+    ctx.binary.pool_kernels = rw.pool_kernels
     # binary-input layers left float must say so (no silent fallback). The input counts as
     # binary when the layer table saw a head in the ONNX graph or when the rewrite had the
     # input map packed (e.g. a dense layer on a globally max-pooled vector).

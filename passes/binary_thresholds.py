@@ -55,12 +55,12 @@ def min_signed_bits(v: int) -> int:
 
 
 def fold_thresholds(mod, ctx):
-    for p in ctx.options.get("binary_plan", []):
+    for p in ctx.binary.plan:
         if p.weights not in ("int8", "binary") or p.wq is None:
             continue
         bound = accumulator_bound(p)
         need = min_signed_bits(bound)
-        p.info["accumulator"] = {"dtype": "int32", "worst_case_abs": bound, "bits_needed": need,
+        p.accumulator = {"dtype": "int32", "worst_case_abs": bound, "bits_needed": need,
                                  "int16_enough": need <= 16}
         if need > 32:
             p.reason = f"worst-case accumulator {bound} needs {need} bits (> int32)"
@@ -75,6 +75,6 @@ def fold_thresholds(mod, ctx):
         sigma, t = integer_threshold(a, b, p.head.strict)
         t = np.clip(t, -INT32_MAX, INT32_MAX)  # |acc| <= bound < 2^31: clipping keeps the result
         p.sigma, p.t = sigma.astype(np.int32), t.astype(np.int32)
-        p.info["negative_scale_channels"] = int((sigma < 0).sum())
-        p.info["constant_channels"] = int((sigma == 0).sum())
+        p.negative_scale_channels = int((sigma < 0).sum())
+        p.constant_channels = int((sigma == 0).sum())
     return mod

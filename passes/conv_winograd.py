@@ -148,7 +148,7 @@ def rewrite(mod, ctx: CompileContext):
     body = mod["main"].body.body
     users = _users(bindings, body)
     defs = {b.var: b.value for b in bindings}
-    plan = {p.core: p for p in ctx.options.get("binary_plan") or []}
+    plan = {p.core: p for p in ctx.binary.plan}
     bb = relax.BlockBuilder(mod)
     replace: dict = {}  # var of the chain's last binding -> new value
     extra_bytes, done = 0, []

@@ -24,8 +24,7 @@ def apply_database(mod, ctx: CompileContext):
         db, why = open_for_target(user_db, ctx.target)
         if db is None:
             ctx.notes.append(f"tuning database {user_db} ignored: {why}")
-            ctx.options["db"] = None
-            ctx.options["db_requested"] = user_db
+            _unused(ctx, user_db)
         else:
             sub = target_dir(user_db, ctx.target)
             mod, applied_user, total, verified = apply_records(mod, db, ctx.target, open_selected(sub))
@@ -36,8 +35,9 @@ def apply_database(mod, ctx: CompileContext):
                              f"(the database keeps the shipped schedule for {kept} kernels); "
                              f"{applied_user - verified} unverified (best record of an unfinished task)")
             if applied_user == 0:
-                ctx.options["db"] = None
-                ctx.options["db_requested"] = user_db
+                _unused(ctx, user_db)
+            else:
+                ctx.schedule.database = str(user_db)
     import os
 
     if os.environ.get("NRQC_NO_DEFAULT_DB", "") not in ("", "0"):
@@ -49,6 +49,13 @@ def apply_database(mod, ctx: CompileContext):
         if applied:
             ctx.notes.append(f"shipped default database ({why}): {applied} more kernels")
     return mod
+
+
+def _unused(ctx: CompileContext, user_db) -> None:
+    ctx.schedule.database, ctx.schedule.database_unused = None, str(user_db)
+    # Transitional, until the manifest writer (nrqc/compiler.py) reads ctx.schedule.database
+    # for "tuning": it reads the user's option, which must then say "not tuned".
+    ctx.options["db"] = None
 
 
 def step() -> Step:

@@ -41,7 +41,8 @@ def apply_shipped_schedules(mod, ctx: CompileContext):
         mod = tvm.IRModule({gv: updates.get(gv, f) for gv, f in mod.functions.items()}, attrs=mod.attrs)
     ctx.notes.append(f"shipped schedules ({spec.isa}, {spec.lanes} float lanes): "
                      + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
-    ctx.options.setdefault("schedule_rules", {}).update(counts)
+    for rule, n in counts.items():
+        ctx.schedule.rules[rule] = ctx.schedule.rules.get(rule, 0) + n
     return mod
 
 

@@ -152,15 +152,13 @@ def test_no_float_map_between_binary_layers(tmp_path):
 
     from nrqc.compiler import import_relax, load_model
     from nrqc.layer_table import build_layer_table
-    from nrqc.pipeline import CompileContext, build_pipeline, run_pipeline
+    from nrqc.pipeline import BINARY_REWRITE, CompileContext, build_pipeline, run_pipeline
     from nrqc.targets import get_target
 
     path = bm.bam_model(tmp_path / "bam.onnx", frames=24, bands=16, channels=(32, 32, 32, 64), head=16, seed=4)
     m = load_model(path, {})
     ctx = CompileContext(target=get_target("x86"), onnx_model=m.shaped, layers=build_layer_table(m.shaped))
-    steps = build_pipeline()
-    names = [s.name for s in steps]
-    mod = run_pipeline(import_relax(m), ctx, steps[:names.index("nrqc.BinaryFusePack") + 1])
+    mod = run_pipeline(import_relax(m), ctx, build_pipeline(through=BINARY_REWRITE))
     calls = []
     relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call)
                                     and getattr(e.op, "name", "") == "relax.call_tir" else None)

@@ -1,0 +1,58 @@
+"""The binary passes' shared state: what BinaryPatterns found (one LayerPlan per weighted
+layer, with its Heaviside/Sign head), what BinaryThresholds folded into it, and what
+BinaryRewrite built (the kernels and how to rebuild a producer with a pool fused in, for
+BinaryFusePack). It lives on the compile context as `ctx.binary`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Head:
+    var: Any  # the {0,1} / {-1,+1} float map the model computes
+    pre: Any  # the compared value
+    threshold: np.ndarray  # per channel (broadcast), on pre
+    strict: bool
+    flipped: bool  # comparison was T > pre (i.e. pre < T)
+    encoding: str  # "01" or "pm1"
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    layer: dict | None  # the manifest layer entry
+    core: Any  # Relax var bound to the conv/matmul
+    kind: str  # conv2d | conv1d | matmul
+    x: Any  # input var
+    weight: np.ndarray  # folded float weight (OIHW / OIW / [K, O])
+    attrs: dict
+    head: Head | None = None
+    affine: tuple[np.ndarray, np.ndarray] | None = None  # pre = M * core + K per channel
+    weights: str = "float"  # int8 | binary | float
+    wq: np.ndarray | None = None  # integer weights, same layout as `weight`
+    scale: np.ndarray | None = None  # per output channel
+    reason: str | None = None  # why it cannot become a binary layer (if so)
+    # filled by BinaryThresholds
+    sigma: np.ndarray | None = None
+    t: np.ndarray | None = None
+    accumulator: dict | None = None  # the manifest's "accumulator" record of the layer
+    negative_scale_channels: int = 0
+    constant_channels: int = 0
+
+    @property
+    def c_out(self) -> int:
+        return int(self.weight.shape[1] if self.kind == "matmul" else self.weight.shape[0])
+
+
+@dataclasses.dataclass
+class BinaryState:
+    plan: list[LayerPlan] = dataclasses.field(default_factory=list)
+    # kernel name -> (make(pool spec) -> the kernel with that OR-pool fused in, layer entry)
+    recipes: dict[str, tuple[Callable[[Any], Any], dict | None]] = dataclasses.field(default_factory=dict)
+    # OR-pool kernel name -> (pool spec (kernel, stride, pad), layer entry)
+    pool_kernels: dict[str, tuple[tuple, dict | None]] = dataclasses.field(default_factory=dict)
+    # {"layer", "kernel"} for each layer BinaryRewrite gave an nrqc kernel, in order
+    kernels: list[dict] = dataclasses.field(default_factory=list)
