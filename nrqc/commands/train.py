@@ -33,9 +33,14 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.option("--seeds", type=click.IntRange(1), default=1, show_default=True,
               help="Train seeds SEED..SEED+N-1 on one corpus into OUT/seed<k>; OUT/metrics.json gets "
                    "mean and spread over them.")
+@click.option("--init", "init", type=click.Path(dir_okay=False), default=None,
+              help="Warm start: copy the weights of this checkpoint (same architecture, e.g. the float model "
+                   "for a bam run) before training.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
+              help="Learning rate of the weights per epoch: constant, or cosine decay to 0 over --epochs.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue OUT/last.pt if it exists.")
 def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, out_dir, batch_size, lr, lr_k,
-            patience, seed, seeds, resume):
+            patience, seed, seeds, init, lr_schedule, resume):
     """Train a model of the zoo on TASK and report task metrics and complexity."""
     from nrqc.errors import NrqcError
     from nrqc.training.trainer import TrainConfig, train
@@ -56,7 +61,7 @@ def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, 
             raise NrqcError(f"--arch '{arch}' is not in the zoo ({', '.join(ARCHS)})")
     cfg = TrainConfig(task=task, variant=variant, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, lr_k=lr_k,
                       complexity_weight=alpha or 0.0, budget_macs=budget_macs, patience=patience, seed=seed,
-                      samples=samples)
+                      samples=samples, init=init, lr_schedule=lr_schedule)
     out_dir = out_dir or f"runs/{task}"
     if seeds > 1:
         from nrqc.training.seeds import train_seeds

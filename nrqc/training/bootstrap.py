@@ -74,14 +74,28 @@ def task_intervals(task: str, pred, y, resamples: int = RESAMPLES, level: float 
     return {k: list(percentile_interval(v, level)) for k, v in reps.items()}
 
 
-def paired_task_differences(task: str, pred_a, pred_b, y, resamples: int = RESAMPLES, level: float = LEVEL,
+def _seed_mean_metrics(task: str, runs, y) -> dict:
+    """Every metric of TASK averaged over the runs (seeds) predicting the same examples."""
+    per_run = [task_metrics(task, p, y) for p in runs]
+    return {k: float(np.mean([m[k] for m in per_run])) for k in per_run[0]}
+
+
+def paired_task_differences(task: str, runs_a, runs_b, y, resamples: int = RESAMPLES, level: float = LEVEL,
                             seed: int = 0) -> dict:
-    """{metric: {"diff": A − B, "ci": [lo, hi]}} for every metric of TASK."""
-    pa, pb, yy = _paired(pred_a, pred_b, y)
-    ma, mb = task_metrics(task, pa, yy), task_metrics(task, pb, yy)
+    """{metric: {"diff": A − B, "ci": [lo, hi]}} for every metric of TASK, A and B each a
+    list of prediction arrays (one per seed) on the same examples; the metric of a model is
+    its mean over seeds, the resamples are shared by every run of both models."""
+    runs_a = [np.asarray(p) for p in runs_a]
+    runs_b = [np.asarray(p) for p in runs_b]
+    yy = np.asarray(y)
+    for pa in runs_a:
+        for pb in runs_b:
+            _paired(pa, pb, yy)
+    ma, mb = _seed_mean_metrics(task, runs_a, yy), _seed_mean_metrics(task, runs_b, yy)
     reps: dict[str, list] = {}
     for i in resample_indices(len(yy), resamples, seed):
-        ra, rb = task_metrics(task, pa[i], yy[i]), task_metrics(task, pb[i], yy[i])
+        ra = _seed_mean_metrics(task, [p[i] for p in runs_a], yy[i])
+        rb = _seed_mean_metrics(task, [p[i] for p in runs_b], yy[i])
         for k in ra:
             reps.setdefault(k, []).append(ra[k] - rb[k])
     return {k: {"diff": ma[k] - mb[k], "ci": list(percentile_interval(v, level))} for k, v in reps.items()}

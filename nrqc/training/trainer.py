@@ -27,8 +27,10 @@ from nrqc.training.bootstrap import LEVEL, RESAMPLES, task_intervals
 from nrqc.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nrqc.training.complexity import model_cost, summary
 from nrqc.training.diagnostics import binary_unit_stats
+from nrqc.training.warm_start import load_init, warm_start
 
 TASKS = ("quality", "vad", "antispoof", "synthetic")
+LR_SCHEDULES = ("constant", "cosine")
 # Small defaults that train in minutes on 2 CPU cores.
 DEFAULTS = {
     "quality": {"epochs": 8, "batch_size": 16, "lr": 2e-3, "samples": 400},
@@ -52,11 +54,15 @@ class TrainConfig:
     patience: int = 5
     seed: int = 0
     samples: int | None = None
+    init: str | None = None  # warm start: copy the weights of this checkpoint first
+    lr_schedule: str = "constant"  # or "cosine": lr·½(1 + cos(π·epoch/epochs)) per epoch
     build_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         if self.task not in TASKS:
             raise NrqcError(f"unknown task '{self.task}' (choose {', '.join(TASKS)})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise NrqcError(f"unknown --lr-schedule '{self.lr_schedule}' (choose {', '.join(LR_SCHEDULES)})")
         d = DEFAULTS[self.task]
         for k in ("epochs", "batch_size", "lr", "samples"):
             if getattr(self, k) is None:
@@ -206,6 +212,15 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of the weights in epoch `epoch` (0-based).  Cosine decays from lr
+    towards 0 over --epochs, so the last epochs make small steps: binary thresholds stop
+    flipping back and forth between epochs (see docs/training.md, issue 20)."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
 def _complexity_term(net, cfg: TrainConfig, full_macs: float):
     if len(net.gates) == 0:
         return None
@@ -242,6 +257,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         raise NrqcError("give either --complexity-weight or --budget-macs, not both")
     if (cfg.budget_macs is not None or cfg.complexity_weight) and "reparam" not in cfg.variant:
         raise NrqcError(f"--complexity-weight/--budget-macs need a reparameterized variant (reparam or bam-reparam), not '{cfg.variant}'")
+    init_state = load_init(cfg.init, cfg.arch, cfg.task) if cfg.init else None
     # Tiny models run faster on one thread than on two contended ones.
     torch.set_num_threads(threads or (1 if cfg.task in ("synthetic", "vad") else 2))
     if cfg.task != "synthetic":
@@ -257,6 +273,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         cfg.build_kwargs.setdefault("bands", int(x.shape[2]))
     torch.manual_seed(cfg.seed)
     net = build(cfg.arch, cfg.variant, **cfg.build_kwargs)
+    if init_state is not None:
+        copied = warm_start(net, init_state, cfg.init)
+        _log(f"nrqc train: warm start from {cfg.init} ({len(copied)} layers copied)")
     weights = [p for n, p in net.named_parameters() if not n.startswith("gates.")]
     # Adam moves each K by about its learning rate per step, so wide layers get a
     # proportionally larger step (lr_k per 16 units) to cross their range in the same time.
@@ -300,6 +319,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
             stopped_early = True
             break
         net.train()
+        opt.param_groups[0]["lr"] = lr_at(cfg, epoch)  # a function of the epoch: resumes exactly
         perm = tr[torch.randperm(len(tr))]
         nb = math.ceil(len(perm) / cfg.batch_size)
         # The batches of an epoch: a live line on a terminal only; a log gets the epoch's line.
@@ -373,7 +393,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     result = _metrics(cfg, history, test, best_state, full_macs, data, out, stopped_early, best_net)
     result["test_ci"] = test_ci
     result["bootstrap"] = {"resamples": RESAMPLES, "level": LEVEL, "examples": int(len(te)),
-                           "unit": "window" if cfg.task == "vad" else "clip",
+                           "unit": {"vad": "window", "synthetic": "example"}.get(cfg.task, "clip"),
                            "predictions": str(out / "test_predictions.npz")}
     if any(b.binary is not None for _, b in best_net.blocks()):
         result["binary_units"] = binary_unit_stats(best_net, x[va])

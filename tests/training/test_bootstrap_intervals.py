@@ -43,7 +43,7 @@ def test_paired_difference_of_identical_predictors_is_zero():
     y = rng.normal(3, 1, 200)
     p = y + rng.normal(0, 0.5, 200)
     assert paired_difference_ci(M.pearson, p, p, y) == (0.0, 0.0, 0.0)
-    d = paired_task_differences("quality", p, p, y)
+    d = paired_task_differences("quality", [p], [p], y)
     assert all(v["diff"] == 0 and v["ci"] == [0, 0] for v in d.values())
 
 
@@ -88,3 +88,17 @@ def test_rankdata_matches_brute_force_average_ranks():
 def test_one_example_gives_undefined_intervals_not_an_error():
     ci = task_intervals("quality", np.array([3.0]), np.array([2.5]))
     assert set(ci) == {"pearson", "spearman", "mse"} and all(np.isnan(v).all() for v in ci.values())
+
+
+def test_seed_mean_difference_averages_the_metric_over_seeds():
+    rng = np.random.default_rng(8)
+    y = rng.normal(3, 1, 120)
+    a = [y + rng.normal(0, 0.3, 120) for _ in range(3)]
+    b = [y + rng.normal(0, 0.6, 120) for _ in range(2)]
+    d = paired_task_differences("quality", a, b, y, resamples=300, seed=1)
+    ref = np.mean([M.pearson(p, y) for p in a]) - np.mean([M.pearson(p, y) for p in b])
+    assert d["pearson"]["diff"] == pytest.approx(ref)
+    idx = resample_indices(120, 300, 1)
+    reps = [np.mean([M.mse(p[i], y[i]) for p in a]) - np.mean([M.mse(p[i], y[i]) for p in b]) for i in idx]
+    assert d["mse"]["ci"] == pytest.approx(list(np.percentile(reps, [2.5, 97.5])))
+    assert d["pearson"]["ci"][0] > 0
