@@ -38,9 +38,12 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
                    "for a bam run) before training.")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True,
               help="Learning rate of the weights per epoch: constant, or cosine decay to 0 over --epochs.")
+@click.option("--pooled-calibration", type=click.Choice(["median", "spread"]), default="median", show_default=True,
+              help="Thresholds of the binary layer before the global max-pool: each channel's bit on for half "
+                   "the clips, or for spread fractions with dead/saturated channels re-set after every epoch.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue OUT/last.pt if it exists.")
 def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, out_dir, batch_size, lr, lr_k,
-            patience, seed, seeds, init, lr_schedule, resume):
+            patience, seed, seeds, init, lr_schedule, pooled_calibration, resume):
     """Train a model of the zoo on TASK and report task metrics and complexity."""
     from nrqc.errors import NrqcError
     from nrqc.training.trainer import TrainConfig, train
@@ -61,7 +64,8 @@ def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, 
             raise NrqcError(f"--arch '{arch}' is not in the zoo ({', '.join(ARCHS)})")
     cfg = TrainConfig(task=task, variant=variant, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, lr_k=lr_k,
                       complexity_weight=alpha or 0.0, budget_macs=budget_macs, patience=patience, seed=seed,
-                      samples=samples, init=init, lr_schedule=lr_schedule)
+                      samples=samples, init=init, lr_schedule=lr_schedule,
+                      pooled_calibration=pooled_calibration)
     out_dir = out_dir or f"runs/{task}"
     if seeds > 1:
         from nrqc.training.seeds import train_seeds

@@ -24,6 +24,7 @@ from nrqc.errors import NrqcError
 from nrqc.progress import Progress, is_terminal
 from nrqc.training import metrics as M
 from nrqc.training.bootstrap import LEVEL, RESAMPLES, task_intervals
+from nrqc.training.calibrate import POOLED_MODES, calibrate_thresholds, pooled_binary_layers, recalibrate_constant_pooled
 from nrqc.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from nrqc.training.complexity import model_cost, summary
 from nrqc.training.diagnostics import binary_unit_stats
@@ -56,11 +57,16 @@ class TrainConfig:
     samples: int | None = None
     init: str | None = None  # warm start: copy the weights of this checkpoint first
     lr_schedule: str = "constant"  # or "cosine": lr·½(1 + cos(π·epoch/epochs)) per epoch
+    # Thresholds of the globally max-pooled binary layer (see calibrate.py): "median", or
+    # "spread" (spread quantiles, and constant channels re-calibrated after every epoch).
+    pooled_calibration: str = "median"
     build_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         if self.task not in TASKS:
             raise NrqcError(f"unknown task '{self.task}' (choose {', '.join(TASKS)})")
+        if self.pooled_calibration not in POOLED_MODES:
+            raise NrqcError(f"unknown --pooled-calibration '{self.pooled_calibration}' (choose {', '.join(POOLED_MODES)})")
         if self.lr_schedule not in LR_SCHEDULES:
             raise NrqcError(f"unknown --lr-schedule '{self.lr_schedule}' (choose {', '.join(LR_SCHEDULES)})")
         d = DEFAULTS[self.task]
@@ -306,9 +312,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         _log(f"nrqc train: resuming {last} after epoch {start_epoch}")
     tr, va, te = (torch.from_numpy(np.flatnonzero(split == s)) for s in (0, 1, 2))
     if start_epoch == 0 and any(b.binary is not None for _, b in net.blocks()):
-        from nrqc.training.calibrate import calibrate_thresholds
-
-        calibrate_thresholds(net, x[tr[torch.randperm(len(tr))[:128]]])
+        calibrate_thresholds(net, x[tr[torch.randperm(len(tr))[:128]]], pooled=cfg.pooled_calibration)
+    revive = cfg.pooled_calibration == "spread" and bool(pooled_binary_layers(net))
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     stopped_early = False
     line = ""
@@ -341,6 +346,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
                 bar.update(1, f"loss {tot / n:.4f}")
         if bar:
             bar.close("")
+        # Dead (or saturated) pooled channels are constant inputs to the head and get no
+        # gradient to recover: re-set their thresholds on a batch of training clips.
+        revived = recalibrate_constant_pooled(net, x[tr[torch.randperm(len(tr))[:128]]]) if revive else None
         val = evaluate(cfg.task, net, x[va], y[va])
         comp = summary(net, "kept")
         soft = float(model_cost(net, "soft")["macs"].detach())
@@ -348,6 +356,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
                "macs": comp["macs"], "params": comp["params"], "bytes": comp["bytes"],
                "widths": {k: round(float(g.width().detach()), 3) for k, g in net.gates.items()},
                "elapsed_s": time.time() - t_start}
+        if revived is not None:
+            rec["pooled_recalibrated"] = revived
         history.append(rec)
         improved = stopper.update(_score(cfg.task, val))
         # With learned widths the final epoch is the model (an earlier "best" would undo the
