@@ -13,6 +13,7 @@ of that kind.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -24,6 +25,58 @@ _LAYER_OPS = {
     "GlobalAveragePool": r"(^|_)mean\d*($|_)", "ReduceMax": r"(^|_)max\d*($|_(?!pool))", "ReduceMean": r"(^|_)mean\d*($|_)",
     "LSTM": r"lstm", "GRU": r"gru",
 }
+
+
+_OPTIONAL_FIELDS = frozenset({"strategy", "accumulator", "output", "fused_into"})
+
+
+@dataclasses.dataclass(eq=False)
+class LayerRecord(dict):
+    """One layer's entry of the manifest: the fields passes may set, typed.
+
+    Passes set fields (`layer.kernel = ...`); item assignment and `update` are refused, so
+    no pass adds a key the manifest schema does not have. The record is also the JSON
+    object of its entry (a dict holding exactly today's keys, in today's order, the
+    optional ones only once set), so the manifest writer stores it as it is; `to_json()`
+    gives a plain dict copy."""
+
+    name: str  # for display only: names may be empty or repeated in valid ONNX
+    onnx_node: dict  # the node's identity in the graph: {"index", "output"}
+    op: str
+    kernel: str | None = None  # "nrqc:<kernel>" or "tvm:<fused kernel>"
+    act_bits: int = 32
+    weight_bits: int | None = None
+    macs: int = 0
+    output_shape: list[int] = dataclasses.field(default_factory=list)
+    multiplications_replaced: int = 0
+    float_reason: str | None = None
+    # optional: written only when a pass sets them
+    strategy: dict | None = None  # how the kernel was chosen
+    accumulator: dict | None = None  # integer accumulator width record
+    output: str | None = None  # what the layer emits when it is packed bits
+    fused_into: str | None = None  # the layer whose kernel computes this one (a fused pool)
+
+    def __setattr__(self, key, value):
+        object.__setattr__(self, key, value)
+        if key in _OPTIONAL_FIELDS and value is None:
+            dict.pop(self, key, None)
+        else:
+            dict.__setitem__(self, key, value)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("LayerRecord: set a field (layer.<field> = value), not a key")
+
+    __setitem__ = update = setdefault = _refuse
+
+    def __reduce__(self):  # copy/pickle rebuild through the fields (item assignment is refused)
+        return _layer_record, ({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},)
+
+    def to_json(self) -> dict:
+        return dict(self)
+
+
+def _layer_record(fields: dict) -> LayerRecord:
+    return LayerRecord(**fields)
 
 
 def _shapes(model) -> dict[str, tuple[int, ...]]:
@@ -241,10 +294,10 @@ def display_names(model) -> list[str]:
     return [b if count[b] == 1 else f"{b} [{n.output[0]}]" for b, n in zip(base, nodes)]
 
 
-def layer_node(model, layer: dict | None):
+def layer_node(model, layer: LayerRecord | None):
     """The ONNX node a layer entry stands for, found by its graph identity (index and
     output tensor), never by its display name; None if the entry is not from this graph."""
-    ident = (layer or {}).get("onnx_node")
+    ident = layer.onnx_node if layer is not None else None
     if model is None or not ident:
         return None
     nodes = model.graph.node
@@ -254,7 +307,7 @@ def layer_node(model, layer: dict | None):
     return next((n for n in nodes if n.output and n.output[0] == ident.get("output")), None)
 
 
-def build_layer_table(model) -> list[dict]:
+def build_layer_table(model) -> list[LayerRecord]:
     shapes = _shapes(model)
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: i for i in model.graph.initializer}
@@ -264,34 +317,32 @@ def build_layer_table(model) -> list[dict]:
         if node.op_type not in _LAYER_OPS:
             continue
         weighted = node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU")
-        layers.append({
-            "name": names[i],
-            "onnx_node": {"index": i, "output": node.output[0]},
-            "op": node.op_type,
-            "kernel": None,
-            "act_bits": _act_bits(node, producers, inits),
-            "weight_bits": _weight_bits(model, node, producers, inits) if weighted else None,
-            "macs": layer_macs(node, shapes),
-            "output_shape": list(shapes.get(node.output[0], ())),
-            # Filled by passes that rewrite the layer; otherwise TVM's float kernel.
-            "multiplications_replaced": 0,
-            "float_reason": None,
-        })
+        # kernel, multiplications_replaced, float_reason: filled by passes that rewrite the
+        # layer; otherwise by resolve_tvm_kernels (TVM's float kernel)
+        layers.append(LayerRecord(
+            name=names[i],
+            onnx_node={"index": i, "output": node.output[0]},
+            op=node.op_type,
+            act_bits=_act_bits(node, producers, inits),
+            weight_bits=_weight_bits(model, node, producers, inits) if weighted else None,
+            macs=layer_macs(node, shapes),
+            output_shape=list(shapes.get(node.output[0], ())),
+        ))
     return layers
 
 
-def resolve_tvm_kernels(layers: list[dict], kernels_in_order: list[str]) -> None:
+def resolve_tvm_kernels(layers: list[LayerRecord], kernels_in_order: list[str]) -> None:
     """Name the fused TVM kernel of every layer that no nrqc pass claimed."""
     used: dict[str, int] = {}
     for layer in layers:
-        if layer["kernel"] is not None:
+        if layer.kernel is not None:
             continue
-        token = _LAYER_OPS[layer["op"]]
+        token = _LAYER_OPS[layer.op]
         seen = used.get(token, 0)
         # nrqc's own kernels (nrqc_*) are claimed by the passes that emit them
         matches = [k for k in kernels_in_order if re.search(token, k) and not k.startswith("nrqc_")]
-        layer["kernel"] = f"tvm:{matches[seen]}" if seen < len(matches) else "tvm:fused"
+        layer.kernel = f"tvm:{matches[seen]}" if seen < len(matches) else "tvm:fused"
         used[token] = seen + 1
-        if layer["float_reason"] is None and layer["weight_bits"] is not None:
-            layer["float_reason"] = ("float model layer (no binary activation input)" if layer["act_bits"] == 32
+        if layer.float_reason is None and layer.weight_bits is not None:
+            layer.float_reason = ("float model layer (no binary activation input)" if layer.act_bits == 32
                                      else "binary input, but no nrqc pass converted this layer")

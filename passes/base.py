@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from nrqc.layer_table import LayerRecord
 from nrqc.passes.binary_plan import BinaryState
 from nrqc.targets import TargetDescription
 
@@ -32,7 +33,7 @@ class CompileContext:
 
     target: TargetDescription
     onnx_model: Any  # shape-inferred onnx.ModelProto
-    layers: list[dict]  # the layer table (nrqc.layer_table), annotated by passes
+    layers: list[LayerRecord]  # the manifest's layer table (nrqc.layer_table), annotated by passes
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the user's options only
     notes: list[str] = dataclasses.field(default_factory=list)
     # Filled by the memory-plan recorder step.

@@ -44,9 +44,9 @@ def fuse_pack(mod, ctx):
                 fused += 1
                 for entry in (layer, pool_layer):
                     if entry is not None:
-                        entry["kernel"] = f"nrqc:{name}"
+                        entry.kernel = f"nrqc:{name}"
                 if pool_layer is not None:
-                    pool_layer["fused_into"] = layer["name"] if layer else pcallee
+                    pool_layer.fused_into = layer.name if layer else pcallee
                 continue
         out.append(b)
     if not fused:

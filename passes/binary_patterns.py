@@ -530,8 +530,8 @@ def detect(mod, ctx):
             for a in b.value.args:
                 if isinstance(a, relax.Var):
                     users[a] = (b.var, b.value)
-    layers_by_op = {"conv": [l for l in ctx.layers if l["op"] in ("Conv",)],
-                    "dense": [l for l in ctx.layers if l["op"] in ("MatMul", "Gemm")]}
+    layers_by_op = {"conv": [l for l in ctx.layers if l.op in ("Conv",)],
+                    "dense": [l for l in ctx.layers if l.op in ("MatMul", "Gemm")]}
     seen = {"conv": 0, "dense": 0}
     by_core = {}
     for b in bindings:
@@ -588,7 +588,7 @@ def detect(mod, ctx):
                 head.encoding = "pm1"
                 if negated:  # 1 - 2*Cast(cmp): +1 where the comparison is false
                     head.flipped, head.strict = not head.flipped, not head.strict
-                ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: Heaviside map followed by "
+                ctx.notes.append(f"{p.layer.name if p.layer else 'layer'}: Heaviside map followed by "
                                  f"{' + '.join(names)} ({'1 - 2b' if negated else '2b - 1'}) read as a "
                                  "{-1,+1} map")
         p.head, p.affine = head, aff

@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nrqc.layer_table import LayerRecord
+
 
 @dataclasses.dataclass
 class Head:
@@ -23,7 +25,7 @@ class Head:
 
 @dataclasses.dataclass
 class LayerPlan:
-    layer: dict | None  # the manifest layer entry
+    layer: LayerRecord | None  # the layer's manifest entry
     core: Any  # Relax var bound to the conv/matmul
     kind: str  # conv2d | conv1d | matmul
     x: Any  # input var
@@ -51,8 +53,8 @@ class LayerPlan:
 class BinaryState:
     plan: list[LayerPlan] = dataclasses.field(default_factory=list)
     # kernel name -> (make(pool spec) -> the kernel with that OR-pool fused in, layer entry)
-    recipes: dict[str, tuple[Callable[[Any], Any], dict | None]] = dataclasses.field(default_factory=dict)
+    recipes: dict[str, tuple[Callable[[Any], Any], LayerRecord | None]] = dataclasses.field(default_factory=dict)
     # OR-pool kernel name -> (pool spec (kernel, stride, pad), layer entry)
-    pool_kernels: dict[str, tuple[tuple, dict | None]] = dataclasses.field(default_factory=dict)
+    pool_kernels: dict[str, tuple[tuple, LayerRecord | None]] = dataclasses.field(default_factory=dict)
     # {"layer", "kernel"} for each layer BinaryRewrite gave an nrqc kernel, in order
     kernels: list[dict] = dataclasses.field(default_factory=list)

@@ -52,8 +52,8 @@ class Rewriter:
         self.plan = ctx.binary.plan
         self.by_core = {p.core: p for p in self.plan}
         self.by_head = {p.head.var: p for p in self.plan if p.head is not None}
-        self.pools = [layer for layer in ctx.layers if layer["op"] == "MaxPool"]
-        self.gpools = [layer for layer in ctx.layers if layer["op"] in ("GlobalMaxPool", "ReduceMax")]
+        self.pools = [layer for layer in ctx.layers if layer.op == "MaxPool"]
+        self.gpools = [layer for layer in ctx.layers if layer.op in ("GlobalMaxPool", "ReduceMax")]
         self.seen_pool = 0
         self.seen_gpool = 0
         self.kernels_used: list[dict] = []
@@ -147,21 +147,22 @@ class Rewriter:
             shape, dtype = (g.n, g.c_out, g.ho, g.wo), "float32"
         var = self.call(gv, args, shape, dtype, "packed" if out == "pack" else "acc_y")
         self.annotate(p, name, act_bits=1, weight_bits=8 if p.weights == "int8" else 1,
-                      replaced=p.layer["macs"] if p.layer else 0, choice=choice)
+                      replaced=p.layer.macs if p.layer else 0, choice=choice)
         return var, g
 
     def annotate(self, p, kernel, act_bits, weight_bits, replaced, choice=None, reason=None):
         if p.layer is None:
             return
-        p.layer.update({"kernel": f"nrqc:{kernel}", "act_bits": act_bits, "weight_bits": weight_bits,
-                        "multiplications_replaced": int(replaced), "float_reason": reason})
+        layer = p.layer
+        layer.kernel, layer.act_bits, layer.weight_bits = f"nrqc:{kernel}", act_bits, weight_bits
+        layer.multiplications_replaced, layer.float_reason = int(replaced), reason
         if choice is not None:
-            p.layer["strategy"] = choice
+            layer.strategy = choice
         if p.accumulator:
-            p.layer["accumulator"] = p.accumulator
+            layer.accumulator = p.accumulator
         if p.head is not None:
-            p.layer["output"] = {"01": "packed {0,1} bits", "pm1": "packed {-1,+1} bits"}[p.head.encoding]
-        self.kernels_used.append({"layer": p.layer["name"], "kernel": kernel})
+            layer.output = {"01": "packed {0,1} bits", "pm1": "packed {-1,+1} bits"}[p.head.encoding]
+        self.kernels_used.append({"layer": layer.name, "kernel": kernel})
 
     # ------------------------------------------------------------ main walk
     def run(self, mod):
@@ -224,9 +225,9 @@ class Rewriter:
         value = relax.call_tir(gv, [pk.var, relax.const(p.weight.astype(np.float32))],
                                relax.TensorType([pk.n, o], "float32"))
         self.out_bindings.append(relax.VarBinding(b.var, value))
-        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer["macs"] if p.layer else 0,
+        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer.macs if p.layer else 0,
                       choice={"strategy": "select-add of float weights", "method": "only kernel for float weights"})
-        p.layer["float_reason"] = None
+        p.layer.float_reason = None
         return True
 
     def follow(self, b) -> None:
@@ -283,10 +284,10 @@ class Rewriter:
         gv, kname = self.add_kernel(func, "bconv1x1_float")
         y = self.call(gv, [pk.var, w.reshape(c_out, pk.c)], (pk.n, c_out, pk.h, pk.w), "float32", "acc_y")
         self.out_bindings.append(relax.VarBinding(b.var, relax.op.reshape(y, out_shape)))
-        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer.get("macs", 0),
+        self.annotate(p, kname, act_bits=1, weight_bits=32, replaced=p.layer.macs,
                       choice={"strategy": "select-add of float weights over the packed bits",
                               "method": "bare-metal rule: no float copy of the binary map"})
-        p.layer["float_reason"] = None
+        p.layer.float_reason = None
         return True
 
     def unpack_for_float_consumers(self, bo):
@@ -378,7 +379,7 @@ class Rewriter:
         var = self.call(gv, [xin, w, m.astype(np.float32),
                              k.astype(np.float32), t.astype(np.float32)],
                         (g.n, g.ho, g.wo, g.words_out), "uint32", "packed")
-        self.annotate(p, kname, act_bits=32, weight_bits=p.layer["weight_bits"] if p.layer else 32, replaced=0,
+        self.annotate(p, kname, act_bits=32, weight_bits=p.layer.weight_bits if p.layer else 32, replaced=0,
                       reason=why)
         self._set_packed(b.var, var, _shape(b.var), p.head.encoding)
         return True
@@ -411,7 +412,7 @@ class Rewriter:
         relax = self.relax
         shape = _shape(b.var)
         if p.layer is not None:
-            p.layer["float_reason"] = p.reason or ("binary input, but " + (
+            p.layer.float_reason = p.reason or ("binary input, but " + (
                 "its input map is not available packed" if pk_in is None else "no integer kernel applies"))
         n, c = shape[0], shape[1]
         h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, shape[2]) if len(shape) == 3 else (1, 1)
@@ -419,7 +420,7 @@ class Rewriter:
         gv, _ = self.add_kernel(func, "pack_map")
         xin = b.var if len(shape) == 4 else self.emit(relax.op.reshape(b.var, (n, c, h, w)), (n, c, h, w), "float32", "m4d")
         var = self.call(gv, [xin], (n, h, w, bo.n_words(c)), "uint32", "packed")
-        self.ctx.notes.append(f"{p.layer['name'] if p.layer else 'layer'}: output map computed in float, then packed")
+        self.ctx.notes.append(f"{p.layer.name if p.layer else 'layer'}: output map computed in float, then packed")
         self._set_packed(b.var, var, shape, p.head.encoding)
         self.self_packed.add(b.var)
         return True
@@ -446,7 +447,7 @@ class Rewriter:
             ops.insert(0, name.split(".")[-1])
             if nxt in self.packed:
                 src = next((q for q in self.plan if q.head is not None and q.head.var.same_as(nxt)), None)
-                return (src.layer["name"] if src is not None and src.layer else "an earlier layer"), ops
+                return (src.layer.name if src is not None and src.layer else "an earlier layer"), ops
             v = nxt
         return None
 
@@ -468,7 +469,7 @@ class Rewriter:
             return
         if bool(a.ceil_mode) or any(int(d) != 1 for d in a.dilation) or str(a.layout) not in ("NCHW", "NCW"):
             if layer:
-                layer["float_reason"] = "max-pool with ceil_mode/dilation/layout the OR-pool does not cover"
+                layer.float_reason = "max-pool with ceil_mode/dilation/layout the OR-pool does not cover"
             return
         if op_name(b.value) == "relax.nn.max_pool2d":
             kernel, stride, pad = [int(v) for v in a.pool_size], [int(v) for v in a.strides], [int(v) for v in a.padding]
@@ -484,8 +485,12 @@ class Rewriter:
         var = self.call(gv, [pk.var], (pk.n, ho, wo, bo.n_words(pk.c)), "uint32", "pooled")
         self.packed[b.var] = Packed(var, pk.n, pk.c, ho, wo, pk.encoding, len(shape))
         if layer:
-            layer.update({"kernel": f"nrqc:{kname}", "act_bits": 1, "float_reason": None})
-            self.kernels_used.append({"layer": layer["name"], "kernel": kname})
+            self.pool_on_bits(layer, kname)
+
+    def pool_on_bits(self, layer, kernel: str) -> None:
+        """A pool layer's entry when its kernel (an OR over packed words) replaced it."""
+        layer.kernel, layer.act_bits, layer.float_reason = f"nrqc:{kernel}", 1, None
+        self.kernels_used.append({"layer": layer.name, "kernel": kernel})
 
     def global_pool(self, b):
         from nrqc.targets.kernels import binary_ops as bo
@@ -500,15 +505,14 @@ class Rewriter:
         spatial = list(range(2, pk.ndim))
         if axes != spatial:
             if layer:
-                layer["float_reason"] = f"max over axes {axes} is not a global spatial max"
+                layer.float_reason = f"max over axes {axes} is not a global spatial max"
             return
         func = bo.global_or(pk.n, pk.h, pk.w, pk.c)
         gv, kname = self.add_kernel(func, "global_or")
         var = self.call(gv, [pk.var], (pk.n, 1, 1, bo.n_words(pk.c)), "uint32", "gpooled")
         self.packed[b.var] = Packed(var, pk.n, pk.c, 1, 1, pk.encoding, len(_shape(b.var)))
         if layer:
-            layer.update({"kernel": f"nrqc:{kname}", "act_bits": 1, "float_reason": None})
-            self.kernels_used.append({"layer": layer["name"], "kernel": kname})
+            self.pool_on_bits(layer, kname)
 
 
 def rewrite(mod, ctx):
@@ -523,12 +527,12 @@ def rewrite(mod, ctx):
     from tvm import relax
 
     for p in rw.plan:
-        if p.layer is None or str(p.layer.get("kernel") or "").startswith("nrqc:"):
+        if p.layer is None or str(p.layer.kernel or "").startswith("nrqc:"):
             continue
         packed_in = isinstance(p.x, relax.Var) and p.x in rw.packed
         if packed_in:
-            p.layer["act_bits"] = 1
-        if p.layer.get("float_reason") is None and p.layer.get("act_bits") == 1:
-            p.layer["float_reason"] = p.reason or ("binary input, but no integer kernel applies" if packed_in
+            p.layer.act_bits = 1
+        if p.layer.float_reason is None and p.layer.act_bits == 1:
+            p.layer.float_reason = p.reason or ("binary input, but no integer kernel applies" if packed_in
                                                    else None)
     return mod

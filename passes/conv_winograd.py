@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from nrqc.layer_table import LayerRecord
 from nrqc.passes.base import CompileContext, Step
 
 MIN_CHANNELS = 8
@@ -96,7 +97,7 @@ def _is_pool2(value) -> bool:
             and not bool(a.ceil_mode) and str(a.layout) == "NCHW")
 
 
-def _onnx_pool_after(onnx_model, conv_layer: dict, layers: list[dict]):
+def _onnx_pool_after(onnx_model, conv_layer: LayerRecord, layers: list[LayerRecord]):
     """The layer entry of the MaxPool node that the ONNX conv's output reaches through
     Add/Relu, found by graph structure (the conv's node identity, then its output's single
     consumers), never by node name: names may be empty or repeated."""
@@ -115,7 +116,7 @@ def _onnx_pool_after(onnx_model, conv_layer: dict, layers: list[dict]):
         node = consumers[node.output[0]][0]
         if node.op_type == "MaxPool":
             return next((layer for layer in layers
-                         if (layer.get("onnx_node") or {}).get("output") == node.output[0]), None)
+                         if layer.onnx_node.get("output") == node.output[0]), None)
         if node.op_type not in ("Add", "Relu"):
             return None
     return None
@@ -182,15 +183,15 @@ def rewrite(mod, ctx: CompileContext):
         extra_bytes += u.nbytes - w.nbytes
         layer = plan[b.var].layer if b.var in plan else None
         if layer is not None:
-            layer["kernel"] = f"nrqc:{name}"
-            layer["strategy"] = {"strategy": "winograd F(2x2,3x3)", "method": "rule: float 3x3 stride-1 conv, "
+            layer.kernel = f"nrqc:{name}"
+            layer.strategy = {"strategy": "winograd F(2x2,3x3)", "method": "rule: float 3x3 stride-1 conv, "
                                  f">= {MIN_CHANNELS} input channels, output channels a multiple of {spec.lanes}",
                                  "multiplications_per_output": "4 instead of 9 per input channel"}
-            layer["float_reason"] = layer.get("float_reason") or "float model layer (no binary activation input)"
+            layer.float_reason = layer.float_reason or "float model layer (no binary activation input)"
             pool_layer = _onnx_pool_after(ctx.onnx_model, layer, ctx.layers) if pool else None
             if pool_layer is not None:
-                pool_layer["kernel"] = f"nrqc:{name}"
-                pool_layer["fused_into"] = layer["name"]
+                pool_layer.kernel = f"nrqc:{name}"
+                pool_layer.fused_into = layer.name
         done.append(f"{c}->{k} @{h}x{wd}" + (" +pool" if pool else ""))
     if not done:
         return mod

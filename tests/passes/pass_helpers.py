@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def context(m, target: str = "x86"):
+def context(m=None, target: str = "x86", **kw):
+    """A compile context for LoadedModel m (its layer table), or for a Relax module built
+    by the test (m None: no ONNX graph, no layers)."""
     from nrqc.layer_table import build_layer_table
     from nrqc.pipeline import CompileContext
     from nrqc.targets import get_target
 
-    return CompileContext(target=get_target(target), onnx_model=m.shaped, layers=build_layer_table(m.shaped))
+    return CompileContext(target=get_target(target), onnx_model=m.shaped if m else None,
+                          layers=build_layer_table(m.shaped) if m else [], **kw)
 
 
 def imported(path, target: str = "x86"):

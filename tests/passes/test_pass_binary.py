@@ -27,8 +27,9 @@ def _after(path, *names):
 def test_binary_patterns_plans_every_conv_with_its_head_by_graph_identity(chain):
     m, ctx, mod = _after(chain, "nrqc.BinaryPatterns")
     plan = ctx.binary.plan
-    conv_layers = [layer for layer in ctx.layers if layer["op"] == "Conv"]
-    assert [p.layer for p in plan] == conv_layers and all(not n.name for n in m.shaped.graph.node)
+    conv_layers = [layer for layer in ctx.layers if layer.op == "Conv"]
+    assert len(plan) == len(conv_layers) and all(p.layer is layer for p, layer in zip(plan, conv_layers))
+    assert all(not n.name for n in m.shaped.graph.node)
     assert [p.kind for p in plan] == ["conv2d"] * 3
     assert [p.weights for p in plan] == ["float", "int8", "int8"]
     assert all(p.head is not None and p.head.encoding == "01" for p in plan)
@@ -61,11 +62,11 @@ def test_binary_rewrite_replaces_convs_and_pool_by_packed_kernels(chain):
     assert "relax.nn.conv2d" not in op_names(mod) and "relax.nn.max_pool2d" not in op_names(mod)
     kernels = {k["kernel"] for k in ctx.binary.kernels}
     assert kernels <= set(callees) and len(ctx.binary.kernels) == 4
-    layers = [layer for layer in ctx.layers if layer["op"] in ("Conv", "MaxPool")]
-    assert all(layer["kernel"].startswith("nrqc:nrqc_") for layer in layers)
-    assert [layer["act_bits"] for layer in layers] == [32, 1, 1, 1]
-    assert all(layer["weight_bits"] == 8 and layer["accumulator"]["dtype"] == "int32"
-               for layer in layers if layer["op"] == "Conv" and layer["act_bits"] == 1)
+    layers = [layer for layer in ctx.layers if layer.op in ("Conv", "MaxPool")]
+    assert all(layer.kernel.startswith("nrqc:nrqc_") for layer in layers)
+    assert [layer.act_bits for layer in layers] == [32, 1, 1, 1]
+    assert all(layer.weight_bits == 8 and layer.accumulator["dtype"] == "int32"
+               for layer in layers if layer.op == "Conv" and layer.act_bits == 1)
 
 
 def test_binary_fuse_pack_fuses_the_or_pool_and_keeps_the_bits(chain):
@@ -75,9 +76,9 @@ def test_binary_fuse_pack_fuses_the_or_pool_and_keeps_the_bits(chain):
     assert not any(c.startswith("nrqc_or_pool") for c in callees)
     fused = [c for c in callees if c.endswith("_orpool")]
     assert len(fused) == 1
-    pool = next(layer for layer in ctx.layers if layer["op"] == "MaxPool")
-    conv = next(layer for layer in ctx.layers if layer["kernel"] == pool["kernel"] and layer["op"] == "Conv")
-    assert pool["kernel"] == f"nrqc:{fused[0]}" and pool["fused_into"] == conv["name"]
+    pool = next(layer for layer in ctx.layers if layer.op == "MaxPool")
+    conv = next(layer for layer in ctx.layers if layer.kernel == pool.kernel and layer.op == "Conv")
+    assert pool.kernel == f"nrqc:{fused[0]}" and pool.fused_into == conv.name
     x = np.random.default_rng(5).standard_normal((1, 1, 12, 14)).astype(np.float32)
     got = run_module(mod, ctx, x)
     want = onnxruntime_outputs(chain, x)

@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pass_helpers import call_tir_callees, op_names, run_module, run_steps, step
-
-
-def _ctx(target="x86", **kw):
-    from nrqc.pipeline import CompileContext
-    from nrqc.targets import get_target
-
-    return CompileContext(target=get_target(target), onnx_model=None, layers=[], **kw)
+from pass_helpers import call_tir_callees, context, op_names, run_module, run_steps, step
 
 
 def _module(build, *shapes):
@@ -36,7 +29,7 @@ def test_nan_semantics_wraps_max_min_relu_and_propagates_nan_like_onnx():
         hi = bb.emit(relax.op.minimum(lo, y))
         return relax.op.nn.relu(bb.emit(relax.op.subtract(hi, relax.const(np.float32(0.5)))))
 
-    ctx = _ctx()
+    ctx = context()
     mod = run_steps(_module(build, (2, 3), (2, 3)), ctx, step("nrqc.PropagateNaN"))
     ops = op_names(mod)
     # maximum with a NaN-free constant: one test; minimum of two inputs: two; relu: one
@@ -61,7 +54,7 @@ def test_conv_winograd_rewrites_a_3x3_conv_with_bias_relu_and_pool():
         y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, relax.const(bias)))))
         return relax.op.nn.max_pool2d(y, pool_size=[2, 2], strides=[2, 2])
 
-    ctx = _ctx()
+    ctx = context()
     mod = run_steps(_module(build, (1, 8, 10, 12)), ctx, step("nrqc.ConvWinograd"))
     assert call_tir_callees(mod) == ["nrqc_winograd_conv0"]
     assert "relax.nn.conv2d" not in op_names(mod) and "relax.nn.max_pool2d" not in op_names(mod)
@@ -80,7 +73,7 @@ def test_conv_winograd_rewrites_a_3x3_conv_with_bias_relu_and_pool():
 def _legalized(build, *shapes):
     from nrqc import pipeline
 
-    ctx = _ctx()
+    ctx = context()
     mod = run_steps(_module(build, *shapes), ctx, *pipeline.legalize_fuse())
     return ctx, mod
 

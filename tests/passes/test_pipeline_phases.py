@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pass_helpers import context
+
 
 def _tiny_module():
     from tvm import relax
@@ -18,13 +20,6 @@ def _tiny_module():
             out = bb.emit_output(relax.op.nn.relu(y))
         bb.emit_func_output(out)
     return bb.get()
-
-
-def _ctx(**kw):
-    from nrqc.pipeline import CompileContext
-    from nrqc.targets import get_target
-
-    return CompileContext(target=get_target("x86"), onnx_model=None, layers=[], **kw)
 
 
 def test_phases_concatenate_to_the_pipeline_and_cut_after_a_phase():
@@ -63,7 +58,7 @@ def test_instruments_see_every_step_and_dump_writes_each_module(tmp_path):
         def run_before_pass(self, mod, info):
             seen.append(info.name)
 
-    ctx = _ctx(dump_ir_dir=tmp_path / "ir")
+    ctx = context(dump_ir_dir=tmp_path / "ir")
     steps = pipeline.build_pipeline(through=pipeline.LEGALIZE_FUSE)
     mod = pipeline.run_pipeline(_tiny_module(), ctx, steps, instruments=[StepNames()])
     ran = [s["name"] for s in ctx.steps_run]
@@ -86,7 +81,7 @@ def test_error_inside_a_step_reaches_the_caller_as_raised():
     def refuse(mod, ctx):
         raise NrqcError("layer x: refused for a test")
 
-    ctx = _ctx()
+    ctx = context()
     steps = [*pipeline.import_cleanup(), pipeline.Step("test.Refuse", "cleanup", refuse)]
     with pytest.raises(NrqcError, match="^layer x: refused for a test$"):
         pipeline.run_pipeline(_tiny_module(), ctx, steps)
