@@ -24,7 +24,7 @@ import tvm
 from tvm import te, tirx
 
 from nrqc.targets.kernels.packing import WORD, n_words  # noqa: F401 (n_words: callers read it here)
-from nrqc.targets.kernels.packing import vnni_dims as vnni_padding
+from nrqc.targets.kernels.packing import vnni_padded_channels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,7 @@ def acc_int8_masked(g: ConvGeom, X, Wt):
 
 def vnni_dims(g: ConvGeom) -> tuple[int, int]:
     """(input channels rounded up to 4, output channels rounded up to 16)."""
-    return vnni_padding(g.c_in, g.c_out)
+    return vnni_padded_channels(g.c_in, g.c_out)
 
 
 def acc_int8_vnni(g: ConvGeom, X, W4):

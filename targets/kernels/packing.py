@@ -104,7 +104,7 @@ def ref_or_pool(x01: np.ndarray, kernel, stride, pad) -> np.ndarray:
     return out
 
 
-def vnni_dims(c_in: int, c_out: int) -> tuple[int, int]:
+def vnni_padded_channels(c_in: int, c_out: int) -> tuple[int, int]:
     """(input channels rounded up to 4, output channels rounded up to 16): one vpdpbusd
     reads 4 u8 per int32 lane and has 16 lanes."""
     return (c_in + 3) // 4 * 4, (c_out + 15) // 16 * 16
@@ -113,7 +113,7 @@ def vnni_dims(c_in: int, c_out: int) -> tuple[int, int]:
 def vnni_weights(wq: np.ndarray) -> np.ndarray:
     """int8 [Co,C,kh,kw] (groups 1) -> int8 [kh, kw, C4/4, Co16, 4], zero-padded."""
     co, c, kh, kw = wq.shape
-    c4, co16 = vnni_dims(c, co)
+    c4, co16 = vnni_padded_channels(c, co)
     w = np.zeros((co16, c4, kh, kw), np.int8)
     w[:co, :c] = wq
     return np.ascontiguousarray(np.transpose(w.reshape(co16, c4 // 4, 4, kh, kw), (3, 4, 1, 0, 2)))

@@ -201,8 +201,6 @@ def unscheduled(func, what: str, err: Exception):
     return func.with_attr(bo.FALLBACK_ATTR, reason)
 
 
-
-
 @keeps_workload
 def schedule_popcount_conv(func, g: bo.ConvGeom, out: str, target, pool=None):
     """The per-pixel schedule of a TE conv whose accumulator block is "acc" (bit-serial,

@@ -24,7 +24,7 @@ def supports(g) -> bool:
 def cost(g, target) -> float:
     # vpdpbusd at the int8 peak, plus the u8 unpack of kh input rows per output row
     # (64 channels per 64-byte vector)
-    return taps(g) * ((g.c_in + 3) // 4 * 4) / int8_macs_per_cycle(target) + g.n * g.ho * g.kh * g.w * g.c_in / 64
+    return taps(g) * pk.vnni_padded_channels(g.c_in, g.c_out)[0] / int8_macs_per_cycle(target) + g.n * g.ho * g.kh * g.w * g.c_in / 64
 
 
 def weight_args(g, wq):
