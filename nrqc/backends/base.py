@@ -7,6 +7,7 @@ picks the implementation from the type of the target's `BackendSpec`.
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from nrqc.targets import BackendSpec, TargetDescription
 
 
-class Backend:
+class Backend(abc.ABC):
     """One way of producing, checking, running and measuring builds (see the subclasses)."""
 
     def __init__(self, target: TargetDescription):
@@ -32,20 +33,21 @@ class Backend:
         """`nrqc deploy`: the artifact can be uploaded to a TVM RPC board."""
 
     # -- compile
+    @abc.abstractmethod
     def build(self, m, ctx, out: Path, options, log=print) -> Path:
         """Build `m` (nrqc.onnx_model.LoadedModel) through the pipeline context `ctx` into
         the artifact directory `out`, with its manifest, report and numerical check."""
-        raise NotImplementedError
 
     # -- written artifacts
+    @abc.abstractmethod
     def run(self, out: Path, manifest: dict, feeds: dict[str, np.ndarray], rpc: str | None) -> list[np.ndarray]:
         """The artifact's outputs on `feeds` (in the manifest's output order)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def profile(self, out: Path, manifest: dict, *, repeat: int, threads: int, rpc: str | None,
                 instructions: bool | None, against: Path | None, log) -> dict:
         """`nrqc profile OUT`: the measurements this back end can make, as one JSON-able dict."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def format_profile(self, result: dict) -> str:
-        raise NotImplementedError
+        """The profile as the text `nrqc profile` prints."""

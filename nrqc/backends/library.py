@@ -2,6 +2,7 @@
 shared library (model.so) loaded by the TVM runtime, here or on a board over TVM RPC."""
 from __future__ import annotations
 
+import abc
 import time
 from pathlib import Path
 
@@ -72,8 +73,9 @@ class LibraryBackend(Backend):
             return check_on_board(stage, m, manifest, options)
         return self.check_without_board(stage, m, manifest, options)
 
+    @abc.abstractmethod
     def check_without_board(self, stage: Path, m, manifest: dict, options) -> dict:
-        raise NotImplementedError
+        """The check when no `--rpc` board is given (this host, the emulated board, or not run)."""
 
     def run(self, out, manifest, feeds, rpc):
         from nrqc.runtime import ArtifactSession
