@@ -48,7 +48,26 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedMo
         shaped = infer_shapes(model, inputs)
     except Exception as e:
         raise NrqcError(f"{path}: shapes {_fmt_specs(inputs)} do not fit the model: {str(e).splitlines()[0]}") from None
+    check_element_types(shaped, path)
     return LoadedModel(path, model, shaped, inputs, graph_outputs(shaped))
+
+
+# Ops the Relax frontend imports for float operands only (on integers the build crashes:
+# "power only applies to float"): refused at load with the node named.
+_FLOAT_ONLY_OPS = {"Pow": 0}
+
+
+def check_element_types(shaped, path: str | Path) -> None:
+    """Element-type checks that need the inferred types (shape-inferred model)."""
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*shaped.graph.input, *shaped.graph.value_info, *shaped.graph.output)}
+    types.update({i.name: i.data_type for i in shaped.graph.initializer})
+    for node in shaped.graph.node:
+        i = _FLOAT_ONLY_OPS.get(node.op_type)
+        if i is not None and i < len(node.input) and types.get(node.input[i], 1) not in (1, 10, 11):
+            raise NrqcError(f"{path}: {node.op_type} node '{node.name or node.output[0]}' takes "
+                            f"{_dtype_name(types[node.input[i]])} input '{node.input[i]}': nrqc compiles "
+                            f"{node.op_type} on float tensors only")
 
 
 def _fmt_specs(specs) -> str:
@@ -178,6 +197,7 @@ def check_supported_ops(model, path: str | Path) -> None:
 
     known = set(_get_convert_map()) | {"If", "Constant"}
     graph_input_names = {i.name for i in model.graph.input} - _initializer_names(model)
+    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node '{node.name or node.output[0]}'")
@@ -185,9 +205,11 @@ def check_supported_ops(model, path: str | Path) -> None:
             raise NrqcError(f"{path}: unsupported op {node.op_type} at node '{node.name or node.output[0]}'")
         for i in _SHAPE_INPUTS.get(node.op_type, ()):
             if i < len(node.input) and node.input[i] in graph_input_names:
+                why = "the import needs as a constant" if (node.op_type, i) == ("Pad", 2) else "decides the output shape"
                 raise NrqcError(f"{path}: {node.op_type} node '{node.name or node.output[0]}' takes its input {i} "
-                                f"('{node.input[i]}', which decides the output's shape) from the graph input of "
+                                f"('{node.input[i]}', which {why}) from the graph input of "
                                 f"that name: nrqc compiles static shapes and needs it constant (an initializer)")
+        _check_outputs_and_types(node, used, path)
         refused = _REFUSED_ATTRIBUTES.get(node.op_type)
         if refused:
             for attr in node.attribute:
@@ -195,6 +217,12 @@ def check_supported_ops(model, path: str | Path) -> None:
                 if why and why[0](attr):
                     raise NrqcError(f"{path}: unsupported {node.op_type} attribute {attr.name} at node "
                                     f"'{node.name or node.output[0]}': {why[1]}")
+    # after the nodes: a Cast to the type names its node, which says more than the output
+    for out in model.graph.output:
+        elem = out.type.tensor_type.elem_type
+        if elem and elem not in _ONNX_DTYPES:
+            raise NrqcError(f"{path}: output '{out.name}' has element type {_dtype_name(elem)}, which nrqc does not "
+                            f"compile (it takes {', '.join(_ONNX_DTYPES.values())})")
 
 
 # Inputs (by position) that decide an op's output shape. Fed by a graph input they make the
@@ -204,9 +232,42 @@ _REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 _SHAPE_INPUTS = {
     "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,),
-    "Pad": (1, 3), "TopK": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,),
+    # Pad's input 2 (constant_value) does not decide the shape, but the frontend needs it constant too
+    "Pad": (1, 2, 3), "TopK": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,),
     "Range": (0, 1, 2), "OneHot": (1,), "Split": (1,), **{op: (1,) for op in _REDUCE_OPS},
 }
+
+
+# Optional outputs the Relax frontend does not produce (it returns output 0 only, or a wrong
+# type: Dropout's mask comes back float32, LayerNormalization's Mean/InvStdDev empty): a model
+# that uses one is refused, naming the node (ONNX backend node tests, docs/onnx-ops.md).
+_FIRST_OUTPUT_ONLY = {"Dropout": "its mask output", "LayerNormalization": "its Mean / InvStdDev outputs",
+                      "MaxPool": "its Indices output"}
+
+
+def _dtype_name(elem: int) -> str:
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem)
+    except ValueError:
+        return str(elem)
+
+
+def _check_outputs_and_types(node, used: set[str], path) -> None:
+    where = f"{node.op_type} node '{node.name or node.output[0]}'"
+    if node.op_type in _FIRST_OUTPUT_ONLY and any(o and o in used for o in node.output[1:]):
+        raise NrqcError(f"{path}: {where} uses {_FIRST_OUTPUT_ONLY[node.op_type]}, which nrqc does not compile "
+                        f"(inference graphs use output 0 only)")
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        # training_mode: random masks at run time; an inference compiler cannot honour it
+        raise NrqcError(f"{path}: {where} takes a training_mode input ('{node.input[2]}'): export the model for "
+                        f"inference (Dropout is then the identity)")
+    if node.op_type == "Cast":
+        to = next((a.i for a in node.attribute if a.name == "to"), 0)
+        if to not in _ONNX_DTYPES:
+            raise NrqcError(f"{path}: {where} converts to element type {_dtype_name(to)}, which nrqc does not "
+                            f"compile (it takes {', '.join(_ONNX_DTYPES.values())})")
 
 
 # Attribute values the Relax ONNX frontend imports but computes wrongly (ONNX backend node
