@@ -52,9 +52,12 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedMo
     return LoadedModel(path, model, shaped, inputs, graph_outputs(shaped))
 
 
-# Ops the Relax frontend imports for float operands only (on integers the build crashes:
-# "power only applies to float"): refused at load with the node named.
-_FLOAT_ONLY_OPS = {"Pow": 0}
+# Element types an op's input may not have (the build crashes: Pow on integers "power only
+# applies to float", ReduceMax/Min on bool "cannot decide min_value"): refused at load with
+# the node named. {op: (input position, refused ONNX element types, what nrqc takes)}
+_INTS = (2, 3, 4, 5, 6, 7, 12, 13)
+_REFUSED_INPUT_TYPES = {"Pow": (0, (*_INTS, 9), "float tensors"), "ReduceMax": (0, (9,), "numeric tensors"),
+                        "ReduceMin": (0, (9,), "numeric tensors")}
 
 
 def check_element_types(shaped, path: str | Path) -> None:
@@ -63,11 +66,11 @@ def check_element_types(shaped, path: str | Path) -> None:
              for v in (*shaped.graph.input, *shaped.graph.value_info, *shaped.graph.output)}
     types.update({i.name: i.data_type for i in shaped.graph.initializer})
     for node in shaped.graph.node:
-        i = _FLOAT_ONLY_OPS.get(node.op_type)
-        if i is not None and i < len(node.input) and types.get(node.input[i], 1) not in (1, 10, 11):
+        i, refused, takes = _REFUSED_INPUT_TYPES.get(node.op_type, (None, (), ""))
+        if i is not None and i < len(node.input) and types.get(node.input[i]) in refused:
             raise NrqcError(f"{path}: {node.op_type} node '{node.name or node.output[0]}' takes "
                             f"{_dtype_name(types[node.input[i]])} input '{node.input[i]}': nrqc compiles "
-                            f"{node.op_type} on float tensors only")
+                            f"{node.op_type} on {takes} only")
 
 
 def _fmt_specs(specs) -> str:
@@ -157,7 +160,8 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str | Path)
         tt = inp.type.tensor_type
         dtype = _ONNX_DTYPES.get(tt.elem_type)
         if dtype is None:
-            raise NrqcError(f"{path}: input '{inp.name}' has unsupported element type {tt.elem_type}")
+            raise NrqcError(f"{path}: input '{inp.name}' has element type {_dtype_name(tt.elem_type)}, which nrqc "
+                            f"does not compile (it takes {', '.join(_ONNX_DTYPES.values())})")
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
         if inp.name in overrides:
             want = overrides[inp.name]
@@ -170,6 +174,9 @@ def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str | Path)
                                     f"'{inp.name}' is fixed to {d} ({_fmt_dims(dims)})")
             shape = want
         else:
+            if 0 in dims:
+                raise NrqcError(f"{path}: input '{inp.name}' has an empty dimension ({_fmt_dims(dims)}): nrqc "
+                                f"compiles tensors with at least one element")
             if any(not (isinstance(d, int) and d > 0) for d in dims):
                 # Batch-like symbolic dims default to 1; any other unknown dimension needs --shape.
                 if all(isinstance(d, int) and d > 0 for d in dims[1:]):
