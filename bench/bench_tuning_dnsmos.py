@@ -67,7 +67,7 @@ def main():
     if have_tuned:
         nrqc("compile", a.model, "-o", work / "tuned", "--db", db)
 
-    from nrqc.compiler import import_relax, load_model
+    from nrqc.onnx_model import import_relax, load_model
     from nrqc.runtime import ArtifactSession
     from nrqc.targets import get_target
 
