@@ -18,10 +18,11 @@ from nrqc.targets.description import (BareMetalC, BackendSpec, Capabilities, Cro
 
 
 def _registry() -> dict[str, TargetDescription]:
-    from nrqc.targets import arm_cpu, armv7, cortex_m, x86
+    from nrqc.targets import arm_cpu, arm_cpu_a76, armv7, cortex_m, x86
 
     out: dict[str, TargetDescription] = {}
-    for desc in (x86.describe(), arm_cpu.describe(), armv7.describe(), *cortex_m.describe_all()):
+    for desc in (x86.describe(), arm_cpu.describe(), arm_cpu_a76.describe(), armv7.describe(),
+                 *cortex_m.describe_all()):
         out[desc.name] = desc
     return out
 

@@ -1,6 +1,8 @@
 """64-bit Raspberry Pi 4/5 on 64-bit Raspberry Pi OS: aarch64 Cortex-A72, NEON."""
 from __future__ import annotations
 
+import functools
+
 from nrqc.targets.description import Capabilities, CrossLibrary, Figure, TargetDescription
 
 
@@ -13,6 +15,17 @@ def capabilities(mattr: tuple[str, ...] = ()) -> Capabilities:
     128-bit vector registers."""
     return Capabilities("aarch64", frozenset({"neon"} | {a[1:] for a in mattr if a[1:] in _ARM_FEATURES
                                                            and a.startswith("+")}), 128, 32)
+
+
+@functools.lru_cache(maxsize=8)
+def llvm_features(mcpu: str) -> frozenset[str]:
+    """The Arm features (of _ARM_FEATURES) LLVM enables for an aarch64 `mcpu`: a named
+    core's description is LLVM's, not ours."""
+    import tvm
+
+    feats = tvm.target.codegen.llvm_get_cpu_features(
+        tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu}))
+    return frozenset(str(f) for f in feats) & frozenset(_ARM_FEATURES)
 
 
 def describe() -> TargetDescription:

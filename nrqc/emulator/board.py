@@ -2,7 +2,9 @@
 
 The server runs in the cached arm64 root file system (``rootfs.py``), with the official
 aarch64 TVM wheel, i.e. the same runtime a Raspberry Pi uses. As root it runs
-``chroot ROOTFS /usr/bin/qemu-aarch64-static -cpu cortex-a72 /usr/bin/python3 ...``;
+``chroot ROOTFS /usr/bin/qemu-aarch64-static -cpu CPU /usr/bin/python3 ...``, CPU the core of
+the target the library was built for (``cortex-a72`` for a Pi 4, ``cortex-a76`` for a Pi 5;
+never qemu's default ``max``, which has dotprod, i8mm and SVE a Pi lacks);
 otherwise ``qemu-aarch64-static -L ROOTFS`` (qemu resolves the guest's absolute paths in
 the root file system first).
 
@@ -28,7 +30,20 @@ from typing import Iterator
 from nrqc.emulator import rootfs as _rootfs
 from nrqc.errors import NrqcError
 
-GUEST_CPU = "cortex-a72"  # Raspberry Pi 4
+GUEST_CPU = "cortex-a72"  # Raspberry Pi 4: the board's core when no target says otherwise
+# qemu-aarch64 (7.2) CPU models that are a Raspberry Pi core; their names are LLVM's mcpu names.
+PI_CPUS = ("cortex-a72", "cortex-a76")
+
+
+def qemu_cpu_for(tvm_target: dict | None) -> str:
+    """The qemu ``-cpu`` that runs a library built for ``tvm_target`` like its Pi would:
+    the target's mcpu (GUEST_CPU when it names none). Any other core is refused rather than
+    emulated as something else."""
+    mcpu = str((tvm_target or {}).get("mcpu") or GUEST_CPU)
+    if mcpu not in PI_CPUS:
+        raise NrqcError(f"no emulated board for -mcpu {mcpu}: the emulated Raspberry Pi cores are "
+                        f"{', '.join(PI_CPUS)}")
+    return mcpu
 BOARD_INFO_FUNC = "nrqc.board.info"
 
 
@@ -40,17 +55,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _emulator_label(qemu: str) -> str:
+def _emulator_label(qemu: str, cpu: str) -> str:
     try:
         first = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         first = "qemu-aarch64-static"
-    return f"{first}, user mode, -cpu {GUEST_CPU}"
+    return f"{first}, user mode, -cpu {cpu}"
 
 
 def guest_python(root: Path, env_extra: dict[str, str] | None = None,
-                 qemu_args: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str], str]:
-    """Command prefix + environment running the guest's python3 under qemu.
+                 qemu_args: tuple[str, ...] = (), cpu: str = GUEST_CPU) -> tuple[list[str], dict[str, str], str]:
+    """Command prefix + environment running the guest's python3 under ``qemu -cpu CPU``.
 
     Returns ``(argv_prefix, env, guest_root_prefix)``: ``guest_root_prefix`` is what to
     prepend to a path inside the root file system to name it in the guest ("" under
@@ -64,7 +79,7 @@ def guest_python(root: Path, env_extra: dict[str, str] | None = None,
         "LANG": "C.UTF-8",
         "HOME": "/root" if os.geteuid() == 0 else os.environ.get("HOME", "/tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "NRQC_EMULATOR": _emulator_label(qemu),
+        "NRQC_EMULATOR": _emulator_label(qemu, cpu),
     }
     chroot = shutil.which("chroot")
     # NRQC_EMULATOR_MODE=chroot|prefix forces a mode (default: chroot when root).
@@ -75,11 +90,11 @@ def guest_python(root: Path, env_extra: dict[str, str] | None = None,
         if os.geteuid() != 0 or not chroot:
             raise NrqcError("NRQC_EMULATOR_MODE=chroot needs root and the chroot command")
         prefix = ""
-        argv = [chroot, str(root), "/usr/bin/qemu-aarch64-static", "-cpu", GUEST_CPU, *qemu_args,
+        argv = [chroot, str(root), "/usr/bin/qemu-aarch64-static", "-cpu", cpu, *qemu_args,
                 "/usr/bin/python3"]
     else:
         prefix = str(root)
-        argv = [qemu, "-L", str(root), "-cpu", GUEST_CPU, *qemu_args, f"{root}/usr/bin/python3"]
+        argv = [qemu, "-L", str(root), "-cpu", cpu, *qemu_args, f"{root}/usr/bin/python3"]
     env["PYTHONPATH"] = f"{prefix}/{_rootfs.GUEST_SITE}"
     env.update(env_extra or {})
     return argv, env, prefix
@@ -123,8 +138,9 @@ class EmulatedBoard:
     """One emulated aarch64 board running TVM's RPC server on ``host:port``."""
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
-                 tracker: str | None = None, key: str = "", echo_log: bool = True):
+                 tracker: str | None = None, key: str = "", echo_log: bool = True, cpu: str = GUEST_CPU):
         self.host = host
+        self.cpu = cpu
         self.requested_port = port or 0
         self.port: int | None = None
         self.tracker = tracker
@@ -148,7 +164,7 @@ class EmulatedBoard:
         if self.requested_port:
             _check_port_free(self.host, self.requested_port)
         root = _rootfs.build_rootfs()
-        argv, env, prefix = guest_python(root)
+        argv, env, prefix = guest_python(root, cpu=self.cpu)
         script = _install_guest_file(root, Path(__file__).with_name("guest_server.py"), "guest_server.py", prefix)
         # The RPC sessions' work dirs go to a per-board TMPDIR, removed by stop().
         self._tmp_host, tmp_guest = guest_work_dir(root, prefix, "nrqc-board-")
@@ -232,14 +248,14 @@ class EmulatedBoard:
 
 
 @contextlib.contextmanager
-def emulated_board(port: int | None = None, echo_log: bool = False, verify: bool = True
-                   ) -> Iterator[tuple[str, int]]:
+def emulated_board(port: int | None = None, echo_log: bool = False, verify: bool = True,
+                   cpu: str = GUEST_CPU) -> Iterator[tuple[str, int]]:
     """Start an emulated aarch64 board; yields ``(host, port)`` of its TVM RPC server.
 
     Builds the cached root file system on first use (progress on stderr). With
     ``verify``, one RPC session checks the board answers before yielding.
     """
-    board = EmulatedBoard(port=port, echo_log=echo_log)
+    board = EmulatedBoard(port=port, echo_log=echo_log, cpu=cpu)
     board.start()
     try:
         if verify:
@@ -273,9 +289,9 @@ def remote_board_info(remote) -> dict:
 
 
 def serve_foreground(port: int | None = None, host: str = "127.0.0.1",
-                     tracker: str | None = None, key: str = "") -> int:
+                     tracker: str | None = None, key: str = "", cpu: str = GUEST_CPU) -> int:
     """``nrqc emulate``: start, print the address, block until SIGTERM/SIGINT, clean up."""
-    board = EmulatedBoard(port=port, host=host, tracker=tracker, key=key, echo_log=True)
+    board = EmulatedBoard(port=port, host=host, tracker=tracker, key=key, echo_log=True, cpu=cpu)
     stopping = threading.Event()
 
     def _on_signal(signum, _frame):

@@ -3,12 +3,13 @@
 The compile-time numerical check of ``--target arm_cpu`` uses this when the cached root
 file system exists: the library is loaded by the official aarch64 TVM runtime
 (``tvm_ffi`` + ``libtvm_runtime.so`` of the wheel a Pi installs) under
-``qemu-aarch64-static -cpu cortex-a72``, exactly as on the emulated board, but without
+``qemu-aarch64-static -cpu <the target's core>``, exactly as on the emulated board, but without
 the RPC server's emulated ``import tvm`` (~15 s): the harness is ``icount_guest.py``'s
 ``run`` mode (no qemu logging).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -18,10 +19,10 @@ import numpy as np
 
 from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.board import GUEST_CPU, guest_python, guest_work_dir
+from nrqc.emulator.board import GUEST_CPU, guest_python, guest_work_dir, qemu_cpu_for
 from nrqc.errors import NrqcError
 
-LABEL = (f"emulated aarch64 board (qemu-aarch64-static user mode, -cpu {GUEST_CPU}, cached Debian arm64 root "
+LABEL = (f"emulated aarch64 board (qemu-aarch64-static user mode, -cpu the target's Pi core, cached Debian arm64 root "
          f"file system, official aarch64 TVM runtime): not a Raspberry Pi")
 SHORT_LABEL = "emulated aarch64 board (qemu-aarch64-static user mode, not a Raspberry Pi)"
 
@@ -35,17 +36,29 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def _cpu_of_artifact(out: Path) -> str:
+    from nrqc.artifact import MANIFEST
+
+    try:
+        tvm_target = json.loads((out / MANIFEST).read_text()).get("tvm_target")
+    except (OSError, ValueError):
+        tvm_target = None  # a library being checked before its manifest is written
+    return qemu_cpu_for(tvm_target)
+
+
 def run_emulated(lib: str | Path, input_names: list[str], feeds: dict[str, np.ndarray],
-                 timeout: float = 1800, threads: int | None = None) -> tuple[list[np.ndarray], dict]:
-    """Load ``lib`` in the cached rootfs under qemu, call ``main`` once on ``feeds``
-    (in the order ``input_names``); returns ``(outputs, info)``, ``info`` with
-    ``seconds`` and ``emulator``. Never builds the root file system."""
+                 timeout: float = 1800, threads: int | None = None,
+                 cpu: str | None = None) -> tuple[list[np.ndarray], dict]:
+    """Load ``lib`` in the cached rootfs under ``qemu -cpu CPU``, call ``main`` once on
+    ``feeds`` (in the order ``input_names``); returns ``(outputs, info)``, ``info`` with
+    ``seconds`` and ``emulator``. Never builds the root file system. CPU: ``cpu``, else the
+    core of the manifest beside ``lib``, else GUEST_CPU."""
     reason = unavailable_reason()
     if reason:
         raise NrqcError(f"cannot run on the emulated board: {reason}")
     root = _rootfs.rootfs_dir()
     env_extra = {"TVM_NUM_THREADS": str(threads)} if threads else {}
-    argv, env, prefix = guest_python(root, env_extra)
+    argv, env, prefix = guest_python(root, env_extra, cpu=cpu or _cpu_of_artifact(Path(lib).parent))
     host_dir, guest_dir = guest_work_dir(root, prefix, "nrqc-run-")
     t0 = time.monotonic()
     try:

@@ -39,12 +39,14 @@ import numpy as np
 
 from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.board import guest_python, guest_work_dir
+from nrqc.emulator.board import guest_python, guest_work_dir, qemu_cpu_for
 from nrqc.errors import NrqcError
 from nrqc.progress import Progress
 
 _TRACE_RE = re.compile(rb"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
 _IN_ASM_RE = re.compile(rb"^IN:[^\n]*\n((?:0x[0-9a-f]+:[^\n]*\n)+)", re.M)
+# "0x5502838850:  a9b27bfd  stp ...": the instruction word qemu translated
+_WORD_RE = re.compile(rb"^0x[0-9a-f]+:\s+([0-9a-f]{8})\s", re.M)
 
 
 def exec_segment(lib: Path) -> tuple[int, int]:
@@ -69,6 +71,8 @@ class _LogCounter:
 
     def __init__(self):
         self.tb_len: dict[bytes, int] = {}
+        # instruction words of each TB, for the cycle estimate (nrqc.emulator.mca)
+        self.tb_words: dict[bytes, tuple[int, ...]] = {}
         self.line_count: collections.Counter = collections.Counter()
         self.bytes_read = 0
         self._rest = b""
@@ -89,9 +93,27 @@ class _LogCounter:
         if b"IN:" in part:
             for block in _IN_ASM_RE.findall(part):
                 first = block.split(b":", 1)[0]
-                self.tb_len[int(first, 16).to_bytes(8, "big")] = block.count(b"\n")
+                key = int(first, 16).to_bytes(8, "big")
+                self.tb_len[key] = block.count(b"\n")
+                self.tb_words[key] = tuple(int(w, 16) for w in _WORD_RE.findall(block))
         # Identical TB executions give identical lines: count lines at C speed, parse later.
         self.line_count.update(part.split(b"\n"))
+
+    def executions(self) -> collections.Counter:
+        """Executions of each TB (by start address) with a translation record."""
+        runs: collections.Counter = collections.Counter()
+        for line, n in self.line_count.items():
+            m = _TRACE_RE.match(line)
+            if m is not None:
+                key = int(m.group(1), 16).to_bytes(8, "big")
+                if key in self.tb_len:
+                    runs[key] += n
+        return runs
+
+    def executed_blocks(self) -> list[tuple[tuple[int, ...], int]]:
+        """(instruction words, executions) of every executed TB, in address order."""
+        runs = self.executions()
+        return [(self.tb_words[k], runs[k]) for k in sorted(runs)]
 
     def total(self) -> tuple[int, int, int]:
         insns = 0
@@ -111,19 +133,23 @@ class _LogCounter:
         return insns, execs, missing
 
 
-def _guest_paths(root: Path) -> tuple[Path, str]:
+def _guest_paths(root: Path, cpu: str) -> tuple[Path, str]:
     """A work dir visible to the guest: (host path, guest path)."""
-    _argv, _env, prefix = guest_python(root)
+    _argv, _env, prefix = guest_python(root, cpu=cpu)
     return guest_work_dir(root, prefix, "nrqc-icount-")
 
 
 def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray] | None = None,
-                         seed: int = 0, timeout: float = 3600, log=lambda m: None) -> dict:
-    """Count the aarch64 instructions one inference executes in the artifact's model.so.
+                         seed: int = 0, timeout: float = 3600, log=lambda m: None,
+                         estimate_cycles: bool = False) -> dict:
+    """Count the aarch64 instructions one inference executes in the artifact's model.so,
+    under ``qemu -cpu`` the target's core.
 
     Returns ``{"instructions", "tb_executions", "distinct_tbs", "outputs", "seconds",
-    "log_bytes", "what"}``; ``outputs`` are the counted run's outputs (check them against a
-    reference to know the count belongs to a correct run).
+    "log_bytes", "what", "emulator", "cpu"}``; ``outputs`` are the counted run's outputs
+    (check them against a reference to know the count belongs to a correct run). With
+    ``estimate_cycles``, also ``"cycles"``: :func:`nrqc.emulator.mca.estimate_cycles` of the
+    executed TBs for the target's core.
     """
     from nrqc.artifact import LIBRARY, read_manifest
     from nrqc.onnx_model import TensorSpec, random_inputs
@@ -138,6 +164,12 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
     reason = _rootfs.missing_host_tools()
     if reason:
         raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
+    cpu = qemu_cpu_for(manifest.get("tvm_target"))
+    if estimate_cycles:
+        from nrqc.emulator.mca import missing_tools
+
+        if missing_tools():
+            raise NrqcError("cannot estimate cycles: missing " + "; ".join(missing_tools()))
     specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
     feeds = dict(inputs or {})
     rand = random_inputs(specs, seed)
@@ -147,7 +179,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
 
     root = _rootfs.build_rootfs()
     t0 = time.monotonic()
-    host_dir, guest_dir = _guest_paths(root)
+    host_dir, guest_dir = _guest_paths(root, cpu)
     try:
         shutil.copyfile(lib, host_dir / "model.so")
         shutil.copyfile(Path(__file__).with_name("icount_guest.py"), host_dir / "icount_guest.py")
@@ -160,7 +192,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
                       *[s.name for s in specs]]
 
         # 1) where does model.so land?
-        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "probe"})
+        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "probe"}, cpu=cpu)
         probe = subproc.run([*argv, *guest_args], env=env, cwd="/", timeout=600)
         m = re.search(r"NRQC_ICOUNT_BASE (0x[0-9a-f]+)", probe.stdout)
         if probe.returncode != 0 or not m:
@@ -175,7 +207,7 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
         os.mkfifo(fifo_host)
         fifo_guest = f"{guest_dir}/qemu.log"
         qemu_args = ("-d", "in_asm,exec,nochain", "-dfilter", f"{start:#x}+{size:#x}", "-D", fifo_guest)
-        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "count"}, qemu_args=qemu_args)
+        argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "count"}, qemu_args=qemu_args, cpu=cpu)
         fd = os.open(fifo_host, os.O_RDONLY | os.O_NONBLOCK)
         counter = _LogCounter()
         proc = subprocess.Popen([*argv, *guest_args],
@@ -232,6 +264,12 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
             raise NrqcError(f"{missing} logged TB executions had no translation record; count not reliable")
         with np.load(host_dir / "outputs.npz") as z:
             outputs = [z[f"arr_{i}"] for i in range(len(z.files))]
+        estimate = None
+        if estimate_cycles:
+            from nrqc.emulator.mca import estimate_cycles as _estimate
+
+            log(f"estimating {cpu} cycles of {len(counter.tb_len)} translation blocks with llvm-mca")
+            estimate = _estimate(counter.executed_blocks(), cpu)
         return {
             "instructions": int(insns),
             "tb_executions": int(execs),
@@ -242,6 +280,8 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
             "what": ("aarch64 instructions executed in model.so (load + VM creation + one call of main, "
                      "1 thread), counted by qemu-aarch64 TB logging; excludes libtvm_runtime and libc/libm"),
             "emulator": env.get("NRQC_EMULATOR", "qemu-aarch64-static"),
+            "cpu": cpu,
+            **({"cycles": estimate} if estimate is not None else {}),
         }
     finally:
         shutil.rmtree(host_dir, ignore_errors=True)
