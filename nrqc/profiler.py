@@ -165,9 +165,21 @@ def add_instruction_count(result: dict, out: str | Path, log=lambda m: None) -> 
     source model is here, so the count is known to belong to a correct run."""
     from nrqc.artifact import read_manifest
     from nrqc.emulator.icount import measure_instructions
+    from nrqc.emulator.mca import missing_tools
+    from nrqc.targets import get_target
 
     manifest = read_manifest(out)
-    m = measure_instructions(out, seed=0, log=log)
+    no_mca = missing_tools()
+    m = measure_instructions(out, seed=0, log=log, estimate_cycles=not no_mca)
+    est = m.get("cycles")
+    clock = get_target(manifest["target"]).figures.get("clock_ghz") if est else None
+    # An estimate, never a measurement: the labels say so wherever it is shown.
+    result["estimated_cycles"] = None if est is None else {
+        "cycles": est["cycles"], "cpu": est["mcpu"], "what": est["what"],
+        "latency_ms": est["cycles"] / (clock.value * 1e6) if clock else None,
+        "clock_ghz": clock.value if clock else None, "clock_source": clock.source if clock else None}
+    if no_mca:
+        result["estimated_cycles_note"] = "not estimated: missing " + "; ".join(no_mca)
     result["instructions"] = int(m["instructions"])
     result["instructions_what"] = m.get("what")
     result["instructions_emulator"] = m.get("emulator")
@@ -291,6 +303,15 @@ def format_profile(p: dict) -> str:
         lines.append(f"  {p.get('instructions_what') or ''}".rstrip())
         if p.get("instructions_emulator"):
             lines.append(f"  emulator: {p['instructions_emulator']}; counted in {p.get('instructions_seconds')} s")
+        est = p.get("estimated_cycles")
+        if est:
+            cpu = est["cpu"].replace("cortex-a", "Cortex-A")
+            lines.append(f"estimated {cpu} cycles (llvm-mca, ignores caches and memory): {est['cycles']:,}")
+            if est.get("latency_ms") is not None:
+                lines.append(f"  ESTIMATED latency at {est['clock_ghz']:g} GHz: {est['latency_ms']:.3f} ms "
+                             f"(an estimate from a core model, not a measurement)")
+        elif p.get("estimated_cycles_note"):
+            lines.append(f"estimated cycles: {p['estimated_cycles_note']}")
     m = p["memory"]
     if p.get("against"):
         o = p["against"]["memory"]
