@@ -25,15 +25,12 @@ total >= 20x."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import binary_models as bm  # noqa: E402
+import binary_models as bm
 
-from nrqc.compiler import CompileOptions, compile_model  # noqa: E402
+from nrqc.compiler import CompileOptions, compile_model
 
 
 @pytest.fixture(autouse=True)

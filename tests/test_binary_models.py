@@ -11,19 +11,16 @@ and, for the float-output BAM model, |error| <= 1e-4 + 1e-4 |ref|.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import binary_models as bm  # noqa: E402
+import binary_models as bm
 
-from nrqc.compiler import CompileOptions, compile_model  # noqa: E402
-from nrqc.reference import run_onnxruntime  # noqa: E402
-from nrqc.runtime import ArtifactSession  # noqa: E402
+from nrqc.compiler import CompileOptions, compile_model
+from nrqc.reference import run_onnxruntime
+from nrqc.runtime import ArtifactSession
 
 
 def _compile_and_compare(tmp_path, path, x_shape, n_inputs=3):

@@ -15,16 +15,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import binary_models as bm  # noqa: E402
-from conftest import run_cli  # noqa: E402
+import binary_models as bm
+from conftest import run_cli
 
 X_SHAPE = (1, 24, 16)  # [N, frames, bands], as nrqc export's "image" layout reads it
 

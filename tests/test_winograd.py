@@ -15,12 +15,11 @@ import pytest
 import torch
 import tvm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guarded_memory import guarded_array, run_isolated  # noqa: E402
+from guarded_memory import guarded_array, run_isolated
 
-from nrqc.targets import get_target, x86  # noqa: E402
-from nrqc.targets.kernels import winograd as wg  # noqa: E402
-from nrqc.targets.schedules import vector_spec  # noqa: E402
+from nrqc.targets import get_target, x86
+from nrqc.targets.kernels import winograd as wg
+from nrqc.targets.schedules import vector_spec
 
 TARGET = get_target("x86")
 
