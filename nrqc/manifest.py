@@ -64,7 +64,7 @@ def make_manifest(m, ctx, weights: dict[str, int], lib_path: Path, build_seconds
         "passes": [s["name"] for s in ctx.steps_run],
         "pass_seconds": {s["name"]: s["seconds"] for s in ctx.steps_run},
         "build_seconds": round(build_seconds, 2),
-        "tuning": {"tuned": bool(ctx.options.get("db")), "database": ctx.options.get("db")},
+        "tuning": {"tuned": bool(ctx.schedule.database), "database": ctx.schedule.database},
         "layers": ctx.layers,
         "notes": ctx.notes,
     }

@@ -53,9 +53,6 @@ def apply_database(mod, ctx: CompileContext):
 
 def _unused(ctx: CompileContext, user_db) -> None:
     ctx.schedule.database, ctx.schedule.database_unused = None, str(user_db)
-    # Transitional, until the manifest writer (nrqc/compiler.py) reads ctx.schedule.database
-    # for "tuning": it reads the user's option, which must then say "not tuned".
-    ctx.options["db"] = None
 
 
 def step() -> Step:
