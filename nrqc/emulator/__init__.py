@@ -3,7 +3,10 @@
 - ``rootfs``: the cached arm64 Debian root file system with the official aarch64 TVM wheel;
 - ``board``: TVM's RPC server inside it under qemu-aarch64-static (``EmulatedBoard``,
   ``emulated_board()``, ``board_info()``);
-- ``icount``: a stable, board-free measure of a build (guest instructions executed).
+- ``icount``: a stable, board-free measure of a build (guest instructions executed);
+- ``mca``: estimated cycles of that counted run (its translation blocks through llvm-mca).
+
+Every guest runs under ``qemu -cpu`` the library's target core (``board.qemu_cpu_for``).
 """
 from nrqc.emulator.board import (EmulatedBoard, board_info, emulated_board, remote_board_info,
                                  serve_foreground, unavailable_reason)

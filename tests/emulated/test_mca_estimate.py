@@ -1,0 +1,132 @@
+"""The board-free cycle estimate (nrqc.emulator.mca) and the qemu log parser that feeds it.
+
+Fast: no emulator run. The references are independent of the code under test: block
+cycles come from llvm-mca run directly on hand-written assembly (one process per block,
+no regions, no re-disassembly), and the parsed log is a captured qemu-aarch64 7.2 log
+(``-d in_asm,exec,nochain``) whose counts are read off by eye.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from nrqc.emulator.icount import _LogCounter
+from nrqc.errors import NrqcError
+
+needs_llvm = pytest.mark.skipif(shutil.which("llvm-mca") is None or shutil.which("llvm-mc") is None,
+                                reason="llvm-mca / llvm-mc not installed (Debian package llvm)")
+
+# Captured from `qemu-aarch64-static -cpu cortex-a72 -d in_asm,exec,nochain` running /bin/true
+# of the emulated board's root file system; the second block (a 3-instruction loop) is
+# executed three times.
+QEMU_LOG = b"""----------------
+IN: 
+0x550283ce40:  d503201f  nop      
+0x550283ce44:  d280001d  movz     x29, #0
+0x550283ce48:  d280001e  movz     x30, #0
+0x550283ce4c:  910003e0  mov      x0, sp
+0x550283ce50:  97ffee80  bl       #0x5502838850
+
+Trace 0: 0x7f4010000100 [0000000000001001/000000550283ce40/00000001/00000200] 
+----------------
+IN: 
+0x55028388e8:  f8207841  str      x1, [x2, x0, lsl #3]
+0x55028388ec:  f8410c20  ldr      x0, [x1, #0x10]!
+0x55028388f0:  b5ffff00  cbnz     x0, #0x55028388d0
+
+Trace 0: 0x7f40100007c0 [0000000000001001/00000055028388e8/00000001/00000200] 
+Trace 0: 0x7f40100007c0 [0000000000001001/00000055028388e8/00000001/00000200] 
+Trace 0: 0x7f40100007c0 [0000000000001001/00000055028388e8/00000001/00000200] 
+"""
+
+
+@pytest.mark.parametrize("chunk", [len(QEMU_LOG), 7, 64])
+def test_log_parser_reads_blocks_words_and_executions(chunk):
+    c = _LogCounter()
+    for i in range(0, len(QEMU_LOG), chunk):  # the FIFO delivers arbitrary pieces
+        c.feed(QEMU_LOG[i:i + chunk])
+    c.feed(b"", final=True)
+    assert c.executed_blocks() == [  # in address order
+        ((0xf8207841, 0xf8410c20, 0xb5ffff00), 3),
+        ((0xd503201f, 0xd280001d, 0xd280001e, 0x910003e0, 0x97ffee80), 1),
+    ]
+    assert c.total() == (5 + 3 * 3, 4, 0)
+
+
+# Hand-written blocks: (assembly for the reference llvm-mca run, the same instructions'
+# encodings as qemu logs them, executions).
+BLOCKS = [
+    (["fmla v0.4s, v1.4s, v2.4s", "fmla v0.4s, v3.4s, v4.4s", "ldr q1, [x0], #16", "subs x5, x5, #1",
+      "b.ne #-16"], (0x4e22cc20, 0x4e24cc60, 0x3cc10401, 0xf10004a5, 0x54ffff81), 1000),
+    (["add x1, x2, x3", "mul x4, x1, x1", "ret"], (0x8b030041, 0x9b017c24, 0xd65f03c0), 7),
+    (["ldr x0, [x1, #16]!", "str x1, [x2, x0, lsl #3]"], (0xf8410c20, 0xf8207841), 250),
+]
+
+
+def _mca_total_cycles(asm: list[str], mcpu: str, iterations: int = 100) -> int:
+    out = subprocess.run(["llvm-mca", "-mtriple=aarch64", f"-mcpu={mcpu}", f"-iterations={iterations}", "-"],
+                         input="\n".join(asm) + "\n", capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"^Total Cycles:\s+(\d+)", out, re.M).group(1))
+
+
+@needs_llvm
+@pytest.mark.parametrize("mcpu", ["cortex-a72", "cortex-a76"])
+def test_estimate_equals_llvm_mca_run_directly_per_block(tmp_path, monkeypatch, mcpu):
+    from nrqc.emulator.mca import ITERATIONS, estimate_cycles
+
+    monkeypatch.setenv("NRQC_CACHE", str(tmp_path))
+    ref = sum(_mca_total_cycles(asm, mcpu) / 100 * n for asm, _w, n in BLOCKS)
+    executed = [(words, n) for _asm, words, n in BLOCKS]
+    got = estimate_cycles(executed, mcpu)
+    assert ITERATIONS == 100 and got["mcpu"] == mcpu and got["distinct_blocks"] == 3
+    assert got["cycles"] == round(ref)
+    # cached (same numbers, no llvm-mca run) and without the cache: identical
+    assert any((tmp_path / "mca").iterdir())
+    assert estimate_cycles(list(reversed(executed)), mcpu)["cycles"] == got["cycles"]
+    assert estimate_cycles(executed, mcpu, use_cache=False)["cycles"] == got["cycles"]
+
+
+@needs_llvm
+def test_a_block_repeated_in_the_list_counts_each_entry(tmp_path, monkeypatch):
+    from nrqc.emulator.mca import estimate_cycles
+
+    monkeypatch.setenv("NRQC_CACHE", str(tmp_path))
+    words = BLOCKS[1][1]
+    one = estimate_cycles([(words, 10)], "cortex-a72")["cycles"]
+    assert estimate_cycles([(words, 4), (words, 6)], "cortex-a72")["cycles"] == one
+    assert one == round(_mca_total_cycles(BLOCKS[1][0], "cortex-a72") / 100 * 10)
+
+
+@needs_llvm
+def test_undecodable_executed_word_is_an_error_not_a_low_estimate(tmp_path, monkeypatch):
+    from nrqc.emulator.mca import estimate_cycles
+
+    monkeypatch.setenv("NRQC_CACHE", str(tmp_path))
+    with pytest.raises(NrqcError, match=r"cannot decode 1 .*0xffffffff"):
+        estimate_cycles([((0xd503201f, 0xffffffff), 1)], "cortex-a72")
+
+
+def test_qemu_cpu_comes_from_the_target_and_is_never_max():
+    from nrqc.emulator.board import qemu_cpu_for
+    from nrqc.targets import get_target
+
+    assert qemu_cpu_for(get_target("arm_cpu").tvm_target) == "cortex-a72"
+    assert qemu_cpu_for(get_target("pi5").tvm_target) == "cortex-a76"
+    assert qemu_cpu_for(None) == "cortex-a72"  # a library without a manifest: the Pi 4 default
+    for cpu in ("max", "cortex-a53"):
+        with pytest.raises(NrqcError, match="no emulated board for -mcpu"):
+            qemu_cpu_for({"mcpu": cpu})
+
+
+def test_guest_command_line_passes_the_cpu(tmp_path):
+    from nrqc.emulator.board import guest_python
+    from nrqc.emulator.rootfs import qemu_binary
+
+    if qemu_binary() is None:
+        pytest.skip("qemu-aarch64-static not installed")
+    argv, env, _ = guest_python(tmp_path, cpu="cortex-a76")
+    assert argv[argv.index("-cpu") + 1] == "cortex-a76" and "max" not in argv
+    assert env["NRQC_EMULATOR"].endswith("-cpu cortex-a76")
