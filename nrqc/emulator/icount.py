@@ -99,38 +99,31 @@ class _LogCounter:
         # Identical TB executions give identical lines: count lines at C speed, parse later.
         self.line_count.update(part.split(b"\n"))
 
-    def executions(self) -> collections.Counter:
-        """Executions of each TB (by start address) with a translation record."""
+    def _runs(self) -> tuple[collections.Counter, int]:
+        """Executions of each TB (by start address) that has a translation record, and the
+        number of logged executions without one."""
         runs: collections.Counter = collections.Counter()
-        for line, n in self.line_count.items():
-            m = _TRACE_RE.match(line)
-            if m is not None:
-                key = int(m.group(1), 16).to_bytes(8, "big")
-                if key in self.tb_len:
-                    runs[key] += n
-        return runs
-
-    def executed_blocks(self) -> list[tuple[tuple[int, ...], int]]:
-        """(instruction words, executions) of every executed TB, in address order."""
-        runs = self.executions()
-        return [(self.tb_words[k], runs[k]) for k in sorted(runs)]
-
-    def total(self) -> tuple[int, int, int]:
-        insns = 0
-        execs = 0
         missing = 0
         for line, n in self.line_count.items():
             m = _TRACE_RE.match(line)
             if m is None:
                 continue
             key = int(m.group(1), 16).to_bytes(8, "big")
-            length = self.tb_len.get(key)
-            if length is None:
+            if key in self.tb_len:
+                runs[key] += n
+            else:
                 missing += n
-                continue
-            insns += n * length
-            execs += n
-        return insns, execs, missing
+        return runs, missing
+
+    def executed_blocks(self) -> list[tuple[tuple[int, ...], int]]:
+        """(instruction words, executions) of every executed TB, in address order."""
+        runs, _missing = self._runs()
+        return [(self.tb_words[k], runs[k]) for k in sorted(runs)]
+
+    def total(self) -> tuple[int, int, int]:
+        """(instructions, TB executions, executions without a translation record)."""
+        runs, missing = self._runs()
+        return sum(self.tb_len[k] * n for k, n in runs.items()), sum(runs.values()), missing
 
 
 def _guest_paths(root: Path, cpu: str) -> tuple[Path, str]:

@@ -56,6 +56,14 @@ def test_log_parser_reads_blocks_words_and_executions(chunk):
     assert c.total() == (5 + 3 * 3, 4, 0)
 
 
+def test_log_parser_counts_executions_without_a_translation_record():
+    c = _LogCounter()
+    c.feed(QEMU_LOG + b"Trace 0: 0x7f4010000900 [0000000000001001/0000005502800000/00000001/00000200] \n",
+           final=True)
+    assert c.total() == (5 + 3 * 3, 4, 1)
+    assert [n for _w, n in c.executed_blocks()] == [3, 1]
+
+
 # Hand-written blocks: (assembly for the reference llvm-mca run, the same instructions'
 # encodings as qemu logs them, executions).
 BLOCKS = [
