@@ -19,7 +19,7 @@ import numpy as np
 
 from nrqc import subproc
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.board import GUEST_CPU, guest_python, guest_work_dir, qemu_cpu_for
+from nrqc.emulator.board import guest_python, guest_work_dir, qemu_cpu_for
 from nrqc.errors import NrqcError
 
 LABEL = (f"emulated aarch64 board (qemu-aarch64-static user mode, -cpu the target's Pi core, cached Debian arm64 root "
@@ -52,7 +52,7 @@ def run_emulated(lib: str | Path, input_names: list[str], feeds: dict[str, np.nd
     """Load ``lib`` in the cached rootfs under ``qemu -cpu CPU``, call ``main`` once on
     ``feeds`` (in the order ``input_names``); returns ``(outputs, info)``, ``info`` with
     ``seconds`` and ``emulator``. Never builds the root file system. CPU: ``cpu``, else the
-    core of the manifest beside ``lib``, else GUEST_CPU."""
+    core of the manifest beside ``lib``, else the Pi 4 default (``board.GUEST_CPU``)."""
     reason = unavailable_reason()
     if reason:
         raise NrqcError(f"cannot run on the emulated board: {reason}")
