@@ -9,8 +9,7 @@ from pathlib import Path
 from nrqc.artifact import check_output_dir
 from nrqc.backends import backend_for
 from nrqc.layer_table import build_layer_table
-# import_relax stays importable from here: tests/test_binary_models.py and bench/ import it from nrqc.compiler.
-from nrqc.onnx_model import import_relax, load_model  # noqa: F401
+from nrqc.onnx_model import load_model
 from nrqc.pipeline import CompileContext
 from nrqc.targets import get_target
 

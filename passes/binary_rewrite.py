@@ -118,7 +118,7 @@ class Rewriter:
     # ------------------------------------------------------------ layer kinds
     def binary_layer(self, p, pk: Packed, out: str):
         """call_tir of the integer conv kernel; returns the output var."""
-        from nrqc.targets.kernels import select
+        from nrqc.targets.kernels import build as kbuild, select
 
         g = self.conv_geom(p, pk, (pk.n, pk.c, pk.h, pk.w) if p.kind == "conv2d" else
                            (pk.n, pk.c, pk.w) if p.kind == "conv1d" else (pk.n, pk.c))
@@ -132,11 +132,11 @@ class Rewriter:
         else:
             strategy = "and" if pk.encoding == "01" else "xnor"
             choice = {"strategy": strategy, "method": "rule: input encoding decides (AND for {0,1}, XNOR for {-1,+1})"}
-        func, wargs = select.build_conv(g, p.weights, strategy, out, wq, self.ctx.target)
+        func, wargs = kbuild.build_conv(g, p.weights, strategy, out, wq, self.ctx.target)
         gv, name = self.add_kernel(func, f"bconv_{p.weights}_{strategy}_{out}")
         if out == "pack":
             target = self.ctx.target
-            self.recipes[name] = (lambda pool: select.build_conv(g, p.weights, strategy, out, wq, target, pool)[0],
+            self.recipes[name] = (lambda pool: kbuild.build_conv(g, p.weights, strategy, out, wq, target, pool)[0],
                                   p.layer)
         pk_x = pk.var
         if out == "pack":
@@ -215,11 +215,11 @@ class Rewriter:
     def float_dense_on_bits(self, p, pk: Packed, b) -> bool:
         """Float weights on a packed vector (e.g. after the global max): a select-add dense."""
         from nrqc.targets.kernels import binary_ops as bo
-        from nrqc.targets.kernels import select
+        from nrqc.targets.kernels import build as kbuild
 
         relax = self.relax
         k, o = p.weight.shape
-        func = select.schedule_dense(bo.binary_dense(pk.n, k, o, "float", signed_input=pk.encoding == "pm1"),
+        func = kbuild.schedule_dense(bo.binary_dense(pk.n, k, o, "float", signed_input=pk.encoding == "pm1"),
                                      self.ctx.target)
         gv, kname = self.add_kernel(func, "binary_fc_float")
         value = relax.call_tir(gv, [pk.var, relax.const(p.weight.astype(np.float32))],
@@ -258,10 +258,9 @@ class Rewriter:
         unpacking the map to float first (a float copy of the whole map in the arena).
         Host targets keep unpack + the vectorized float conv."""
         from nrqc.targets.kernels import binary_ops as bo
-        from nrqc.targets.kernels import select
 
         relax = self.relax
-        if select._target_family(self.ctx.target) != "c" or p.layer is None:
+        if not self.ctx.target.caps.scalar or p.layer is None:
             return False
         pk = self.packed[p.x]
         w = np.asarray(p.weight, np.float32) if p.weight is not None else None
@@ -343,7 +342,7 @@ class Rewriter:
         """Float input (e.g. the log-mel first layer): the float conv fused with its threshold
         and the bit packing in one kernel."""
         from nrqc.targets.kernels import binary_ops as bo
-        from nrqc.targets.kernels import select
+        from nrqc.targets.kernels import build as kbuild
 
         if pk_in is not None or p.kind not in ("conv2d", "conv1d") or p.affine is None:
             return False
@@ -364,16 +363,16 @@ class Rewriter:
         # SIMD hosts vectorize over output channels: weights output-channel-last (an OIHW
         # weight vector is a strided gather: 7.5x slower on the VAD's first layer);
         # scalar C reads one channel's whole filter contiguously: OIHW
-        w_layout = "oihw" if select._target_family(self.ctx.target) == "c" else "ihwo"
+        w_layout = "oihw" if self.ctx.target.caps.scalar else "ihwo"
         w = self.weight_oihw(p, p.weight).astype(np.float32)
         if w_layout == "ihwo":
             w = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-        func = select.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
+        func = kbuild.schedule_float_conv_pack(bo.float_conv_pack(g, strict=p.head.strict, src_shape=src_shape,
                                                                   src_perm=src_perm, w_layout=w_layout),
                                                g, self.ctx.target)
         gv, kname = self.add_kernel(func, "fconv_threshold_pack")
         target, strict = self.ctx.target, p.head.strict
-        self.recipes[kname] = (lambda pool: select.schedule_float_conv_pack(
+        self.recipes[kname] = (lambda pool: kbuild.schedule_float_conv_pack(
             bo.float_conv_pack(g, strict=strict, pool=pool, src_shape=src_shape, src_perm=src_perm,
                                w_layout=w_layout), g, target, pool), p.layer)
         var = self.call(gv, [xin, w, m.astype(np.float32),
@@ -390,7 +389,6 @@ class Rewriter:
         bare metal (C) also through a transpose (e.g. [1, frames, bands] used
         bands-as-channels), so the features are never copied into the arena; on SIMD hosts
         the copy keeps the vectorized padded-row loads contiguous."""
-        from nrqc.targets.kernels import select
 
         relax = self.relax
         xin = x
@@ -400,7 +398,7 @@ class Rewriter:
             xin = src.args[0]
         src_shape = _shape(xin)
         tsrc = self.defs.get(xin)
-        if select._target_family(self.ctx.target) == "c" and op_name(tsrc) == "relax.permute_dims" \
+        if self.ctx.target.caps.scalar and op_name(tsrc) == "relax.permute_dims" \
                 and isinstance(tsrc.args[0], relax.Var) and tsrc.attrs.axes is not None:
             return tsrc.args[0], src_shape, [int(a) for a in tsrc.attrs.axes]
         return xin, src_shape, None
@@ -458,7 +456,7 @@ class Rewriter:
 
     def pool(self, b):
         from nrqc.targets.kernels import binary_ops as bo
-        from nrqc.targets.kernels import select
+        from nrqc.targets.kernels import build as kbuild
 
         layer = self.pools[self.seen_pool] if self.seen_pool < len(self.pools) else None
         self.seen_pool += 1
@@ -477,7 +475,7 @@ class Rewriter:
             kernel = [1, int(a.pool_size[0])]
             stride = [1, int(a.strides[0])]
             pad = [0, int(a.padding[0]), 0, int(a.padding[1])]
-        func = select.schedule_elementwise(bo.or_pool(pk.n, pk.h, pk.w, pk.c, kernel, stride, pad), self.ctx.target)
+        func = kbuild.schedule_elementwise(bo.or_pool(pk.n, pk.h, pk.w, pk.c, kernel, stride, pad), self.ctx.target)
         gv, kname = self.add_kernel(func, "or_pool")
         self.pool_kernels[kname] = ((tuple(kernel), tuple(stride), tuple(pad)), layer)
         shape = _shape(b.var)

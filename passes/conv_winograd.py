@@ -126,7 +126,6 @@ def rewrite(mod, ctx: CompileContext):
     from tvm import relax
 
     from nrqc.passes.binary_patterns import main_bindings, op_name
-    from nrqc.targets.kernels import select
     from nrqc.targets.kernels import winograd as wg
     from nrqc.targets.kernels.binary_ops import as_kernel, with_workload
     from nrqc.targets.schedules import vector_spec
@@ -136,11 +135,10 @@ def rewrite(mod, ctx: CompileContext):
     bindings = main_bindings(mod)
     if bindings is None:
         return mod
-    family = select._target_family(ctx.target)
-    if family == "c":
+    if ctx.target.caps.scalar:
         return mod
     spec = vector_spec(ctx.target)
-    if family == "arm" and spec.isa != "neon":
+    if ctx.target.caps.isa == "armv7":
         # 32-bit arm (armv7) is compile-only here: no board or emulator has checked the kernel there
         if any(op_name(b.value) == "relax.nn.conv2d" for b in bindings):
             ctx.notes.append("winograd F(2x2,3x3) not used on 32-bit arm (not checked on such a board); "

@@ -41,6 +41,12 @@ class Capabilities:
         return all(f in self.features for f in features)
 
     @property
+    def scalar(self) -> bool:
+        """No SIMD registers: kernels go through TVM's C code generator as plain loops
+        (bare-metal Cortex-M), with layouts that suit scalar code."""
+        return self.vector_bits == 0
+
+    @property
     def float_lanes(self) -> int:
         return max(self.vector_bits // 32, 1)
 

@@ -147,7 +147,7 @@ def test_no_float_map_between_binary_layers(tmp_path):
     words, and no float/int8 tensor of a feature-map shape is left in main."""
     from tvm import relax
 
-    from nrqc.compiler import import_relax, load_model
+    from nrqc.onnx_model import import_relax, load_model
     from nrqc.layer_table import build_layer_table
     from nrqc.pipeline import BINARY_REWRITE, CompileContext, build_pipeline, run_pipeline
     from nrqc.targets import get_target

@@ -10,7 +10,7 @@ import tvm
 
 from nrqc.targets import get_target
 from nrqc.targets.kernels import binary_ops as bo
-from nrqc.targets.kernels import select
+from nrqc.targets.kernels import build, pixelwise, select, strategies
 
 G = bo.ConvGeom(1, 32, 10, 6, 32, 3, 3, (1, 1), (1, 1, 1, 1))
 
@@ -21,7 +21,7 @@ def _source(lib, kind):
 
 def _build(target_name, strategy="bitserial"):
     target = get_target(target_name)
-    func = select.schedule_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
+    func = build.schedule_binary_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
     return tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm())
 
 
@@ -54,13 +54,10 @@ def test_cortex_m4_bam_small_runs_exactly_in_qemu(tmp_path):
     plain C, firmware run in QEMU (mps2-an386), output equal to onnxruntime."""
     import json
     import shutil
-    import sys
-    from pathlib import Path
 
     if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
         pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import binary_models as bm
+    from tests import binary_models as bm
 
     from nrqc.compiler import CompileOptions, compile_model
 
@@ -96,9 +93,9 @@ def test_x86_avx2_only_target_has_no_avx512_and_is_exact(strategy):
     from nrqc.targets.kernels import packing as pk
 
     target = _avx2_target()
-    assert not select.has_vnni(target) and select.strategies_for(G, target) == ("bitserial", "masked")
-    assert select._vector_lanes(target) == 8
-    func = select.schedule_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
+    assert not strategies.lookup("int8", "vnni").available(target) and select.strategies_for(G, target) == ("bitserial", "masked")
+    assert pixelwise.vector_lanes(target) == 8
+    func = build.schedule_binary_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
     asm = _source(tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm()), "asm")
     bad = sorted({m.group(0) for m in _AVX512.finditer(asm)})
     assert not bad, f"AVX-512 in an AVX2-only build: {bad[:10]}"
@@ -110,7 +107,7 @@ def test_x86_avx2_only_target_has_no_avx512_and_is_exact(strategy):
     x = (rng.random((G.n, G.c_in, G.h, G.w)) < 0.4).astype(np.int64)
     w = rng.integers(-128, 128, (G.c_out, G.cg, G.kh, G.kw)).astype(np.int8)
     ref = pk.ref_conv_acc(x, w, G.stride, G.pad, G.dilation, G.groups)
-    func, wargs = select.build_conv(G, "int8", strategy, "float", w, target)
+    func, wargs = build.build_conv(G, "int8", strategy, "float", w, target)
     lib = tvm.tirx.build(func, target=target.tvm())
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.zeros((G.n, G.c_out, G.ho, G.wo), np.float32), dev)

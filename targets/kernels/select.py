@@ -97,19 +97,6 @@ def runs_here(target) -> bool:
     return pixelwise.target_family(target) != "x86" or not x86.missing_here(x86.required_flags(target))
 
 
-# -- transitional names, kept while their callers move (passes/binary_rewrite.py,
-# passes/conv_winograd.py, tests/test_binary_targets.py, tests/test_binary_models.py):
-# the kernels are built by `kernels.build`, the ISA facts are `target.caps`.
-weight_args = build.weight_args
-build_conv = build.build_conv
-schedule_conv = build.schedule_binary_conv
-schedule_float_conv_pack = build.schedule_float_conv_pack
-schedule_dense = build.schedule_dense
-schedule_elementwise = build.schedule_elementwise
-_target_family = pixelwise.target_family
-_vector_lanes = pixelwise.vector_lanes
-
-
 def has_vnni(target) -> bool:
     return strategies.lookup("int8", "vnni").available(target)
 
