@@ -63,13 +63,16 @@ def check_without_board(stage, m, manifest: dict, options, target) -> dict:
 
 
 def _check_emulated(stage, m, manifest, options, feeds) -> dict:
+    from nrqc.emulator.board import qemu_cpu_for
     from nrqc.emulator.guest_run import LABEL, SHORT_LABEL, run_emulated
 
     _log("numerical check on the emulated aarch64 board (cached root file system, qemu user mode); "
          "no --rpc board given")
     names = [s.name for s in m.inputs]
     try:
-        got, info = run_emulated(Path(stage) / manifest.get("library", LIBRARY), names, feeds)
+        # the core the target builds for (a Pi 5 build under cortex-a76, never qemu's "max")
+        got, info = run_emulated(Path(stage) / manifest.get("library", LIBRARY), names, feeds,
+                                 cpu=qemu_cpu_for(manifest.get("tvm_target")))
     except NrqcError as e:
         # The library itself may be what fails: a failed check, not a usage error.
         return {"ran": True, "passed": False, "max_abs_error": None, "where": "emulated", "emulated": True,

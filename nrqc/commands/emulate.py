@@ -15,8 +15,8 @@ import click
               help="Debian mirror for building the root file system (default: $NRQC_DEBIAN_MIRROR, else the "
                    "host's Debian mirror from /etc/apt/sources.list, sources.list.d/*.list and *.sources).")
 def command(target, port, tracker, key, rebuild, mirror):
-    """Start an emulated TARGET board (arm_cpu: aarch64 Debian + the official TVM wheel
-    under qemu-aarch64-static) and serve TVM RPC on 127.0.0.1 until stopped (Ctrl-C).
+    """Start an emulated TARGET board (arm_cpu, arm_cpu_a76: aarch64 Debian + the official
+    TVM wheel under qemu-aarch64-static -cpu cortex-a72 / cortex-a76) and serve TVM RPC on 127.0.0.1 until stopped (Ctrl-C).
 
     The first start builds the root file system (cached in $NRQC_CACHE, default
     ~/.cache/nrqc) from the Debian mirror the host's apt uses (or --mirror); later
@@ -26,15 +26,15 @@ def command(target, port, tracker, key, rebuild, mirror):
     from nrqc.targets import get_target
 
     desc = get_target(target)
-    if desc.name != "arm_cpu":
-        raise NrqcError(f"nrqc emulate {target}: only arm_cpu has an emulated board "
+    if getattr(desc.backend, "emulator", None) is None or desc.caps.isa != "aarch64":
+        raise NrqcError(f"nrqc emulate {target}: only the 64-bit Raspberry Pi targets have an emulated board "
                         f"(armv7: no official 32-bit ARM TVM wheel; Cortex-M runs under `nrqc run`)")
     if tracker and not key:
         raise NrqcError("--tracker needs --key (the device key the board registers under)")
     from nrqc.emulator import rootfs
-    from nrqc.emulator.board import serve_foreground
+    from nrqc.emulator.board import qemu_cpu_for, serve_foreground
 
     rootfs.use_mirror(mirror)
     if rebuild:
         rootfs.build_rootfs(force=True)
-    raise SystemExit(serve_foreground(port=port, tracker=tracker, key=key))
+    raise SystemExit(serve_foreground(port=port, tracker=tracker, key=key, cpu=qemu_cpu_for(desc.tvm_target)))
