@@ -174,8 +174,12 @@ class ArtifactSession:
 
 
 def flatten_outputs(out) -> list[np.ndarray]:
+    import tvm_ffi
+
     if hasattr(out, "numpy"):
         return [out.numpy()]
+    if isinstance(out, tvm_ffi.Shape):  # a static ONNX Shape output: the VM returns the shape itself
+        return [np.asarray(tuple(out), dtype=np.int64)]
     result = []
     for o in out:
         result.extend(flatten_outputs(o))
