@@ -312,7 +312,7 @@ def save_untyped(g: G, x_shape, out):
 
 
 # ---------------------------------------------------------------- one BAM model, many writers
-# tests/test_foreign_writers.py compiles the same small BAM model as written by nrqc's own
+# tests/onnx/test_foreign_writers.py compiles the same small BAM model as written by nrqc's own
 # exporter and by foreign writers (onnx.helper without names / with duplicate names,
 # torch.onnx.export TorchScript and dynamo, onnxruntime's quantize_static QDQ).
 

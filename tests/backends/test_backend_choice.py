@@ -13,7 +13,8 @@ from nrqc.targets import BareMetalC, BackendSpec, CrossLibrary, HostLibrary, all
 from tests.onnx_builders import small_conv_model
 
 # What each registered target is built by, written out by hand (not derived from BACKENDS).
-EXPECTED = {"x86": HostLibraryBackend, "arm_cpu": CrossLibraryBackend, "armv7": CrossLibraryBackend,
+EXPECTED = {"x86": HostLibraryBackend, "arm_cpu": CrossLibraryBackend, "arm_cpu_a76": CrossLibraryBackend,
+            "armv7": CrossLibraryBackend,
             "cortex-m4": BareMetalBackend, "cortex-m7": BareMetalBackend}
 
 

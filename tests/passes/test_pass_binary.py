@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import binary_models as bm
+from tests import binary_models as bm
 from pass_helpers import call_tir_callees, imported, onnxruntime_outputs, op_names, run_module, run_steps, step
 
 

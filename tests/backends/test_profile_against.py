@@ -1,12 +1,8 @@
 """`nrqc profile --against`: a binary model's memory beside its float twin's."""
 import json
-import sys
-from pathlib import Path
 
+from tests import binary_models as bm
 from tests.conftest import run_cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import binary_models as bm  # noqa: E402
 
 
 def test_profile_against_float_twin_reports_reduction(tmp_path):

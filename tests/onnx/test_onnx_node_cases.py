@@ -7,7 +7,7 @@ or be refused when the model is loaded, with an NrqcError naming the node: no wr
 no crash in the pipeline. The default suite runs one case per claimed op; the full set
 is `-m slow`.
 
-`python tests/test_onnx_node_cases.py sweep OUT.jsonl [OP ...]` classifies every case of every
+`python -m tests.onnx.test_onnx_node_cases sweep OUT.jsonl [OP ...]` classifies every case of every
 op the Relax frontend imports (or of the ops named) (one worker process per op, so a crash is attributed to its
 case) — the data behind docs/onnx-ops.md.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "onnx-ops.md"
 
 
@@ -313,7 +313,8 @@ def _sweep(out_path: Path, only: list[str]) -> None:
     for op in ops:
         if op in done:
             continue
-        proc = subprocess.run([sys.executable, __file__, "op", op], capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run([sys.executable, "-m", "tests.onnx.test_onnx_node_cases", "op", op], cwd=REPO,
+                              capture_output=True, text=True, timeout=3600)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         verdicts = json.loads(lines[-1]) if lines else {"error": proc.stderr[-500:]}
         with out_path.open("a") as f:
@@ -322,8 +323,7 @@ def _sweep(out_path: Path, only: list[str]) -> None:
                    for k in ("pass", "wrong", "refused", "crashed")}, flush=True)
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # from the repository root: python -m tests.onnx.test_onnx_node_cases ...
     if sys.argv[1] == "sweep":
         _sweep(Path(sys.argv[2]), sys.argv[3:])
     elif sys.argv[1] == "op":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # package -> folder, as pyproject.toml's package-dir maps them
 ROOTS = {"nrqc": REPO / "nrqc", "nrqc.passes": REPO / "passes", "nrqc.targets": REPO / "targets",
          "nrqc.models": REPO / "models"}

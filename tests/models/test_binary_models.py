@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
-import binary_models as bm
+from tests import binary_models as bm
 
 from nrqc.compiler import CompileOptions, compile_model
 from nrqc.reference import run_onnxruntime

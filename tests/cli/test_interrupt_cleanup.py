@@ -46,7 +46,7 @@ def _stages(folder: Path, name: str) -> list[Path]:
 def test_cortex_m_compile_with_relative_output_from_another_cwd(tmp_path):
     """Regression: QEMU ran in a scratch directory with the firmware's relative path
     ("firmware.elf: No such file or directory"); the result is checked against onnxruntime."""
-    from tests.test_cortex_m_firmware import vad_like_model
+    from tests.cortex_m.test_cortex_m_firmware import vad_like_model
 
     work = tmp_path / "work"
     work.mkdir()
@@ -84,7 +84,7 @@ def _hung_qemu(bin_dir: Path, pid_file: Path) -> dict:
 @needs_cortex_m
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_compile_leaves_no_staging_dir_and_no_qemu(tmp_path, sig):
-    from tests.test_cortex_m_firmware import vad_like_model
+    from tests.cortex_m.test_cortex_m_firmware import vad_like_model
 
     model = vad_like_model(tmp_path / "vad.onnx")
     pid_file = tmp_path / "qemu.pid"

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import run_cli
-from rpc_helpers import free_port, wait_for_port
-from test_tuning_db import _dense_model
+from tests.conftest import run_cli
+from tests.rpc_helpers import free_port, wait_for_port
+from tests.tuning.test_tuning_db import _dense_model
 
 KEY = "nrqc-test-board"
 

@@ -5,17 +5,13 @@ time giving the same numbers as onnxruntime."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import binary_models as bm  # noqa: E402
-from test_schedules_cpu import _conv_model  # noqa: E402
-
-from nrqc.targets import get_target  # noqa: E402
+from nrqc.targets import get_target
+from tests import binary_models as bm
+from tests.kernels.test_schedules_cpu import _conv_model
 
 X86 = get_target("x86")
 

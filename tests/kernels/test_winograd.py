@@ -15,7 +15,7 @@ import pytest
 import torch
 import tvm
 
-from guarded_memory import guarded_array, run_isolated
+from tests.guarded_memory import guarded_array, run_isolated
 
 from nrqc.targets import get_target, x86
 from nrqc.targets.kernels import winograd as wg
@@ -122,7 +122,7 @@ def test_winograd_on_request_only(tmp_path, monkeypatch):
     import json
 
     from nrqc.compiler import CompileOptions, compile_model
-    from tests.test_schedules_cpu import _conv_model
+    from tests.kernels.test_schedules_cpu import _conv_model
 
     _conv_model(tmp_path / "m.onnx", 16, 32, 8, 10, 3, 1, 1, bias=True, pool="max")
 
@@ -196,7 +196,7 @@ def test_winograd_neon_within_its_inputs_on_the_emulated_board(tmp_path):
                           f"shape{i}": np.array(g.out_shape)})
             refs.append(_reference(x, wt, b, relu, pool))
         np.savez(host_dir / "cases.npz", **feeds)
-        shutil.copyfile(Path(__file__).with_name("guarded_memory.py"), host_dir / "guarded_memory.py")
+        shutil.copyfile(Path(__file__).resolve().parents[1] / "guarded_memory.py", host_dir / "guarded_memory.py")
         (host_dir / "run_cases.py").write_text(_GUEST_SCRIPT)
         proc = subprocess.run([*argv, f"{guest_dir}/run_cases.py", guest_dir], env=env, cwd="/",
                               capture_output=True, text=True, timeout=1200)

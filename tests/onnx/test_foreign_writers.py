@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import pytest
 
-import binary_models as bm
-from conftest import run_cli
+from tests import binary_models as bm
+from tests.conftest import run_cli
 
 X_SHAPE = (1, 24, 16)  # [N, frames, bands], as nrqc export's "image" layout reads it
 

@@ -28,7 +28,7 @@ import json
 
 import pytest
 
-import binary_models as bm
+from tests import binary_models as bm
 
 from nrqc.compiler import CompileOptions, compile_model
 

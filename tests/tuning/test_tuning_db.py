@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 
 def _dense_model(path, seed=0):
