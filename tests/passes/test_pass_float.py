@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pass_helpers import call_tir_callees, context, op_names, run_module, run_steps, step
+from tests.passes.pass_helpers import call_tir_callees, context, op_names, run_module, run_steps, step
 
 
 def _module(build, *shapes):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pass_helpers import context
+from tests.passes.pass_helpers import context
 
 
 def _tiny_module():
