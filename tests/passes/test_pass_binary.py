@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests import binary_models as bm
-from tests.passes.pass_helpers import call_tir_callees, imported, onnxruntime_outputs, op_names, run_module, run_steps, step
+from tests.passes.pass_helpers import (call_tir_callees, imported, onnxruntime_outputs, op_names, run_module, run_steps,
+                                      step)
 
 
 @pytest.fixture(scope="module")
