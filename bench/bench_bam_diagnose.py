@@ -16,7 +16,10 @@ test splits (no training here, a few seconds of CPU):
   (fit on train, Pearson on test) for the float model's real-valued pooled features, the
   same features cut to one bit per channel at the median (what the calibration of the
   pooled threshold aims for), at quantiles spread over (0, 1) (a thermometer code), and
-  the bam model's own pooled bits.
+  the bam model's own pooled bits;
+- float − bam on test with the paired bootstrap interval, when both runs wrote
+  test_predictions.npz (runs that have not finished: rerun their `nrqc train` command with
+  `--epochs` at the last epoch done, which only evaluates).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 
 from nrqc.data.corpus import load_corpus
 from nrqc.training import metrics as M
+from nrqc.training.bootstrap import paired_task_differences
 from nrqc.training.calibrate import pooled_binary_layers
 from nrqc.training.checkpoint import load_checkpoint, model_from_checkpoint
 from nrqc.training.diagnostics import binary_unit_stats, layer_name
@@ -38,8 +42,9 @@ from nrqc.training.trainer import predict
 
 def _run(folder: str):
     m = json.loads((Path(folder) / "metrics.json").read_text())
-    net = model_from_checkpoint(load_checkpoint(Path(folder) / "checkpoint.pt"))
-    return m, net
+    state = load_checkpoint(Path(folder) / "checkpoint.pt")  # the best epoch so far while a run trains
+    m.setdefault("best_epoch", state["epoch"])
+    return m, model_from_checkpoint(state)
 
 
 @torch.no_grad()
@@ -149,6 +154,11 @@ def main(argv=None):
             r["pooled_layer"] = [layer_name(i, net.layers[i]) for i in sorted(pooled_binary_layers(net))]
             r["distinct_head_inputs_val"] = int(len(np.unique(bits["val"], axis=0)))
             r["ridge_on_pooled_bits_test"] = ridge_pearson(bits["train"], y[tr], bits["test"], y[te])
+        npz = [Path(f) / "test_predictions.npz" for f in (a.float_run, folder)]
+        if folder != a.float_run and all(f.is_file() for f in npz):
+            (fp, bp), lab = [np.load(f)["pred"] for f in npz], np.load(npz[0])["label"]
+            r["test_ci"] = m.get("test_ci")
+            r["float_minus_this_test"] = paired_task_differences("quality", [fp], [bp], lab)
         report["models"][folder] = r
     print(json.dumps(report, indent=1, default=float))
     if a.json:
