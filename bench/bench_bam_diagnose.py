@@ -33,7 +33,7 @@ import torch
 from nrqc.data.corpus import load_corpus
 from nrqc.training import metrics as M
 from nrqc.training.bootstrap import paired_task_differences
-from nrqc.training.calibrate import pooled_binary_layers
+from nrqc.training.calibrate import pooled_binary_layers, pooled_quantiles
 from nrqc.training.checkpoint import load_checkpoint, model_from_checkpoint
 from nrqc.training.diagnostics import binary_unit_stats, layer_name
 from nrqc.training.net import Block, GlobalMaxPool
@@ -108,12 +108,10 @@ def int8_ablation(net, x, y) -> dict:
 
 
 def thermometer_bits(f_tr, f, spread: bool) -> np.ndarray:
-    """One bit per channel: above the channel's median on train, or above quantile q_c with
-    q_c spread evenly over (0, 1) across channels (each channel cuts at another level)."""
-    c = f_tr.shape[1]
-    q = (np.arange(c) + 0.5) / c if spread else np.full(c, 0.5)
-    rng = np.random.default_rng(0).permutation(c)  # no relation between channel index and level
-    thr = np.array([np.quantile(f_tr[:, j], q[rng[j]]) for j in range(c)])
+    """One bit per channel: above the channel's median on train, or above its quantile q_c
+    from the `--pooled-calibration spread` levels (each channel cuts at another level)."""
+    q = pooled_quantiles(f_tr.shape[1], "spread" if spread else "median").numpy()
+    thr = np.array([np.quantile(f_tr[:, j], q[j]) for j in range(f_tr.shape[1])])
     return (f > thr).astype(np.float64)
 
 
