@@ -43,7 +43,7 @@ def test_paired_difference_of_identical_predictors_is_zero():
     y = rng.normal(3, 1, 200)
     p = y + rng.normal(0, 0.5, 200)
     assert paired_difference_ci(M.pearson, p, p, y) == (0.0, 0.0, 0.0)
-    d = paired_task_differences("quality", [p], [p], y)
+    d = paired_task_differences("quality", [p], [p], y, resamples=200)
     assert all(v["diff"] == 0 and v["ci"] == [0, 0] for v in d.values())
 
 
