@@ -1,0 +1,89 @@
+"""Binary x int8 conv kernels on an AVX2-only build: avx2_maddubs against masked and
+bitserial (the strategies AVX2 had before it), on the binary layers of the zoo's
+DNSMOS-like BAM model and of the default VAD BAM model (geometries as `nrqc compile
+--target x86 --mcpu haswell` meets them), packed output, fused pool where given.
+
+    python bench/bench_avx2_strategy.py [--mcpu haswell] [--iters 200] [--rounds 5]
+
+One thread (TVM_NUM_THREADS=1 before TVM loads). Each figure is the median over `rounds`
+of the mean of `iters` calls; MAC/cycle at the clock of the target description, against
+its ``peak_int8_macs_per_cycle``. The host must be able to run the build (an AVX-512 host
+runs AVX2 code)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from nrqc.targets.kernels.binary_ops import ConvGeom  # noqa: E402
+
+_PAD1 = (1, 1, 1, 1)
+LAYERS = (  # (model, geometry, fused OR-pool or None)
+    ("dnsmos conv2", ConvGeom(1, 32, 100, 32, 32, 3, 3, pad=_PAD1), None),
+    ("dnsmos conv2+pool", ConvGeom(1, 32, 100, 32, 32, 3, 3, pad=_PAD1), ((2, 2), (2, 2), (0, 0, 0, 0))),
+    ("dnsmos conv3", ConvGeom(1, 32, 50, 16, 32, 3, 3, pad=_PAD1), None),
+    ("dnsmos conv4", ConvGeom(1, 32, 25, 8, 64, 3, 3, pad=_PAD1), None),
+    ("vad conv", ConvGeom(1, 32, 1, 100, 32, 1, 3, pad=(0, 1, 0, 1)), None),
+)
+STRATEGIES = ("bitserial", "masked", "avx2_maddubs")
+
+
+def time_kernel(g, strategy, target, pool, iters, rounds) -> float:
+    """Median over rounds of the mean call time (s) of the packed-output kernel."""
+    import tvm
+
+    from nrqc.targets.kernels import binary_ops as bo
+    from nrqc.targets.kernels import packing as pk
+
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    # by module, registered or not (a candidate is measured here before it is registered)
+    mod = importlib.import_module(f"nrqc.targets.kernels.strategies.{strategy}")
+    func, wargs = mod.build(g, "pack", target, pool), mod.weight_args(g, wq)
+    lib = tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm())
+    ho, wo = bo.pool_out(g.ho, g.wo, *pool) if pool is not None else (g.ho, g.wo)
+    dev = tvm.cpu()
+    x = pk.pack_channels(rng.random((g.n, g.h, g.w, g.c_in)) < 0.4)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in
+            [x, *wargs, np.ones(g.c_out, np.int32), np.zeros(g.c_out, np.int32), np.zeros((g.n, ho, wo, g.words_out), np.uint32)]]
+    f = lib["k"]
+    f(*args)
+    means = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            f(*args)
+        means.append((time.perf_counter() - t0) / iters)
+    return float(np.median(means))
+
+
+def main() -> None:
+    from nrqc.targets import get_target
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mcpu", default="haswell")
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    target = get_target("x86", args.mcpu)
+    peak = target.figure("peak_int8_macs_per_cycle")
+    ghz = target.figure("clock_ghz")
+    print(f"x86 --mcpu {args.mcpu}: peak {peak:g} int8 MAC/cycle, clock {ghz:g} GHz, one thread")
+    print(f"{'layer':20s} {'MACs':>9s} " + " ".join(f"{s:>22s}" for s in STRATEGIES))
+    for label, g, pool in LAYERS:
+        macs = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw * g.cg
+        cells = []
+        for s in STRATEGIES:
+            t = time_kernel(g, s, target, pool, args.iters, args.rounds)
+            rate = macs / (t * ghz * 1e9)
+            cells.append(f"{t * 1e6:7.1f} us {rate:5.1f} M/c {100 * rate / peak:3.0f}%")
+        print(f"{label:20s} {macs:9d} " + " ".join(f"{c:>22s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Unpack to u8 + ``vpmaddubsw``/``vpmaddwd`` on AVX2 (Haswell, Zen 2: no AVX-512, no VNNI).
+
+The workload, weight layout and schedule are the VNNI strategy's (strategies/vnni.py): the
+u8 {0,1} rows an output row reads are unpacked from the packed words, and 16 output
+channels of a pixel are updated per (tap, 4 input channels). Only the 16x4 dot product
+differs: per 8 output channels one ``vpmaddubsw`` (u8 x s8, pairs summed to s16: at most
+2 x 128 in magnitude for {0,1} inputs, so never saturating) and one ``vpmaddwd`` by ones
+(pairs of s16 summed to s32), then ``vpaddd``: 3 instructions per 32 MACs where VNNI has
+one ``vpdpbusd``."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from tvm.script import tirx as T
+
+from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import intrin
+from nrqc.targets.kernels import packing as pk
+from nrqc.targets.kernels.strategies import vnni
+from nrqc.targets.kernels.strategies.estimates import taps
+
+NAME = "avx2_maddubs"
+WEIGHTS = "int8"
+
+
+def available(target) -> bool:
+    return target is not None and target.caps.has("avx2")
+
+
+def supports(g) -> bool:
+    # the VNNI schedule's loop nest: groups == 1, and output channels a multiple of 16
+    # (other counts fail its tensorize: measured on c_out = 24, where it would fall back
+    # to plain loops)
+    return g.groups == 1 and g.c_out % 16 == 0
+
+
+def cost(g, target) -> float:
+    """vpmaddubsw + vpmaddwd + vpaddd per 8 output channels x 4 input channels; Haswell
+    issues vpmaddubsw and vpmaddwd on port 0 only, one per cycle (Intel optimization manual,
+    uops.info: VPMADDUBSW/VPMADDWD ymm p0 on HSW, p01 on SKL and Zen 2), so 2 cycles per
+    32 MACs: 16 MAC/cycle, a quarter of the 64 of ``peak_int8_macs_per_cycle``; plus the
+    u8 unpack of kh input rows per output row (32 channels per 256-bit vector)."""
+    c4 = pk.vnni_padded_channels(g.c_in, g.c_out)[0]
+    return taps(g) * c4 / 16 + g.n * g.ho * g.kh * g.w * g.c_in / 32
+
+
+def weight_args(g, wq):
+    return vnni.weight_args(g, wq)
+
+
+def build(g, out: str, target, pool=None, strict: bool = False):
+    with _dot_16x4_as_maddubs():
+        return vnni.schedule(bo.binary_conv(g, WEIGHTS, "vnni", out, pool), g, out, target, pool, strict)
+
+
+@T.prim_func(s_tir=True)
+def _maddubs(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        # the 4 input bytes in every dword: u8 pair (4i+2k, 4i+2k+1) meets B[i, 2k:2k+2]
+        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="int8x32")
+        ones = T.broadcast(T.int16(1), 16)
+        for h in T.unroll(2):
+            C[T.ramp(h * 8, 1, 8)] = C.vload([h * 8], "int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a,
+                                        B.vload([h * 8, 0], "int8x32"), dtype="int16x16"),
+                ones, dtype="int32x8")
+
+
+_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _dot_16x4_as_maddubs():
+    """The VNNI schedule tensorizes with the intrinsic registered under ``intrin.VNNI_16x4``
+    (it takes no intrinsic argument): while it runs, that name is bound to the AVX2
+    implementation (same description), then back to vpdpbusd."""
+    from tvm.s_tir import TensorIntrin
+
+    with _LOCK:
+        name = intrin.vnni_16x4()
+        TensorIntrin.register(name, intrin._desc, _maddubs, override=True)
+        try:
+            yield
+        finally:
+            TensorIntrin.register(name, intrin._desc, intrin._vnni, override=True)
