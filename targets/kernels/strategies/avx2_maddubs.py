@@ -31,16 +31,20 @@ def available(target) -> bool:
 def supports(g) -> bool:
     # the VNNI schedule's loop nest: groups == 1, and output channels a multiple of 16
     # (other counts fail its tensorize: measured on c_out = 24, where it would fall back
-    # to plain loops)
+    # to plain loops). A fused pool is not known here: a 3x3 stride-2 padded one is beyond
+    # the tensorize too and runs as plain loops, exact, with a note in the compile report
+    # (as for vnni); the zoo models' 2x2 stride-2 pools are tensorized.
     return g.groups == 1 and g.c_out % 16 == 0
 
 
 def cost(g, target) -> float:
-    """vpmaddubsw + vpmaddwd + vpaddd per 8 output channels x 4 input channels; Haswell
-    issues vpmaddubsw and vpmaddwd on port 0 only, one per cycle (Intel optimization manual,
-    uops.info: VPMADDUBSW/VPMADDWD ymm p0 on HSW, p01 on SKL and Zen 2), so 2 cycles per
-    32 MACs: 16 MAC/cycle, a quarter of the 64 of ``peak_int8_macs_per_cycle``; plus the
-    u8 unpack of kh input rows per output row (32 channels per 256-bit vector)."""
+    """vpmaddubsw + vpmaddwd + vpaddd per 8 output channels x 4 input channels (32 MACs),
+    always 256-bit (the AVX2 intrinsics), whatever the target's vector width. Haswell issues
+    vpmaddubsw and vpmaddwd on port 0 only (uops.info: p0 on HSW, p01 on SKL and Zen 2), so
+    2 cycles per 32 MACs: 16 MAC/cycle, a quarter of the haswell description's
+    ``peak_int8_macs_per_cycle`` (64, which counts 2 ports); Zen 4 running the haswell build
+    measured 31-37. Plus the u8 unpack of kh input rows per output row (32 channels per
+    256-bit vector)."""
     c4 = pk.vnni_padded_channels(g.c_in, g.c_out)[0]
     return taps(g) * c4 / 16 + g.n * g.ho * g.kh * g.w * g.c_in / 32
 
