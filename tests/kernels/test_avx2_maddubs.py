@@ -80,15 +80,17 @@ def test_packed_output_with_fused_pool_exact_on_haswell_build(pool):
     np.testing.assert_array_equal(pk.unpack_channels(got, g.c_out), np.moveaxis(ref, 1, -1))
 
 
-def test_the_vnni_intrinsic_is_restored_after_a_build():
-    """The build binds the shared 16x4 intrinsic name to vpmaddubsw only while it runs."""
+def test_the_vnni_and_avx2_intrinsics_are_registered_apart():
+    """An AVX2 build tensorizes with its own intrinsic; the VNNI one stays vpdpbusd."""
     from tvm.s_tir import TensorIntrin
 
     from nrqc.targets.kernels import intrin
 
     strategy.build(GEOMS[0], "float", HASWELL, strict=True)
-    impl = TensorIntrin.get(intrin.vnni_16x4()).impl
-    assert "vpdpbusd" in impl.script() and "pmadd" not in impl.script()
+    vnni_impl = TensorIntrin.get(intrin.vnni_16x4()).impl.script()
+    avx2_impl = TensorIntrin.get(strategy.maddubs_16x4()).impl.script()
+    assert "vpdpbusd" in vnni_impl and "pmadd" not in vnni_impl
+    assert "pmadd.ub.sw" in avx2_impl and "vpdpbusd" not in avx2_impl
 
 
 def test_available_where_avx2_is():

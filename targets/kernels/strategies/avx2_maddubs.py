@@ -9,8 +9,7 @@ differs: per 8 output channels one ``vpmaddubsw`` (u8 x s8, pairs summed to s16:
 one ``vpdpbusd``."""
 from __future__ import annotations
 
-import contextlib
-import threading
+import functools
 
 from tvm.script import tirx as T
 
@@ -54,8 +53,8 @@ def weight_args(g, wq):
 
 
 def build(g, out: str, target, pool=None, strict: bool = False):
-    with _dot_16x4_as_maddubs():
-        return vnni.schedule(bo.binary_conv(g, WEIGHTS, "vnni", out, pool), g, out, target, pool, strict)
+    return vnni.schedule(bo.binary_conv(g, WEIGHTS, "vnni", out, pool), g, out, target, pool, strict,
+                         dot_16x4=maddubs_16x4())
 
 
 @T.prim_func(s_tir=True)
@@ -75,20 +74,14 @@ def _maddubs(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "
                 ones, dtype="int32x8")
 
 
-_LOCK = threading.Lock()
+MADDUBS_16x4 = "nrqc_dot_16x4_u8i8i32_avx2"
 
 
-@contextlib.contextmanager
-def _dot_16x4_as_maddubs():
-    """The VNNI schedule tensorizes with the intrinsic registered under ``intrin.VNNI_16x4``
-    (it takes no intrinsic argument): while it runs, that name is bound to the AVX2
-    implementation (same description), then back to vpdpbusd."""
+@functools.lru_cache(maxsize=1)
+def maddubs_16x4() -> str:
+    """The AVX2 16x4 dot product, registered under its own name (the description is the
+    VNNI one, so the same schedule tensorizes with either)."""
     from tvm.s_tir import TensorIntrin
 
-    with _LOCK:
-        name = intrin.vnni_16x4()
-        TensorIntrin.register(name, intrin._desc, _maddubs, override=True)
-        try:
-            yield
-        finally:
-            TensorIntrin.register(name, intrin._desc, intrin._vnni, override=True)
+    TensorIntrin.register(MADDUBS_16x4, intrin._desc, _maddubs, override=True)
+    return MADDUBS_16x4

@@ -36,17 +36,19 @@ def build(g, out: str, target, pool=None, strict: bool = False):
 
 
 @keeps_workload
-def schedule(func, g, out: str, target, pool=None, strict: bool = False):
-    """The VNNI schedule; on failure the kernel runs as plain loops (an error if strict)."""
+def schedule(func, g, out: str, target, pool=None, strict: bool = False, dot_16x4=None):
+    """The VNNI schedule; on failure the kernel runs as plain loops (an error if strict).
+    `dot_16x4` names the registered 16x4 u8*s8 dot-product intrinsic the inner update is
+    tensorized with (default vpdpbusd; strategies/avx2_maddubs.py passes its AVX2 one)."""
     try:
-        return _schedule(func, g, out, target, pool)
+        return _schedule(func, g, out, target, pool, dot_16x4)
     except Exception as e:
         if strict:
             raise
         return unscheduled(func, "VNNI conv", e)
 
 
-def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None):
+def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None):
     """Unpack-to-u8 + vpdpbusd: the u8 rows one output row reads are unpacked at that row
     (vectorized), the accumulators of one output pixel (16 channels per vector) are
     updated with one vpdpbusd per (tap, 4 input channels, 16 output channels)."""
@@ -102,7 +104,7 @@ def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None):
         sch.vectorize(eo)
     init = sch.decompose_reduction(acc, order[0])
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(oi, vnni_16x4())
+    sch.tensorize(oi, dot_16x4 or vnni_16x4())
     for lp in [L[p] for p in pix] + [oo] + ([L["s"]] if "s" in L and knobs.VNNI_UNROLL_TAPS else []):
         sch.unroll(lp)
     return sch.mod["main"]
