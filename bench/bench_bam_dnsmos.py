@@ -34,7 +34,9 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+# the model builders live in the test package (tests/binary_models.py); the repository root
+# goes on the path, never tests/ itself (its onnx/ folder would hide the onnx package)
+sys.path.insert(0, str(REPO))
 
 
 def _median_of_medians(fn, rounds: int, iters: int) -> tuple[float, list[float]]:
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
 
     import tvm
 
-    import binary_models as bm
+    from tests import binary_models as bm
     from nrqc.compiler import CompileOptions, compile_model
     from nrqc.runtime import ArtifactSession
     from nrqc.targets import get_target
