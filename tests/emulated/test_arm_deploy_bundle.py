@@ -121,7 +121,7 @@ def test_deploy_argument_errors(tmp_path):
 
 def test_emulate_argument_errors():
     p = run_cli("emulate", "x86", check_exit=2)
-    assert "only arm_cpu has an emulated board" in p.stderr
+    assert "only the 64-bit Raspberry Pi targets have an emulated board" in p.stderr
     p = run_cli("emulate", "nosuchboard", check_exit=2)
     assert "unknown target 'nosuchboard'" in p.stderr
     p = run_cli("emulate", "arm_cpu", "--tracker", "127.0.0.1:9190", check_exit=2)
