@@ -16,6 +16,7 @@ def command(as_json: bool):
     if as_json:
         click.echo(json.dumps([d.to_json() for d in descs], indent=2))
         return
+    width = max(len(d.name) for d in descs)
     for d in descs:
         alias = f" (aliases: {', '.join(d.aliases)})" if d.aliases else ""
-        click.echo(f"{d.name:<10} {d.backend.name:<12} {d.summary}{alias}")
+        click.echo(f"{d.name:<{width}} {d.backend.name:<12} {d.summary}{alias}")
