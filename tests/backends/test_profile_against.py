@@ -1,10 +1,14 @@
 """`nrqc profile --against`: a binary model's memory beside its float twin's."""
 import json
 
+import pytest
+
 from tests import binary_models as bm
 from tests.conftest import run_cli
 
 
+# slow (~40 s): the README's main job runs `nrqc profile --against` end to end in CI
+@pytest.mark.slow
 def test_profile_against_float_twin_reports_reduction(tmp_path):
     bam = bm.bam_model(tmp_path / "bam.onnx", frames=48, bands=32)
     flt = bm.bam_model(tmp_path / "float.onnx", frames=48, bands=32, float_model=True)

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from tests.conftest import run_cli
 from tests.onnx_builders import small_conv_model
@@ -34,6 +35,7 @@ def test_rpc_connection_refused_is_a_clear_error(tmp_path):
     assert "cannot connect to a TVM RPC server" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # ~30 s: a second RPC server and two profiles; the default suite keeps run/profile over RPC
 def test_profile_rpc_threads_configure_the_boards_pool(tmp_path, monkeypatch):
     """--threads sizes the board's TVM thread pool through RPC and reports what the board
     uses: the pool cannot grow beyond the rpc_server's TVM_NUM_THREADS (set to 2 here)."""
