@@ -91,28 +91,33 @@ def test_interrupted_compile_leaves_no_staging_dir_and_no_qemu(tmp_path, sig):
     env = _hung_qemu(tmp_path / "bin", pid_file)
     out = tmp_path / "o"
     proc = _nrqc(["compile", model, "--target", "cortex-m4", "-o", out], cwd=tmp_path, env=env)
+    qemu_pid = None
     try:
-        deadline = time.monotonic() + 300
-        while not pid_file.exists() or not pid_file.read_text().strip():
-            assert proc.poll() is None, f"compile ended before QEMU ran: {proc.communicate()[1][-2000:]}"
-            assert time.monotonic() < deadline, "QEMU never started"
+        try:
+            deadline = time.monotonic() + 300
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                assert proc.poll() is None, f"compile ended before QEMU ran: {proc.communicate()[1][-2000:]}"
+                assert time.monotonic() < deadline, "QEMU never started"
+                time.sleep(0.1)
+            qemu_pid = int(pid_file.read_text())
+            assert _alive(qemu_pid)
+            assert _stages(tmp_path, "o"), "the staging directory should exist while QEMU runs"
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode != 0
+        assert "Traceback" not in err, err[-2000:]
+        assert not _stages(tmp_path, "o") and not out.exists()
+        for _ in range(50):  # the kill is synchronous; allow the kernel a moment to reap
+            if not _alive(qemu_pid):
+                break
             time.sleep(0.1)
-        qemu_pid = int(pid_file.read_text())
-        assert _alive(qemu_pid)
-        assert _stages(tmp_path, "o"), "the staging directory should exist while QEMU runs"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert "Traceback" not in err, err[-2000:]
-    assert not _stages(tmp_path, "o") and not out.exists()
-    for _ in range(50):  # the kill is synchronous; allow the kernel a moment to reap
-        if not _alive(qemu_pid):
-            break
-        time.sleep(0.1)
-    assert not _alive(qemu_pid), f"QEMU {qemu_pid} outlived the interrupted compile"
+        assert not _alive(qemu_pid), f"QEMU {qemu_pid} outlived the interrupted compile"
+    finally:  # a failed check (a timeout included) must not leave the test's own hung QEMU running
+        if qemu_pid is not None and _alive(qemu_pid):
+            os.kill(qemu_pid, signal.SIGKILL)
 
 
 def _dead_pid() -> int:
