@@ -96,14 +96,3 @@ def runs_here(target) -> bool:
 
     return pixelwise.target_family(target) != "x86" or not x86.missing_here(x86.required_flags(target))
 
-
-def has_vnni(target) -> bool:
-    return strategies.lookup("int8", "vnni").available(target)
-
-
-def has_lut(target) -> bool:
-    return strategies.lookup("int8", "lut").available(target)
-
-
-def has_amx(target) -> bool:
-    return strategies.lookup("int8", "amx").available(target)
