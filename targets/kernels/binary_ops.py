@@ -271,7 +271,8 @@ def binary_conv(g: ConvGeom, weights: str, strategy: str, out: str, pool=None):
         scale = te.placeholder((g.c_out,), "float32", name="scale")
         y = epilogue_float(acc, scale, g)
         args = [X, *Ws, scale, y]
-    return te.create_prim_func(args)
+    return describe(te.create_prim_func(args), "binary_conv", g=dataclasses.asdict(g), weights=weights,
+                    strategy=strategy, out=out, pool=pool)
 
 
 def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None, src_perm=None,
@@ -315,6 +316,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
             idx = src_idx
         return X[tuple(idx)]
 
+    x_strides = _view_strides(nchw, src_shape, src_perm, [int(d) for d in X.shape])
     if w_layout == "ihwo":
         W = te.placeholder((g.cg, g.kh, g.kw, g.c_out), "float32", name="W")
         w_at = lambda o, c, r, s: W[c, r, s, o]  # noqa: E731
@@ -359,7 +361,54 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
         out = pack_bits(pbits, g.n, pho, pwo, g.c_out)
     else:
         out = pack_bits(bits, g.n, g.ho, g.wo, g.c_out)
-    return te.create_prim_func([X, W, m, k, T, out])
+    return describe(te.create_prim_func([X, W, m, k, T, out]), "float_conv_pack", g=dataclasses.asdict(g),
+                    strict=strict, pool=pool, x_shape=[int(d) for d in X.shape], x_strides=x_strides,
+                    w_layout=w_layout)
+
+
+def _view_strides(nchw, src_shape, src_perm, x_shape):
+    """Element strides (n, c, y, x) of the NCHW view in X's memory, when the view (a reshape
+    of X, or of X transposed by src_perm) is a strided view; None otherwise. Read by back
+    ends that replace the kernel with their own code (the op description, `describe`)."""
+    import numpy as np
+
+    idx = np.arange(int(np.prod(x_shape)), dtype=np.int64).reshape(x_shape)
+    if src_perm is not None:
+        idx = np.transpose(idx, src_perm)
+    view = idx.reshape(src_shape).reshape(nchw)
+    strides = []
+    for axis, size in enumerate(nchw):
+        if size == 1:
+            strides.append(0)
+            continue
+        step = np.diff(view, axis=axis)
+        if not (step == step.flat[0]).all():
+            return None
+        strides.append(int(step.flat[0]))
+    base = view - sum(np.arange(d).reshape([-1 if i == a else 1 for i in range(4)]) * st
+                      for a, (d, st) in enumerate(zip(nchw, strides)))
+    return strides if (base == 0).all() else None
+
+
+OP_ATTR = "nrqc.op"  # what a kernel computes (op name + static parameters, JSON), see `describe`
+
+
+def describe(func, op: str, **params):
+    """Tag a kernel with what it computes, so a back end with a hand-written implementation of
+    the same operator (the Cortex-M C kernels) can put its own in its place; the TIR body stays
+    the definition everywhere else."""
+    import json
+
+    return func.with_attr(OP_ATTR, json.dumps({"op": op, **params}))
+
+
+def op_of(func) -> dict | None:
+    """The operator description a kernel was tagged with (`describe`), or None."""
+    import json
+
+    if func.attrs is None or OP_ATTR not in func.attrs:
+        return None
+    return json.loads(str(func.attrs[OP_ATTR]))
 
 
 def pool_out(h, w, kernel, stride, pad):
@@ -444,7 +493,8 @@ def binary_conv1x1_float(n, c, h, w, o, signed_input: bool = False):
         wv = W[j, kk]
         return te.sum(tirx.Select(on, wv, -wv if signed_input else zero), axis=kk)
 
-    return te.create_prim_func([X, W, te.compute((n, o, h, w), f, name="y")])
+    return describe(te.create_prim_func([X, W, te.compute((n, o, h, w), f, name="y")]), "binary_conv1x1_float",
+                    n=n, c=c, h=h, w=w, o=o, signed_input=signed_input)
 
 
 def unpack(n, c, h, w, signed: bool = False):
@@ -501,6 +551,8 @@ def with_workload(scheduled, workload):
     """`scheduled` remembering the unscheduled PrimFunc it was made from."""
     if workload.attrs is not None and WORKLOAD_ATTR in workload.attrs:
         workload = workload.without_attr(WORKLOAD_ATTR)
+    if workload.attrs is not None and OP_ATTR in workload.attrs:  # tuning keys stay as they were
+        workload = workload.without_attr(OP_ATTR)
     return scheduled.with_attr(WORKLOAD_ATTR, tvm.ir.save_json(workload))
 
 
