@@ -336,3 +336,103 @@ def format_profile(p: dict) -> str:
               f"  weights + acts    {_kb(m['total_bytes']):>12}",
               f"  library           {_kb(m['library_bytes']):>12}"]
     return "\n".join(lines)
+
+
+def add_onnxruntime_counts(result: dict, out: str | Path, models: list[str | Path] | None = None,
+                           log=lambda m: None) -> None:
+    """onnxruntime's official aarch64 build counted on the emulated board beside nrqc's count
+    of `out` (same ``-cpu``, same seeded input, same llvm-mca model; see
+    nrqc.emulator.peer_count): one row per ONNX file of `models` (default: the artifact's
+    source model), e.g. a BAM model, its float twin and an int8 QDQ version. Each counted
+    onnxruntime run is checked against onnxruntime on this host."""
+    from nrqc.artifact import read_manifest
+    from nrqc.emulator.board import qemu_cpu_for
+    from nrqc.emulator.mca import missing_tools
+    from nrqc.emulator.peer_count import count_onnxruntime
+    from nrqc.errors import NrqcError
+
+    manifest = read_manifest(out)
+    why = onnxruntime_count_refusal(manifest, out, models)
+    if why:
+        raise NrqcError(why)
+    cpu = qemu_cpu_for(manifest.get("tvm_target"))
+    models = [Path(p) for p in (models or [])] or [Path(manifest["source_model"])]
+    if result.get("instructions") is None:
+        add_instruction_count(result, out, log=log)
+    shapes = {s["name"]: tuple(s["shape"]) for s in manifest["inputs"]}
+    estimate = not missing_tools()
+    rows = []
+    for i, model in enumerate(models, 1):
+        log(f"counting onnxruntime on {model} ({i}/{len(models)}) under -cpu {cpu}")
+        r = count_onnxruntime(model, cpu, shapes=shapes, seed=0, estimate_cycles=estimate, log=log)
+        rows.append({"model": str(model), "instructions": r["instructions"],
+                     "cycles": (r.get("cycles") or {}).get("cycles"), "onnxruntime": r["onnxruntime"],
+                     "check": _onnxruntime_check(model, r["outputs"], shapes)})
+    mine = result.get("estimated_cycles") or {}
+    result["against_onnxruntime"] = {
+        "cpu": cpu, "emulator": result.get("instructions_emulator"), "what": rows and r["what"],
+        "nrqc": {"artifact": str(out), "model": manifest.get("source_model"), "instructions": result["instructions"],
+                 "cycles": mine.get("cycles")},
+        "onnxruntime": rows,
+    }
+
+
+def onnxruntime_count_refusal(manifest: dict, out, models) -> str | None:
+    """Why `add_onnxruntime_counts` cannot run for this artifact (None when it can)."""
+    from nrqc.emulator.icount import aarch64_refusal
+
+    why = aarch64_refusal(manifest, out)
+    if why:
+        return f"--against-onnxruntime: {why} (onnxruntime is counted on the emulated aarch64 board)"
+    for p in models or [manifest.get("source_model") or ""]:
+        if not Path(p).is_file():
+            return (f"--against-onnxruntime {p}: no such ONNX file" if models else
+                    f"--against-onnxruntime: the artifact's source model {p!r} is gone; name the ONNX file")
+    return None
+
+
+def _onnxruntime_check(model: Path, outputs: list, shapes: dict) -> dict:
+    """The emulated onnxruntime run's outputs against onnxruntime here on the same input."""
+    import onnx
+
+    from nrqc.check import compare_outputs
+    from nrqc.emulator.peer_count import onnx_input_specs
+    from nrqc.reference import run_onnxruntime
+
+    specs = onnx_input_specs(model, shapes)
+    ref = run_onnxruntime(model, random_inputs(specs, seed=0))
+    names = [o.name for o in onnx.load(str(model), load_external_data=False).graph.output]
+    chk = compare_outputs(outputs, ref, names, 1e-5, 1e-5, 0)
+    return {"passed": chk["passed"], "max_abs_error": chk["max_abs_error"]}
+
+
+def format_onnxruntime_counts(p: dict) -> str:
+    """The side-by-side table of `add_onnxruntime_counts`: instructions and estimated cycles,
+    with onnxruntime / nrqc ratios (> 1: nrqc executes less)."""
+    a = p["against_onnxruntime"]
+    me = a["nrqc"]
+
+    def ratio(theirs, mine):
+        return f"{theirs / mine:.2f}x" if theirs and mine else "-"
+
+    def cyc(v):
+        return f"{v:,}" if v is not None else "-"
+
+    cpu = a["cpu"].replace("cortex-a", "Cortex-A")
+    lines = [f"nrqc vs onnxruntime, counted alike on the emulated board (-cpu {a['cpu']}, 1 thread, same seeded input;",
+             f"  estimated {cpu} cycles from llvm-mca, ignoring caches and memory; ratio = onnxruntime / nrqc)",
+             f"  {'engine':<20}{'model':<32}{'instructions':>14}{'est. cycles':>14}{'instr ratio':>12}"
+             f"{'cycle ratio':>12}  check",
+             f"  {'nrqc':<20}{Path(me['model'] or me['artifact']).name[:31]:<32}{me['instructions']:>14,}"
+             f"{cyc(me['cycles']):>14}{'1.00x':>12}{'1.00x' if me['cycles'] else '-':>12}  "
+             + ("match" if (p.get("instructions_check") or {}).get("passed") else
+                "-" if p.get("instructions_check") is None else "MISMATCH")]
+    for r in a["onnxruntime"]:
+        ok = r["check"]
+        lines.append(f"  {'onnxruntime ' + r['onnxruntime']:<20}{Path(r['model']).name[:31]:<32}{r['instructions']:>14,}"
+                     f"{cyc(r['cycles']):>14}{ratio(r['instructions'], me['instructions']):>12}"
+                     f"{ratio(r['cycles'], me['cycles']):>12}  "
+                     + (f"match (max abs error {ok['max_abs_error']:.2g})" if ok["passed"] else
+                        f"MISMATCH vs onnxruntime here ({ok['max_abs_error']:.3g})"))
+    lines.append(f"  onnxruntime: {a['what']}")
+    return "\n".join(lines)

@@ -28,8 +28,15 @@ import click
 @click.option("--against", default=None, metavar="OUT|MODEL.onnx",
               help="Show memory beside another artifact or model for the same target (e.g. the float twin "
                    "of a binary model), with the reduction factors.")
+@click.option("--against-onnxruntime", "against_ort", multiple=True, is_flag=False, flag_value="",
+              metavar="[MODEL.onnx]",
+              help="aarch64 artifacts: also count onnxruntime's official aarch64 build on the emulated board, "
+                   "the same way (instructions in its own library and llvm-mca estimated cycles, 1 thread, "
+                   "same -cpu and seeded input), side by side with nrqc. Alone: the artifact's own ONNX "
+                   "file; repeat with files for more rows (e.g. the float twin and an int8 QDQ version). "
+                   "Minutes per file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, as_json):
+def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, against_ort, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
     from nrqc.runtime import set_rpc_timeout
 
@@ -43,7 +50,8 @@ def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instruct
             from nrqc.artifact import read_manifest
 
             against = _artifact(Path(against), read_manifest(path)["target"], shapes, Path(tmp) / "against")
-        _profile(path, repeat, threads, rpc, instructions, against, as_json)
+        ort_models = None if not against_ort else [m for m in against_ort if m]
+        _profile(path, repeat, threads, rpc, instructions, against, ort_models, as_json)
 
 
 def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
@@ -57,13 +65,30 @@ def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
                          log=lambda m: click.echo(m, err=True))
 
 
-def _profile(path: Path, repeat, threads, rpc, instructions, against, as_json):
+def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models, as_json):
     from nrqc.artifact import read_manifest
     from nrqc.backends import backend_of_manifest
 
     manifest = read_manifest(path)
     backend = backend_of_manifest(manifest)
     log = lambda m: click.echo(f"[nrqc profile] {m}", err=True)  # noqa: E731
+    if ort_models is not None:
+        from nrqc.profiler import onnxruntime_count_refusal
+
+        why = onnxruntime_count_refusal(manifest, path, ort_models)
+        if why:
+            raise click.UsageError(why)
     result = backend.profile(path, manifest, repeat=repeat, threads=threads, rpc=rpc, instructions=instructions,
                              against=against, log=log)
-    click.echo(json.dumps(result, indent=2) if as_json else backend.format_profile(result))
+    text = None if as_json else backend.format_profile(result)
+    if ort_models is not None:
+        from nrqc.profiler import add_onnxruntime_counts, format_onnxruntime_counts
+
+        add_onnxruntime_counts(result, path, ort_models, log=log)
+        text = None if as_json else text + "\n\n" + format_onnxruntime_counts(result)
+    click.echo(json.dumps(result, indent=2, default=_plain) if as_json else text)
+
+
+def _plain(v):
+    """numpy values in the result (counted outputs are dropped before)."""
+    return v.tolist() if hasattr(v, "tolist") else str(v)

@@ -11,7 +11,7 @@ With ``NRQC_ICOUNT_MODE=probe`` in the environment, ``run`` stops after printing
 base (the probe must see the same argv and environment sizes as the counted run: the
 guest's load addresses depend on them).
 
-Prints ``NRQC_ICOUNT_BASE 0x...``: the load address of LIB.so (its link map's l_addr,
+Prints ``NRQC_ICOUNT_LIB 0x... LIB.so``: the load address of LIB.so (its link map's l_addr,
 no /proc needed). ``run`` then creates the Relax VM, calls ``main`` once on the inputs
 (in the order NAME...) and saves the outputs, so that the counted run can be checked.
 """
@@ -54,7 +54,7 @@ def main() -> int:
     mod = tvm_ffi.load_module(lib_path)
     handle = ctypes.CDLL(lib_path)._handle  # glibc: dlopen's handle is the struct link_map*
     base = ctypes.c_void_p.from_address(handle).value or 0
-    print(f"NRQC_ICOUNT_BASE {base:#x}", flush=True)
+    print(f"NRQC_ICOUNT_LIB {base:#x} {lib_path}", flush=True)
     # NRQC_ICOUNT_MODE=probe|count: the probe uses the counted run's exact argv and an
     # environment of the same size, since the load address shifts with them.
     if mode == "probe" or os.environ.get("NRQC_ICOUNT_MODE") == "probe":
