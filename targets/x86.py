@@ -185,7 +185,8 @@ def describe(mcpu: str | None = None) -> TargetDescription:
                                                        "vpermb table lookups: 2 vpermb + 2 vpdpbusd per 256 MACs "
                                                        "(lo and hi table planes), one vpermb and one vpdpbusd per "
                                                        "cycle (measured on Zen 4: they issue on different pipes)")}
-               if vnni and caps.has("avx512vbmi") else {}),
+               if vnni and caps.has("avx512vbmi") else
+               {"peak_lut_int8_macs_per_cycle": _avx2_lut_peak(mcpu)} if caps.has("avx2") else {}),
             **({"peak_amx_int8_macs_per_cycle": Figure(1024, "int8 MAC/cycle",
                                                        "AMX tdpbusd: 16x16x64 u8*s8 MACs per 16 cycles "
                                                        "(Intel optimization manual, AMX chapter)")} if amx else {}),
@@ -196,6 +197,15 @@ def describe(mcpu: str | None = None) -> TargetDescription:
                "lacking one",
                "AMX tiles only where the OS grants their state (Linux arch_prctl); NRQC_NO_AMX=1 turns them off"),
     )
+
+
+def _avx2_lut_peak(mcpu: str) -> Figure:
+    # strategies/avx2_lut.py: 2 vpshufb (LO and HI table planes) per 16 pixels x 4 MACs
+    shuffles = 2 if "znver" in mcpu else 1
+    return Figure(32 * shuffles, "int8 MAC/cycle",
+                  "AVX2 vpshufb nibble tables: 2 vpshufb ymm per 64 MACs (lo and hi table planes); "
+                  + ("2 shuffles per cycle on Zen 2/3/4 (FP1/FP2 pipes)" if shuffles == 2 else
+                     "1 shuffle per cycle on Intel cores (port 5 only)") + " (uops.info, VPSHUFB ymm)")
 
 
 def _num_cores() -> int:

@@ -50,9 +50,10 @@ def amx_allowed(monkeypatch):
 def test_available_per_x86_cpu(amx_allowed):
     assert _names(x86.describe("x86-64-v2")) == ("bitserial", "masked")
     avx2 = ("bitserial", "masked", "avx2_maddubs")  # no VNNI on AVX2 cores: vpmaddubsw
-    assert _names(x86.describe("haswell")) == avx2
-    assert _names(x86.describe("x86-64-v4")) == avx2  # AVX-512 without VNNI
-    assert _names(x86.describe("cascadelake")) == (*avx2, "vnni")  # VNNI without VBMI: no lut
+    assert _names(x86.describe("haswell")) == (*avx2, "avx2_lut")  # and vpshufb nibble tables
+    assert _names(x86.describe("x86-64-v4")) == (*avx2, "avx2_lut")  # AVX-512 without VNNI
+    assert _names(x86.describe("cascadelake")) == (*avx2, "avx2_lut", "vnni")  # VNNI without VBMI: no lut
+    # with VBMI + VNNI the 64-byte vpermb tables replace the 16-byte vpshufb ones
     assert _names(x86.describe("icelake-server")) == (*avx2, "vnni", "lut")
     assert _names(x86.describe("sapphirerapids")) == (*avx2, "vnni", "lut", "amx")
     # grouped convs: the dot-product strategies need groups == 1
@@ -130,7 +131,7 @@ def _from_binary(wp, m, g):
 
 
 UNPACK = {"bitserial": _from_bitplanes, "masked": _from_masked, "vnni": _from_vnni, "lut": _from_lut,
-          "amx": _from_amx}
+          "avx2_lut": _from_lut, "amx": _from_amx}
 
 LAYOUT_GEOMS = [
     bo.ConvGeom(1, 37, 9, 11, 35, 3, 3, (1, 1), (1, 1, 1, 1)),        # odd channels, 2 words

@@ -21,9 +21,10 @@ listed (and the tie-break when two estimates are equal).
 from __future__ import annotations
 
 from nrqc.errors import NrqcError
-from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_maddubs, bitserial, lut, masked, vnni, xnor_popcount
+from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, lut, masked, vnni, \
+    xnor_popcount
 
-REGISTRY = (bitserial, masked, avx2_maddubs, vnni, lut, amx, and_popcount, xnor_popcount)
+REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popcount, xnor_popcount)
 
 
 def for_target(target, weights: str = "int8") -> tuple:
