@@ -24,6 +24,23 @@ class Head:
 
 
 @dataclasses.dataclass
+class InputQuant:
+    """A layer whose input is DequantizeLinear(q) with scalar scale and zero point (the
+    all-integer first layer): q is `src` quantized by the model (src float, `fused`: the
+    QuantizeLinear is fused into the integer kernel's load) or an int8/uint8 tensor itself,
+    read through `layout` (reshape / expand_dims / permute_dims between the DequantizeLinear
+    and the layer)."""
+
+    src: Any  # the Relax var the kernel reads
+    src_shape: tuple[int, ...]
+    src_perm: tuple[int, ...] | None  # permute_dims axes applied to src before the reshape
+    src_dtype: str  # "float32" (fused quantize) | "int8" | "uint8"
+    q_dtype: str  # "int8" | "uint8"
+    scale: float
+    zero_point: int
+
+
+@dataclasses.dataclass
 class LayerPlan:
     layer: LayerRecord | None  # the layer's manifest entry
     core: Any  # Relax var bound to the conv/matmul
@@ -37,6 +54,8 @@ class LayerPlan:
     wq: np.ndarray | None = None  # integer weights, same layout as `weight`
     scale: np.ndarray | None = None  # per output channel
     reason: str | None = None  # why it cannot become a binary layer (if so)
+    input_quant: InputQuant | None = None  # int8/uint8 input (BinaryPatterns)
+    input_quant_reason: str | None = None  # its input is Q/DQ'd, but not in a form the int8 kernels take
     # filled by BinaryThresholds
     sigma: np.ndarray | None = None
     t: np.ndarray | None = None

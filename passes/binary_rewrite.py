@@ -195,6 +195,8 @@ class Rewriter:
         head, conv + ReLU, ...) whose input map is packed: replaced by a kernel reading the
         packed words. Layers with a head are rewritten when their head is bound (`head`)."""
         p = self.by_core.get(b.var)
+        if p is not None and p.head is None and p.input_quant is not None:
+            return self.int8_input_to_float(p, b)
         if p is None or p.head is not None or not isinstance(p.x, self.relax.Var) or p.x not in self.packed:
             return False
         pk = self.packed[p.x]
@@ -323,9 +325,67 @@ class Rewriter:
         first rule that applies (integer kernel on a packed input, float conv + threshold +
         pack on a float input, else the float map packed as it is)."""
         pk_in = self.packed.get(p.x) if isinstance(p.x, self.relax.Var) else None
-        for rule in (self.integer_layer_packed, self.float_conv_packed, self.float_map_packed):
+        for rule in (self.integer_layer_packed, self.int8_input_packed, self.float_conv_packed, self.float_map_packed):
             if rule(p, b, pk_in):
                 return
+
+    # ------------------------------------------------------------ int8-input layers
+    def int8_input_geom(self, p):
+        """The Int8ConvGeom of a layer whose input is a quantized tensor (p.input_quant)."""
+        from nrqc.targets.kernels.int8_conv import Int8ConvGeom
+
+        iq = p.input_quant
+        g = self.conv_geom(p, None, _shape(p.x))
+        return Int8ConvGeom(g, tuple(iq.src_shape), iq.src_perm, iq.src_dtype, iq.q_dtype, float(iq.scale),
+                            int(iq.zero_point), bool(np.any(p.wq == -128)))
+
+    def int8_input_kernel(self, p, out: str):
+        """(output var, geometry) of the int8 x int8 conv kernel of layer p: out "pack"
+        (threshold + packed bits) or "float" (int32 -> float, the conv output y)."""
+        from nrqc.targets.kernels import int8_select, strategies
+
+        g8 = self.int8_input_geom(p)
+        choice = int8_select.choose(g8, self.ctx.target)
+        strategy = strategies.int8_input_lookup(choice["strategy"])
+        wq = self.weight_oihw(p, p.wq)
+        wargs = strategy.weight_args(g8, wq)
+        target = self.ctx.target
+        gv, name = self.add_kernel(strategy.build(g8, out, target), f"int8conv_{strategy.NAME}_{out}")
+        g = g8.conv
+        if out == "pack":
+            self.recipes[name] = (lambda pool: strategy.build(g8, "pack", target, pool), p.layer)
+            args = [p.input_quant.src, *wargs, p.sigma, p.t]
+            shape, dtype = (g.n, g.ho, g.wo, g.words_out), "uint32"
+        else:
+            from nrqc.passes.binary_thresholds import weight_scale
+
+            args = [p.input_quant.src, *wargs, weight_scale(p).astype(np.float32)]
+            shape, dtype = (g.n, g.c_out, g.ho, g.wo), "float32"
+        var = self.call(gv, args, shape, dtype, "packed" if out == "pack" else "acc_y")
+        iq = p.input_quant
+        choice["input"] = {"dtype": iq.q_dtype, "scale": float(iq.scale), "zero_point": int(iq.zero_point),
+                           "quantize": ("QuantizeLinear fused into the kernel's load" if iq.src_dtype == "float32"
+                                        else "input already quantized")}
+        self.annotate(p, name, act_bits=8, weight_bits=8, replaced=p.layer.macs if p.layer else 0, choice=choice)
+        return var, g
+
+    def int8_input_packed(self, p, b, pk_in: Packed | None) -> bool:
+        """Quantized input, int8 weights, folded thresholds: an int8 x int8 conv whose
+        epilogue thresholds and packs (the layout the next binary layer reads)."""
+        if pk_in is not None or p.input_quant is None or p.sigma is None or p.reason is not None:
+            return False
+        var, _ = self.int8_input_kernel(p, "pack")
+        self._set_packed(b.var, var, _shape(b.var), p.head.encoding)
+        return True
+
+    def int8_input_to_float(self, p, b) -> bool:
+        """Quantized input, int8 weights, no head (e.g. a dense head on int8 features): the
+        same kernel with an int32 -> float epilogue; the model's bias etc. follow in float."""
+        if p.input_quant is None or p.weights != "int8" or p.reason is not None or p.wq is None:
+            return False
+        y, _ = self.int8_input_kernel(p, "float")
+        self.out_bindings.append(self.relax.VarBinding(b.var, self.relax.op.reshape(y, _shape(b.var))))
+        return True
 
     def integer_layer_packed(self, p, b, pk_in: Packed | None) -> bool:
         """Packed input, integer weights, folded thresholds: an integer kernel emitting packed bits."""
@@ -353,6 +413,8 @@ class Rewriter:
             f"input is computed from the binary map of {src[0]} by {' + '.join(src[1])} and is neither "
             "a {0,1} nor a {-1,+1} map (2b - 1), so it is not read as bits: float conv, its threshold "
             "and bit packing fused into one kernel that emits packed bits")
+        if p.input_quant_reason or (p.input_quant is not None and p.reason):
+            why = f"int8 input not taken ({p.input_quant_reason or p.reason}): " + why
         xs = _shape(x)
         g = self.conv_geom(p, None, xs)
         m, k = p.affine

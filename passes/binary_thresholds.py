@@ -1,7 +1,8 @@
 """Pass 2: fold bias / BatchNorm / weight scale / threshold into integer thresholds.
 
 One job: for every planned layer with integer weights and a Heaviside/Sign head, turn
-``M_c * (s_c * acc) + K_c  (>|>=)  T_c`` (acc = the exact integer sum) into
+``M_c * (s_c * acc) + K_c  (>|>=)  T_c`` (acc = the exact integer sum; for an int8-input
+layer s_c = s_in * s_w,c and acc = sum (q - zp) * w) into
 ``sigma_c * acc >= t_c`` with sigma in {-1, 0, +1} and t an int32, and check that an
 int32 accumulator cannot overflow for the layer's fan-in.
 
@@ -44,10 +45,26 @@ def integer_threshold(a: np.ndarray, b: np.ndarray, strict: bool) -> tuple[np.nd
 
 
 def accumulator_bound(plan) -> int:
-    """Worst-case |acc| over all {0,1}/{-1,+1} inputs: sum of |w| of the worst channel."""
+    """Worst-case |acc| over all {0,1}/{-1,+1} inputs: sum of |w| of the worst channel; for
+    an int8-input layer times the largest |q - zp| of its input type."""
     w = plan.wq.astype(np.int64)
     rows = w.reshape(plan.c_out, -1) if plan.kind != "matmul" else w.T.reshape(plan.c_out, -1)
-    return int(np.abs(rows).sum(1).max())
+    return int(np.abs(rows).sum(1).max()) * input_magnitude(plan)
+
+
+def input_magnitude(plan) -> int:
+    """max |q - zp| of an int8-input layer's input (1 for a binary map)."""
+    iq = plan.input_quant
+    if iq is None:
+        return 1
+    info = np.iinfo(iq.q_dtype)
+    return max(abs(int(info.min) - iq.zero_point), abs(int(info.max) - iq.zero_point))
+
+
+def weight_scale(plan) -> np.ndarray:
+    """y = scale_c * acc: the weight scale, times the input scale for an int8-input layer."""
+    s = plan.scale.astype(np.float64)
+    return s * np.float64(np.float32(plan.input_quant.scale)) if plan.input_quant is not None else s
 
 
 def min_signed_bits(v: int) -> int:
@@ -68,7 +85,7 @@ def fold_thresholds(mod, ctx):
         if p.head is None:
             continue
         m, k = p.affine
-        a = m * p.scale.astype(np.float64)
+        a = m * weight_scale(p)
         b = p.head.threshold - k
         if p.head.flipped:
             a, b = -a, -b

@@ -21,10 +21,16 @@ listed (and the tie-break when two estimates are equal).
 from __future__ import annotations
 
 from nrqc.errors import NrqcError
-from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, lut, masked, vnni, \
-    xnor_popcount
+from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, int8_generic, lut, masked, \
+    vnni, xnor_popcount
 
 REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popcount, xnor_popcount)
+
+# Int8-input convolutions (int8/uint8 activations x int8 weights: the all-integer first
+# layer, ``kernels/int8_conv.py``). Same interface, with `g` an ``int8_conv.Int8ConvGeom``
+# and build's kernel parameters as int8_conv.py lists them (weight_args ends with the
+# per-channel int32 correction of the zero point). See docs/architecture.md, "An int8 strategy".
+INT8_INPUT_REGISTRY = (int8_generic,)
 
 
 def for_target(target, weights: str = "int8") -> tuple:
@@ -44,3 +50,16 @@ def lookup(weights: str, name: str):
             return s
     known = ", ".join(f"{s.WEIGHTS}/{s.NAME}" for s in REGISTRY)
     raise NrqcError(f"no kernel strategy '{name}' for {weights} weights (known: {known})")
+
+
+def int8_input_for_layer(g, target) -> tuple:
+    """The int8-input conv strategies that exist for this layer (an Int8ConvGeom) on this target."""
+    return tuple(s for s in INT8_INPUT_REGISTRY if s.available(target) and s.supports(g))
+
+
+def int8_input_lookup(name: str):
+    for s in INT8_INPUT_REGISTRY:
+        if s.NAME == name:
+            return s
+    known = ", ".join(s.NAME for s in INT8_INPUT_REGISTRY)
+    raise NrqcError(f"no int8-input conv strategy '{name}' (known: {known})")

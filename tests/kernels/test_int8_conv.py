@@ -1,0 +1,107 @@
+"""Int8-input conv strategies (the all-integer first layer, ``kernels/int8_conv.py``):
+every registered strategy available on an x86 level this host runs, built for that level
+(x86-64-v2, haswell, the host's AVX-512 VNNI) and run here, bit-exact against numpy's
+integer conv of (q - zp) * w on odd geometries; float sources with the quantize fused
+(round half to even, saturation), int8 sources, uint8 sources with a non-zero zero point;
+both epilogues (threshold + pack with sigma -1/0/+1 and a fused OR-pool, int32 -> float)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from nrqc.targets import get_target, x86
+from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import int8_conv as ic
+from nrqc.targets.kernels import packing as pk
+from nrqc.targets.kernels import strategies
+
+LEVELS = ["x86-64-v2", "haswell"] + ([x86.host_mcpu()] if "avx512_vnni" in x86.host_cpu_flags() else [])
+
+
+def _cases():
+    """(level, strategy name): each strategy at the oldest level it exists (default suite)
+    and at the host's level (-m slow)."""
+    out = []
+    for s in strategies.INT8_INPUT_REGISTRY:
+        levels = [lv for lv in LEVELS if s.available(get_target("x86", lv))]
+        if levels:
+            out.append((levels[0], s.NAME))
+        if len(levels) > 1:
+            out.append(pytest.param(levels[-1], s.NAME, marks=pytest.mark.slow))
+    return out
+
+
+GEOMS = [
+    # conv geometry, source: (dtype, q dtype, zero point), source shape / transpose (None: NCHW)
+    (bo.ConvGeom(1, 1, 11, 13, 13, 3, 3, (1, 1), (1, 1, 1, 1)), ("float32", "int8", 0), None, None),
+    (bo.ConvGeom(1, 3, 9, 10, 16, 3, 2, (2, 1), (1, 0, 2, 1), (1, 2)), ("uint8", "uint8", 131), None, None),
+    (bo.ConvGeom(1, 7, 1, 17, 20, 1, 3, (1, 1), (0, 1, 0, 1)), ("float32", "uint8", 120), (1, 17, 7), (0, 2, 1)),
+    (bo.ConvGeom(1, 1, 12, 9, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)), ("int8", "int8", -7), (1, 12, 9), None),
+]
+
+
+def _geom(gi, wq):
+    c, (src, qd, zp), shape, perm = GEOMS[gi]
+    shape = shape or (c.n, c.c_in, c.h, c.w)
+    return ic.Int8ConvGeom(c, shape, perm, src, qd, 0.05, zp, bool(np.any(wq == -128)))
+
+
+def _inputs(gi, seed):
+    c, (src, qd, zp), shape, perm = GEOMS[gi]
+    rng = np.random.default_rng(seed)
+    shape = shape or (c.n, c.c_in, c.h, c.w)
+    xf = (rng.standard_normal(shape) * 4).astype(np.float32)
+    xf.flat[:4] = [0.025, -0.075, 1e6, -1e6]  # ties to even, saturation both ways
+    wq = rng.integers(-127, 128, (c.c_out, c.cg, c.kh, c.kw)).astype(np.int8)
+    q = ic.ref_quantize(xf, 0.05, zp, qd)
+    view = q if perm is None else np.transpose(q, perm)
+    ref = ic.ref_int8_conv_acc(view.reshape(c.n, c.c_in, c.h, c.w), zp, wq, c)
+    return (xf if src == "float32" else q), wq, ref, rng
+
+
+def _run(func, target, arrays, out_shape, out_dtype):
+    lib = tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm())
+    dev = tvm.cpu()
+    out = tvm.runtime.tensor(np.zeros(out_shape, out_dtype), dev)
+    lib["k"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in arrays], out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("level,name", _cases())
+@pytest.mark.parametrize("gi", [2] + [pytest.param(i, marks=pytest.mark.slow) for i in (0, 1, 3)])
+def test_float_epilogue_exact(level, name, gi):
+    s = strategies.int8_input_lookup(name)
+    target = get_target("x86", level)
+    x, wq, ref, _ = _inputs(gi, gi)
+    g = _geom(gi, wq)
+    if not s.supports(g):
+        pytest.skip(f"{name} does not take this geometry (supports() is False): nothing to run")
+    c = g.conv
+    got = _run(s.build(g, "float", target, strict=True), target,
+               [x, *s.weight_args(g, wq), np.ones(c.c_out, np.float32)], (c.n, c.c_out, c.ho, c.wo), np.float32)
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+@pytest.mark.parametrize("level,name", _cases())
+@pytest.mark.parametrize("pool", [((2, 2), (2, 2), (0, 0, 0, 0)), pytest.param(None, marks=pytest.mark.slow)])
+def test_packed_epilogue_with_pool_exact(level, name, pool):
+    s = strategies.int8_input_lookup(name)
+    target = get_target("x86", level)
+    gi = 3
+    x, wq, ref, rng = _inputs(gi, 11)
+    g = _geom(gi, wq)
+    c = g.conv
+    sigma = rng.choice([-1, 0, 1], c.c_out).astype(np.int32)
+    t = rng.integers(-3000, 3000, c.c_out).astype(np.int32)
+    bits = (sigma[None, :, None, None] * ref >= t[None, :, None, None]).astype(np.uint8)
+    want = bits if pool is None else pk.ref_or_pool(bits, *pool)
+    got = _run(s.build(g, "pack", target, pool, strict=True), target, [x, *s.weight_args(g, wq), sigma, t],
+               (1, want.shape[2], want.shape[3], c.words_out), np.uint32)
+    np.testing.assert_array_equal(pk.unpack_channels(got, c.c_out), np.moveaxis(want, 1, -1))
+
+
+def test_generic_strategy_is_offered_everywhere():
+    g = _geom(0, np.zeros((13, 1, 3, 3), np.int8))
+    for name in ("x86", "arm_cpu", "cortex-m4"):
+        assert "int8_generic" in [s.NAME for s in strategies.int8_input_for_layer(g, get_target(name))]

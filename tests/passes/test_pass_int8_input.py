@@ -1,0 +1,95 @@
+"""The all-integer first layer through the binary passes: an int8 x int8 conv found by
+graph structure (models written without node names) whose input is QuantizeLinear ->
+DequantizeLinear of the float input (quantize fused into the kernel's load), with a
+Heaviside head (threshold + pack, the next binary layer reads its bits) or without one
+(int32 -> float epilogue); uint8 input with a non-zero zero point as onnxruntime's
+quantize_static writes it; bits and values against onnxruntime."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.passes.int8_input_models import int8_first_layer
+from tests.passes.pass_helpers import call_tir_callees, imported, onnxruntime_outputs, run_module, run_steps, step
+
+BINARY = ("nrqc.BinaryPatterns", "nrqc.BinaryInt8Input", "nrqc.BinaryThresholds", "nrqc.BinaryRewrite",
+          "nrqc.BinaryFusePack")
+
+
+def _rewritten(path):
+    m, ctx, mod = imported(path)
+    return ctx, run_steps(mod, ctx, *(step(n) for n in BINARY))
+
+
+def _x(shape, seed=1):
+    x = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(np.float32)
+    x.flat[:3] = [0.025, -0.075, 1e5]  # exact ties (round half to even) and saturation
+    return x
+
+
+def test_int8_first_layer_becomes_an_integer_conv_emitting_the_packed_bits(tmp_path):
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 1, 12, 13), 13, pool=True, next_conv=16)
+    ctx, mod = _rewritten(path)
+    first = ctx.binary.plan[0]
+    assert first.input_quant is not None and first.input_quant.src_dtype == "float32"
+    assert first.input_quant.scale == pytest.approx(0.05) and first.sigma is not None
+    callees = call_tir_callees(mod)
+    assert any(c.startswith("nrqc_int8conv_") and c.endswith("_orpool") for c in callees)
+    assert not any(c.startswith("nrqc_fconv") for c in callees)
+    conv = [layer for layer in ctx.layers if layer.op == "Conv"]
+    assert (conv[0].act_bits, conv[0].weight_bits, conv[0].float_reason) == (8, 8, None)
+    assert conv[0].strategy["input"]["quantize"].startswith("QuantizeLinear fused")
+    x = _x((1, 1, 12, 13))
+    got, want = run_module(mod, ctx, x), onnxruntime_outputs(path, x)
+    assert 0.05 < want.mean() < 0.95 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("q_dtype,zp", [("uint8", 131), ("int8", -9)])
+def test_conv1d_stride_dilation_zero_point(tmp_path, q_dtype, zp):
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 5, 23), 20, stride=2, dilation=2, pad=2, q_dtype=q_dtype,
+                            zp=zp, seed=4)
+    ctx, mod = _rewritten(path)
+    assert any(c.startswith("nrqc_int8conv_") for c in call_tir_callees(mod))
+    x = _x((1, 5, 23), 2)
+    got, want = run_module(mod, ctx, x), onnxruntime_outputs(path, x)
+    assert 0.05 < want.mean() < 0.95 and np.array_equal(got, want)
+
+
+def test_int8_layer_without_a_heaviside_gets_the_float_epilogue(tmp_path):
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 2, 9, 11), 7, q_dtype="uint8", zp=100, head=False, seed=2)
+    ctx, mod = _rewritten(path)
+    assert any(c.startswith("nrqc_int8conv_") and "_float_" in c for c in call_tir_callees(mod))
+    x = _x((1, 2, 9, 11), 3)
+    got, want = run_module(mod, ctx, x), onnxruntime_outputs(path, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_qdq_pair_with_different_parameters_stays_float_and_says_why(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 1, 8, 9), 8)
+    model = onnx.load(str(path))
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear")
+    model.graph.initializer.append(numpy_helper.from_array(np.float32(0.04), "other_scale"))
+    dq.input[1] = "other_scale"
+    onnx.save(model, str(path))
+    ctx, mod = _rewritten(path)
+    conv = next(layer for layer in ctx.layers if layer.op == "Conv")
+    assert conv.act_bits == 32 and "int8 input not taken" in conv.float_reason
+    assert "differ in scale or zero point" in conv.float_reason
+
+
+@pytest.mark.slow
+def test_compiled_uint8_model_matches_onnxruntime_from_disk(tmp_path):
+    """`nrqc compile`'s check runs the written artifact in a fresh process against onnxruntime."""
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 1, 16, 12), 24, q_dtype="uint8", zp=128, pool=True,
+                            next_conv=32, seed=6)
+    run_cli("compile", path, "-t", "x86", "-o", tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["check"]["passed"] and manifest["check"]["max_abs_error"] == 0
+    first = next(layer for layer in manifest["layers"] if layer["op"] == "Conv")
+    assert first["act_bits"] == 8 and first["kernel"].startswith("nrqc:nrqc_int8conv_")
