@@ -26,7 +26,11 @@ def test_every_strategy_module_is_registered_once():
         mod = importlib.import_module(f"{strategies.__name__}.{info.name}")
         if hasattr(mod, "NAME"):  # helpers (shared estimates) have no NAME
             mods.append(mod)
-    assert set(mods) == set(strategies.REGISTRY) and len(mods) == len(strategies.REGISTRY)
+    registered = strategies.REGISTRY + strategies.INT8_INPUT_REGISTRY  # binary-input and int8-input convs
+    assert set(mods) == set(registered) and len(mods) == len(registered)
+    for s in strategies.INT8_INPUT_REGISTRY:
+        assert all(hasattr(s, a) for a in INTERFACE if a != "WEIGHTS"), s.__name__
+        assert strategies.int8_input_lookup(s.NAME) is s
     keys = [(s.WEIGHTS, s.NAME) for s in strategies.REGISTRY]
     assert len(set(keys)) == len(keys)
     for s in strategies.REGISTRY:
