@@ -32,24 +32,32 @@ def _steps():
     """The shared pipeline through the static memory plan (the VM phase is not ours: emit
     writes the caller), with the memory-first schedule in the target-schedule slot."""
     from nrqc import pipeline
+    from nrqc.cortex_m.dsp import hand_kernels_step
     from nrqc.cortex_m.schedule import schedule_step_run
 
     return pipeline.build_pipeline(
         through=pipeline.MEMORY_PLAN,
-        target_schedule=[pipeline.Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run)])
+        target_schedule=[pipeline.Step("nrqc.cortex_m.HandKernels", "schedule", hand_kernels_step),
+                         pipeline.Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run)])
 
 
 def _register_popcount() -> None:
-    """tirx.popcount has no C lowering by default: lower it to the GCC builtins."""
+    """tirx.popcount has no C lowering by default: lower it to nrqc_dsp.h's inline SWAR
+    popcount (M-profile has no popcount instruction; __builtin_popcount would be a call into
+    libgcc's __popcountsi2 for every word). 64-bit words: the two halves."""
     import tvm
     from tvm import tirx
 
     def lower(op):
         x = op.args[0]
         bits = int(tvm.runtime.DataType(str(x.ty.dtype)).bits) if hasattr(x, "ty") else 32
-        name = "__builtin_popcountll" if bits > 32 else "__builtin_popcount"
-        return tirx.call_pure_extern("int32", name, x).astype(str(op.ty.dtype)) if hasattr(op, "ty") else \
-            tirx.call_pure_extern("int32", name, x)
+        if bits > 32:
+            lo = tirx.call_pure_extern("int32", "nrqc_popcount32", x.astype("uint32"))
+            hi = tirx.call_pure_extern("int32", "nrqc_popcount32", (x >> tirx.const(32, str(x.ty.dtype))).astype("uint32"))
+            res = lo + hi
+        else:
+            res = tirx.call_pure_extern("int32", "nrqc_popcount32", x.astype("uint32") if bits < 32 else x)
+        return res.astype(str(op.ty.dtype)) if hasattr(op, "ty") else res
 
     try:
         tirx.register_intrin_lowering("tirx.popcount", "c", f=lower, level=99)
@@ -73,7 +81,7 @@ def generate_kernels(mod, called: set[str], target) -> str:
     source = _build_c(funcs, target, unroll=True)
     stale = stale_load_kernels(source)
     if not stale:
-        return source
+        return drop_header_declarations(source)
     safe = {gv: f for gv, f in funcs.items() if gv.name_hint not in stale}
     risky = {gv: f for gv, f in funcs.items() if gv.name_hint in stale}
     parts = [_build_c(risky, target, unroll=False)]
@@ -81,8 +89,15 @@ def generate_kernels(mod, called: set[str], target) -> str:
         parts.insert(0, _build_c(safe, target, unroll=True))
         # one definition of the module context pointer across the two generated units
         parts[1] = parts[1].replace("void* __tvm_ffi__library_ctx = NULL;", "", 1)
-    return ("\n/* kernels regenerated without explicit unrolling (stale-load pattern in TVM's C output): "
-            + ", ".join(sorted(stale)) + " */\n").join(parts)
+    return drop_header_declarations(
+        ("\n/* kernels regenerated without explicit unrolling (stale-load pattern in TVM's C output): "
+         + ", ".join(sorted(stale)) + " */\n").join(parts))
+
+
+def drop_header_declarations(source: str) -> str:
+    """TVM declares every call_extern callee with its own argument types; the functions of
+    nrqc_dsp.h (included first) are already declared there, with const pointers."""
+    return re.sub(r"^(?:TVM_DLL |extern )?(?:int32_t|void) (nrqc_\w+)\([^;{]*\);\s*$\n?", "", source, flags=re.M)
 
 
 def _build_c(funcs: dict, target, unroll: bool) -> str:

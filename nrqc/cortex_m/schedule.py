@@ -81,9 +81,11 @@ def schedule_step_run(mod, ctx):
     import tvm
     from tvm import tirx
 
+    from nrqc.targets.kernels.binary_ops import is_hand_written
+
     updates = {}
     for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc):
+        if isinstance(func, tirx.PrimFunc) and not is_hand_written(func):
             try:
                 updates[gv] = shrink_temporaries(func)
             except Exception as e:  # noqa: keep the unscheduled kernel, say so

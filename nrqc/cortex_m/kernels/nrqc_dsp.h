@@ -1,0 +1,262 @@
+/* nrqc's hand-written Cortex-M (ARMv7E-M) kernels, written for nrqc (no third-party code).
+ *
+ * Included at the top of nrqc_kernels.c; the TIR kernels the Cortex-M back end substitutes
+ * call these functions with constant shapes (tirx call_extern), and every function is
+ * always_inline, so GCC specializes each call site (loop bounds, strides, block sizes).
+ *
+ * Packed maps: uint32 words, bit c % 32 of word c / 32 is channel c, NHWC; bits past the
+ * channel count are 0 (and their weights are 0 as well, so they add nothing).
+ */
+#ifndef NRQC_DSP_H_
+#define NRQC_DSP_H_
+#include <stdint.h>
+#include <string.h>
+
+#define NRQC_INLINE static inline __attribute__((always_inline))
+
+/* Population count without a libgcc call (M-profile has no popcount instruction):
+ * SWAR sums of 2, 4, 8 bits, then a multiply adds the four byte counts (MUL is 1 cycle). */
+NRQC_INLINE int32_t nrqc_popcount32(uint32_t x) {
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+  return (int32_t)((x * 0x01010101u) >> 24);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * {0,1} input x int8 weights: nibble tables.
+ *
+ * A nibble (4 input channels of one tap) selects one of 16 precomputed sums of those 4
+ * weights. Two output channels share a 32-bit table entry: entry = (512 + s_even) +
+ * 65536 * (512 + s_odd), each lane in [0, 1020], so one plain ADD accumulates two channels
+ * and up to 64 nibbles never carry from the low lane into the high one ("flush" below moves
+ * the lanes into 32-bit accumulators before that). Per 4 input channels and 2*PB output
+ * channels: one bit-field extract, one address add, PB loads, PB adds.
+ *
+ * Weights (wpair) are pair words [Q][P][4]: wpair[(q*P + p)*4 + k] = w[2p][c] + 65536*w[2p+1][c]
+ * (two's complement, exact mod 2^32) for channel c = 4*c4 + k of group q = (r*KW + s)*Q4 + c4.
+ * Tables: [Q][16][TP] entries for TP pairs. In flash (ftable, TP = P, built at compile time)
+ * or built per block of PB pairs in the workspace `table` (TP = PB).
+ * ------------------------------------------------------------------------------------- */
+#define NRQC_NIB_BIAS 512u
+#define NRQC_NIB_BIAS2 (NRQC_NIB_BIAS | (NRQC_NIB_BIAS << 16))
+
+NRQC_INLINE void nrqc_nib_build(uint32_t *t, const int32_t *wpair, int32_t Q, int32_t P, int32_t pb0, int32_t PB) {
+  for (int32_t q = 0; q < Q; q++) {
+    for (int32_t p = 0; p < PB; p++) {
+      const int32_t *w = wpair + ((q * P) + pb0 + p) * 4;
+      uint32_t *e = t + q * 16 * PB + p;
+      uint32_t w0 = (uint32_t)w[0], w1 = (uint32_t)w[1], w2 = (uint32_t)w[2], w3 = (uint32_t)w[3];
+      uint32_t e0 = NRQC_NIB_BIAS2, e1 = e0 + w0, e2 = e0 + w1, e3 = e2 + w0;
+      uint32_t e4 = e0 + w2, e5 = e4 + w0, e6 = e4 + w1, e7 = e6 + w0;
+      e[0 * PB] = e0; e[1 * PB] = e1; e[2 * PB] = e2; e[3 * PB] = e3;
+      e[4 * PB] = e4; e[5 * PB] = e5; e[6 * PB] = e6; e[7 * PB] = e7;
+      e[8 * PB] = e0 + w3; e[9 * PB] = e1 + w3; e[10 * PB] = e2 + w3; e[11 * PB] = e3 + w3;
+      e[12 * PB] = e4 + w3; e[13 * PB] = e5 + w3; e[14 * PB] = e6 + w3; e[15 * PB] = e7 + w3;
+    }
+  }
+}
+
+/* The 8 nibbles of one input word (nk of them used): acc[p] += T_k[nibble k][p]. Tables
+ * of consecutive nibbles are 16 * TP words apart. Left alone, GCC hoists the addresses of
+ * all 8 nibbles and spills accumulators to the stack; with PB in {2, 4, 8} and TP a power of
+ * two each nibble is one asm statement: UBFX, ADD (base + index << log2(entry bytes)), then
+ * LDRD + 2 ADD per two pairs, the table offset in the LDRD immediate (one base pointer per
+ * 1 KB of tables). 8 instructions per nibble for 8 output channels (4 pairs). */
+#define NRQC_NIB_ASM1(OFF) "ldrd %[t0], %[t1], [%[i], #" #OFF "+%c[off]]\n\tadd %[a0], %[t0]\n\tadd %[a1], %[t1]\n\t"
+NRQC_INLINE void nrqc_nib_word(uint32_t *acc, uint32_t word, const uint32_t *tj, int32_t TP, int32_t PB,
+                               int32_t nk) {
+#if defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_7M__)
+  if ((PB == 2 || PB == 4 || PB == 8) && (TP & (TP - 1)) == 0 && TP >= PB) {
+    const int32_t ent = 16 * TP * 4;                   /* bytes of one nibble's table */
+    const int32_t per = ent <= 512 ? 1024 / ent / 2 * 2 : 1;  /* tables one LDRD base reaches */
+#pragma GCC unroll 8
+    for (int32_t k = 0; k < 8; k++) {
+      if (k < nk) {
+        const uint32_t *b = tj + (k / per) * per * 16 * TP;
+        uint32_t i, t0, t1;
+        if (PB == 2) {
+          __asm__("ubfx %[i], %[w], %[sh], #4\n\tadd %[i], %[b], %[i], lsl %[ls]\n\t" NRQC_NIB_ASM1(0)
+                  : [i] "=&r"(i), [t0] "=&r"(t0), [t1] "=&r"(t1), [a0] "+r"(acc[0]), [a1] "+r"(acc[1])
+                  : [w] "r"(word), [b] "r"(b), [sh] "n"(4 * k), [ls] "n"(__builtin_ctz(TP * 4)),
+                    [off] "n"((k % per) * ent) : "memory");
+        } else {
+#pragma GCC unroll 2
+          for (int32_t h = 0; h < PB; h += 4) {
+            if (h == 0)
+              __asm__("ubfx %[i], %[w], %[sh], #4\n\tadd %[i], %[b], %[i], lsl %[ls]\n\t" : [i] "=&r"(i)
+                      : [w] "r"(word), [b] "r"(b), [sh] "n"(4 * k), [ls] "n"(__builtin_ctz(TP * 4)));
+            __asm__(NRQC_NIB_ASM1(0) "ldrd %[t0], %[t1], [%[i], #8+%c[off]]\n\tadd %[a2], %[t0]\n\tadd %[a3], %[t1]"
+                    : [t0] "=&r"(t0), [t1] "=&r"(t1), [a0] "+r"(acc[h]), [a1] "+r"(acc[h + 1]),
+                      [a2] "+r"(acc[h + 2]), [a3] "+r"(acc[h + 3])
+                    : [i] "r"(i), [off] "n"((k % per) * ent + 4 * h) : "memory");
+          }
+        }
+      }
+    }
+    return;
+  }
+#endif
+#pragma GCC unroll 8
+  for (int32_t k = 0; k < 8; k++) {
+    if (k < nk) {
+      const uint32_t *e = tj + (k * 16 + ((word >> (4 * k)) & 15u)) * TP;
+#pragma GCC unroll 8
+      for (int32_t p = 0; p < PB; p++) acc[p] += e[p];
+    }
+  }
+}
+
+/* Accumulators of one output pixel for PB pairs: v[2p] (even channel), v[2p+1] (odd).
+ * PB is a constant at every call site (PB divides the pair count), so after inlining the
+ * accumulators are registers and the nibble loop is fully unrolled. */
+#define NRQC_NIB_MAX_PB 8
+NRQC_INLINE void nrqc_nib_pixel(int32_t *v, const uint32_t *x, const uint32_t *t, int32_t TP, int32_t toff,
+                                int32_t n, int32_t oy, int32_t ox, int32_t H, int32_t W, int32_t Wi, int32_t Q4,
+                                int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT, int32_t PL,
+                                int32_t DH, int32_t DW, int32_t PB) {
+  uint32_t acc[NRQC_NIB_MAX_PB];
+  int32_t cnt = 0;
+#pragma GCC unroll 8
+  for (int32_t p = 0; p < PB; p++) { acc[p] = 0; v[2 * p] = 0; v[2 * p + 1] = 0; }
+  for (int32_t r = 0; r < KH; r++) {
+    int32_t ih = oy * SH - PT + r * DH;
+    if (ih < 0 || ih >= H) continue;
+    for (int32_t s = 0; s < KW; s++) {
+      int32_t iw = ox * SW - PL + s * DW;
+      if (iw < 0 || iw >= W) continue;
+      const uint32_t *xp = x + ((n * H + ih) * W + iw) * Wi;
+      const uint32_t *tq = t + (r * KW + s) * Q4 * 16 * TP + toff;
+      for (int32_t j = 0; j * 8 < Q4; j++) {
+        const int32_t nk = (Q4 - j * 8) < 8 ? (Q4 - j * 8) : 8;
+        if (cnt + nk > 64) {  /* lanes would reach 65536: move them out */
+#pragma GCC unroll 8
+          for (int32_t p = 0; p < PB; p++) {
+            v[2 * p] += (int32_t)(acc[p] & 0xFFFFu) - (int32_t)NRQC_NIB_BIAS * cnt;
+            v[2 * p + 1] += (int32_t)(acc[p] >> 16) - (int32_t)NRQC_NIB_BIAS * cnt;
+            acc[p] = 0;
+          }
+          cnt = 0;
+        }
+        nrqc_nib_word(acc, xp[j], tq + j * 8 * 16 * TP, TP, PB, nk);
+        cnt += nk;
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int32_t p = 0; p < PB; p++) {
+    v[2 * p] += (int32_t)(acc[p] & 0xFFFFu) - (int32_t)NRQC_NIB_BIAS * cnt;
+    v[2 * p + 1] += (int32_t)(acc[p] >> 16) - (int32_t)NRQC_NIB_BIAS * cnt;
+  }
+}
+
+/* The whole layer. out_float 0: Y uint32 [N, PHO, PWO, Wo32], bit o = (sigma[o] * v >= thr[o])
+ * of the pool window's extreme (max where sigma >= 0, else min; the window PKH x PKW,
+ * stride PSH/PSW, padding PPT/PPL; 1x1 windows = no pool). out_float 1: Y float32
+ * [N, Co, HO, WO] = v * scale[o]. table: workspace of Q * 16 * PB words (NULL with ftable).
+ * PB (pairs per block) divides the pair count (Co + 1) / 2. */
+NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int32_t *wpair, const uint32_t *ftable,
+                                     uint32_t *table, const int32_t *sigma, const int32_t *thr,
+                                     const float *scale, void *y, int32_t N, int32_t H, int32_t W, int32_t Wi,
+                                     int32_t Co, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
+                                     int32_t PL, int32_t DH, int32_t DW, int32_t HO, int32_t WO, int32_t Q4,
+                                     int32_t PB, int32_t out_float, int32_t PKH, int32_t PKW, int32_t PSH,
+                                     int32_t PSW, int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO) {
+  const int32_t P = (Co + 1) / 2, Q = KH * KW * Q4, Wo32 = (Co + 31) / 32;
+  const int32_t TP = ftable ? P : PB;
+  int32_t v[2 * NRQC_NIB_MAX_PB], ext_hi[2 * NRQC_NIB_MAX_PB], ext_lo[2 * NRQC_NIB_MAX_PB];
+  for (int32_t pb0 = 0; pb0 < P; pb0 += PB) {
+    const uint32_t *t = ftable;
+    int32_t toff = pb0;
+    if (!ftable) {
+      nrqc_nib_build(table, wpair, Q, P, pb0, PB);
+      t = table;
+      toff = 0;
+    }
+    const int32_t o0 = 2 * pb0;
+    for (int32_t n = 0; n < N; n++) {
+      for (int32_t py = 0; py < PHO; py++) {
+        for (int32_t px = 0; px < PWO; px++) {
+          if (PKH * PKW == 1) {
+            nrqc_nib_pixel(v, x, t, TP, toff, n, py, px, H, W, Wi, Q4, KH, KW, SH, SW, PT, PL, DH, DW, PB);
+          } else {
+            int32_t first = 1;
+            for (int32_t a = 0; a < PKH; a++) {
+              int32_t oy = py * PSH - PPT + a;
+              if (oy < 0 || oy >= HO) continue;
+              for (int32_t b = 0; b < PKW; b++) {
+                int32_t ox = px * PSW - PPL + b;
+                if (ox < 0 || ox >= WO) continue;
+                nrqc_nib_pixel(v, x, t, TP, toff, n, oy, ox, H, W, Wi, Q4, KH, KW, SH, SW, PT, PL, DH, DW, PB);
+#pragma GCC unroll 16
+                for (int32_t i = 0; i < 2 * PB; i++) {
+                  if (first || v[i] > ext_hi[i]) ext_hi[i] = v[i];
+                  if (first || v[i] < ext_lo[i]) ext_lo[i] = v[i];
+                }
+                first = 0;
+              }
+            }
+#pragma GCC unroll 16
+            for (int32_t i = 0; i < 2 * PB; i++) v[i] = (o0 + i < Co && sigma[o0 + i] < 0) ? ext_lo[i] : ext_hi[i];
+          }
+          if (out_float) {
+            float *yf = (float *)y;
+#pragma GCC unroll 16
+            for (int32_t i = 0; i < 2 * PB; i++)
+              if (o0 + i < Co) yf[((n * Co + o0 + i) * HO + py) * WO + px] = (float)v[i] * scale[o0 + i];
+          } else {
+            uint32_t bits = 0;
+#pragma GCC unroll 16
+            for (int32_t i = 0; i < 2 * PB; i++)
+              if (o0 + i < Co) bits |= (uint32_t)(sigma[o0 + i] * v[i] >= thr[o0 + i]) << ((o0 + i) & 31);
+            uint32_t *yw = (uint32_t *)y + ((n * PHO + py) * PWO + px) * Wo32 + (o0 >> 5);
+            if ((o0 & 31) == 0) *yw = bits; else *yw |= bits;
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Full-precision 1x1 conv on a packed map (e.g. the VAD head after its last binary layer):
+ * per pixel, the set bits are walked (count-trailing-zeros, clear lowest) and each adds its
+ * weight column to OB float accumulators held in registers. W float [O][C];
+ * Y float [N, O, H, W]. signed_input: bits are {-1,+1}: y = 2 * sum(set) - rowsum.
+ * ------------------------------------------------------------------------------------- */
+NRQC_INLINE int32_t nrqc_bits_conv1x1_f32(const uint32_t *x, const float *w, float *y, int32_t N, int32_t H,
+                                          int32_t W, int32_t Wi, int32_t C, int32_t O, int32_t signed_input,
+                                          int32_t OB) {
+  const int32_t HW = H * W;
+  for (int32_t ob = 0; ob < O; ob += OB) {
+    const int32_t nb = (O - ob) < OB ? (O - ob) : OB;
+    float rowsum[16];
+    for (int32_t k = 0; k < nb; k++) {
+      float s = 0.0f;
+      if (signed_input)
+        for (int32_t c = 0; c < C; c++) s += w[(ob + k) * C + c];
+      rowsum[k] = s;
+    }
+    for (int32_t n = 0; n < N; n++) {
+      for (int32_t i = 0; i < HW; i++) {
+        float a[16];
+        for (int32_t k = 0; k < nb; k++) a[k] = 0.0f;
+        const uint32_t *xp = x + (n * HW + i) * Wi;
+        for (int32_t j = 0; j < Wi; j++) {
+          uint32_t m = xp[j];
+          while (m) {
+            const float *wc = w + ob * C + j * 32 + __builtin_ctz(m);
+            m &= m - 1u;
+            for (int32_t k = 0; k < nb; k++) a[k] += wc[k * C];
+          }
+        }
+        float *yp = y + (n * O + ob) * HW + i;
+        for (int32_t k = 0; k < nb; k++) yp[k * HW] = signed_input ? 2.0f * a[k] - rowsum[k] : a[k];
+      }
+    }
+  }
+  return 0;
+}
+
+#endif /* NRQC_DSP_H_ */

@@ -1,0 +1,143 @@
+"""nrqc's hand-written Cortex-M kernels (nrqc/cortex_m/kernels/nrqc_dsp.h), each run in QEMU
+(mps2-an386, Cortex-M4) by a throw-away firmware and compared bit for bit with numpy on odd
+shapes (channels not multiples of 4/32, strides, padding, dilation, fused pools). A few
+cases by default; the rest under -m slow."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from nrqc.cortex_m import dsp
+from nrqc.targets.kernels import packing as pk
+
+_MISSING = [t for t in ("arm-none-eabi-gcc", "arm-none-eabi-nm", "qemu-system-arm") if not shutil.which(t)]
+pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"Cortex-M toolchain/emulator missing: {', '.join(_MISSING)}")
+
+
+@pytest.fixture(scope="module")
+def m4():
+    from nrqc.targets import get_target
+
+    return get_target("cortex-m4")
+
+
+def _run(m4, call, inputs, outputs, scratch=None):
+    from nrqc.cortex_m.microbench import run_call
+
+    return run_call(m4, call, inputs, outputs, scratch)
+
+
+def _ref_pool_ext(acc, sigma, pool):
+    """Per channel the window max (sigma >= 0) or min of acc [N,Co,Ho,Wo] (windows skip padding)."""
+    (kh, kw), (sh, sw), pad = pool
+    n, co, ho, wo = acc.shape
+    pho = (ho + pad[0] + pad[2] - kh) // sh + 1
+    pwo = (wo + pad[1] + pad[3] - kw) // sw + 1
+    out = np.zeros((n, co, pho, pwo), np.int64)
+    for y in range(pho):
+        for x in range(pwo):
+            ys = [y * sh - pad[0] + a for a in range(kh) if 0 <= y * sh - pad[0] + a < ho]
+            xs = [x * sw - pad[1] + b for b in range(kw) if 0 <= x * sw - pad[1] + b < wo]
+            win = acc[:, :, ys][:, :, :, xs].reshape(n, co, -1)
+            out[:, :, y, x] = np.where(sigma[None, :] >= 0, win.max(-1), win.min(-1))
+    return out
+
+
+# (n, c_in, h, w, c_out, kh, kw, stride, pad (t, l, b, r), dilation, pool or None)
+_CONV_CASES = {
+    "vad_layer": (1, 32, 1, 100, 32, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), None),
+    "odd_2d_stride2": (1, 37, 7, 9, 13, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), None),
+    "odd_dilated": (2, 5, 6, 11, 7, 3, 2, (1, 2), (2, 0, 1, 1), (2, 1), None),
+    "pooled": (1, 33, 8, 10, 19, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), ((2, 2), (2, 2), (0, 0, 0, 0))),
+    "pooled_padded": (1, 9, 5, 7, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), ((3, 3), (2, 2), (1, 1, 1, 1))),
+    "deep_flush": (1, 300, 3, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), None),  # 675 nibbles: lane flushes
+}
+_FAST = {"vad_layer", "odd_2d_stride2"}
+
+
+def _conv_case(case, table, pairs, out, seed=0):
+    rng = np.random.default_rng(seed)
+    n, c, h, w, co, kh, kw, stride, pad, dil, pool = _CONV_CASES[case]
+    x01 = (rng.random((n, c, h, w)) < 0.45).astype(np.int64)
+    wq = rng.integers(-128, 128, (co, c, kh, kw)).astype(np.int8)
+    if case == "deep_flush":
+        wq[:] = 127  # every lane at its largest: a missing flush would carry into the next lane
+        x01[:] = 1
+    acc = pk.ref_conv_acc(x01, wq.astype(np.int64), stride, pad, dil)
+    sigma = rng.choice([-1, 1], co).astype(np.int32)
+    op = {"op": "binary_conv", "g": {"n": n, "c_in": c, "h": h, "w": w, "c_out": co, "kh": kh, "kw": kw,
+                                     "stride": list(stride), "pad": list(pad), "dilation": list(dil), "groups": 1},
+          "weights": "int8", "strategy": "masked", "out": out, "pool": pool}
+    return x01, wq, acc, sigma, op
+
+
+def _kernel_call(op, wq, config):
+    """The weight array and the constant arguments the TIR wrapper passes (dsp.nibble_plan)."""
+    plan = dsp.nibble_plan(op, wq, config)
+    return plan.weights, list(plan.consts)
+
+
+# the knob sweep (table placement, pairs per block: the C fallback for 1 and 3, LDRD asm for 2, 4, 8)
+# on the fast shapes; one setting per slow shape
+_KNOBS = [("arena", 4), ("flash", 2), ("arena", 1), ("arena", 8)]
+_CONV_PARAMS = [pytest.param(c, t, p, marks=() if c in _FAST and (t, p) != ("arena", 8) else pytest.mark.slow)
+                for c in _CONV_CASES for t, p in (_KNOBS if c in _FAST else _KNOBS[:1])]
+
+
+@pytest.mark.parametrize("case,table,pairs", _CONV_PARAMS)
+def test_nibble_conv_pack_bit_exact(m4, case, table, pairs):
+    x01, wq, acc, sigma, op = _conv_case(case, table, pairs, "pack")
+    n, co = acc.shape[:2]
+    thr = np.random.default_rng(1).integers(-300, 300, co).astype(np.int32)
+    ext = acc if op["pool"] is None else _ref_pool_ext(acc, sigma, op["pool"])
+    want = pk.pack_channels(np.moveaxis(sigma[None, :, None, None] * ext >= thr[None, :, None, None], 1, -1))
+    warr, consts = _kernel_call(op, wq, {"table": table, "pairs_per_block": pairs})
+    flash = table == "flash"
+    g = op["g"]
+    q = g["kh"] * g["kw"] * dsp.nibble_groups(g["c_in"])
+    xw = pk.pack_channels(np.moveaxis(x01, 1, -1))
+    inputs = {"x": xw, "w": warr, "sg": sigma, "th": thr}
+    call = (f"nrqc_b01_i8_conv(x, {'0' if flash else 'w'}, {'w' if flash else '0'}, {'0' if flash else 'tab'}, "
+            f"sg, th, 0, y, {', '.join(map(str, consts))})")
+    got = _run(m4, call, inputs, {"y": (want.shape, "uint32")},
+               None if flash else {"tab": (q * 16 * min(pairs, (co + 1) // 2), "uint32")})
+    np.testing.assert_array_equal(got.outputs["y"], want)
+
+
+def test_nibble_conv_float_out_bit_exact(m4):
+    x01, wq, acc, sigma, op = _conv_case("odd_2d_stride2", "arena", 4, "float")
+    co = acc.shape[1]
+    scale = np.random.default_rng(2).uniform(0.01, 0.1, co).astype(np.float32)
+    want = (acc.astype(np.float32) * scale[None, :, None, None]).astype(np.float32)
+    warr, consts = _kernel_call(op, wq, {"table": "arena", "pairs_per_block": 4})
+    g = op["g"]
+    q = g["kh"] * g["kw"] * dsp.nibble_groups(g["c_in"])
+    call = f"nrqc_b01_i8_conv(x, w, 0, tab, 0, 0, sc, y, {', '.join(map(str, consts))})"
+    got = _run(m4, call, {"x": pk.pack_channels(np.moveaxis(x01, 1, -1)), "w": warr, "sc": scale},
+               {"y": (want.shape, "float32")}, {"tab": (q * 16 * 4, "uint32")})
+    np.testing.assert_array_equal(got.outputs["y"], want)
+
+
+@pytest.mark.parametrize("c,o,signed", [(32, 16, False), pytest.param(45, 7, True, marks=pytest.mark.slow),
+                                        pytest.param(70, 21, False, marks=pytest.mark.slow)])
+def test_bits_conv1x1_float(m4, c, o, signed):
+    rng = np.random.default_rng(3)
+    n, h, w = 1, 3, 11
+    x01 = (rng.random((n, c, h, w)) < 0.5)
+    wt = rng.standard_normal((o, c)).astype(np.float32)
+    xv = np.where(x01, 1.0, -1.0 if signed else 0.0)
+    want = np.einsum("nchw,oc->nohw", xv, wt.astype(np.float64))
+    op = {"op": "binary_conv1x1_float", "n": n, "c": c, "h": h, "w": w, "o": o, "signed_input": signed}
+    consts = dsp.head_consts(op, {"out_block": 16})
+    got = _run(m4, f"nrqc_bits_conv1x1_f32(x, wt, y, {', '.join(map(str, consts))})",
+               {"x": pk.pack_channels(np.moveaxis(x01, 1, -1)), "wt": wt}, {"y": ((n, o, h, w), "float32")})
+    np.testing.assert_allclose(got.outputs["y"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_popcount_is_inline_and_exact(m4):
+    vals = np.array([0, 1, 0xFFFFFFFF, 0x80000000, 0x12345678, 0xF0F0F0F0, 0x7FFFFFFF, 0xDEADBEEF], np.uint32)
+    call = "({ for (int i = 0; i < 8; i++) y[i] = nrqc_popcount32(v[i]); 0; })"
+    got = _run(m4, call, {"v": vals}, {"y": ((8,), "int32")})
+    np.testing.assert_array_equal(got.outputs["y"], [bin(int(v)).count("1") for v in vals])
