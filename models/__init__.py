@@ -2,8 +2,9 @@
 
 variant 'float'       ReLU everywhere, float weights;
         'bam'         binary activation maps: Heaviside after every conv, int8 weights in
-                      every conv fed by a binary map; the first conv (it sees log-mel) and
-                      the dense head stay full precision (Nilsson et al. 2024);
+                      every conv; the first conv reads the log-mel features quantized to
+                      int8 (first_layer="int8", the default; "float" keeps the float first
+                      layer of Nilsson et al. 2024); the dense head stays full precision;
         'reparam'     float, every hidden width (and the VAD's input mel bands) learned by
                       noise reparameterization (Gómez & Bäckström);
         'bam-reparam' both at once.

@@ -21,8 +21,9 @@ def _fmt(d: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def command(checkpoint: str, out: str, no_check: bool, as_json: bool):
     """Slice a trained checkpoint to its learned widths, fold BatchNorm into thresholds,
-    and write ONNX (opset 17) with Heaviside as Greater+Cast and int8 weights as
-    DequantizeLinear."""
+    and write ONNX (opset 17) with Heaviside as Greater+Cast, int8 weights as
+    DequantizeLinear and, for an all-integer first layer, the input as
+    QuantizeLinear+DequantizeLinear (docs/bam-onnx-contract.md)."""
     from nrqc.training.onnx_export import export_checkpoint
 
     s = export_checkpoint(checkpoint, out, check=not no_check)
@@ -31,6 +32,10 @@ def command(checkpoint: str, out: str, no_check: bool, as_json: bool):
         return
     click.echo(f"wrote {s['onnx']} ({s['task']}, {s['variant']}, opset {s['opset']})")
     click.echo(f"  input  '{s['input']['name']}' {s['input']['shape']}  output '{s['output']['name']}': {s['output']['meaning']}")
+    if "quantized_to" in s["input"]:
+        i = s["input"]
+        click.echo(f"  first layer all-integer: input QuantizeLinear to {i['quantized_to']} (scale {i['scale']:.6g}, "
+                   f"zero point {i['zero_point']}), int8 weights; a device may feed the int8 features directly")
     click.echo(f"  before: {_fmt(s['before'])}")
     click.echo(f"  after:  {_fmt(s['after'])}")
     if "parity" in s:

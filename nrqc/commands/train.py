@@ -41,9 +41,13 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.option("--pooled-calibration", type=click.Choice(["median", "spread"]), default="median", show_default=True,
               help="Thresholds of the binary layer before the global max-pool: each channel's bit on for half "
                    "the clips, or for spread fractions with dead/saturated channels re-set after every epoch.")
+@click.option("--first-layer", type=click.Choice(["int8", "float"]), default=None,
+              help="First layer of the bam variants: int8 (int8 input features, calibrated per-tensor scale, and "
+                   "int8 per-channel weights: an all-integer model) [default for bam, bam-reparam], or float "
+                   "(float weights on float features).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue OUT/last.pt if it exists.")
 def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, out_dir, batch_size, lr, lr_k,
-            patience, seed, seeds, init, lr_schedule, pooled_calibration, resume):
+            patience, seed, seeds, init, lr_schedule, pooled_calibration, first_layer, resume):
     """Train a model of the zoo on TASK and report task metrics and complexity."""
     from nrqc.errors import NrqcError
     from nrqc.training.trainer import TrainConfig, train
@@ -65,7 +69,7 @@ def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, 
     cfg = TrainConfig(task=task, variant=variant, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, lr_k=lr_k,
                       complexity_weight=alpha or 0.0, budget_macs=budget_macs, patience=patience, seed=seed,
                       samples=samples, init=init, lr_schedule=lr_schedule,
-                      pooled_calibration=pooled_calibration)
+                      pooled_calibration=pooled_calibration, first_layer=first_layer)
     out_dir = out_dir or f"runs/{task}"
     if seeds > 1:
         from nrqc.training.seeds import train_seeds
@@ -86,6 +90,9 @@ def command(task, variant, arch, alpha, budget_macs, epochs, data_dir, samples, 
                f"{' (stopped early)' if r['stopped_early'] else ''}; checkpoint from epoch {r['best_epoch']}")
     b = r["bootstrap"]
     click.echo(f"  test ({b['examples']} {b['unit']}s, [95 % bootstrap interval]): {_with_intervals(r['test'], r['test_ci'])}")
+    if "input_quant" in r:
+        q = r["input_quant"]
+        click.echo(f"  first layer int8: input int8, scale {q['scale']:.6g}, zero point 0 ({q['calibration']})")
     click.echo(f"  complexity: {c['macs']:,.0f} MACs per window (of {r['full_macs']:,.0f})"
                f"{', %.3f MFLOP/s' % c['mflops_per_s'] if 'mflops_per_s' in c else ''}, {c['params']:,.0f} params, "
                f"{c['bytes']:,.0f} bytes{', widths ' + widths if widths else ''}")

@@ -67,10 +67,7 @@ def _pooled_levels(maxima: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _walk_binary(net: SeqNet, x: torch.Tensor):
     """Yield (index, block, its input) for every top-level binary block, running the
     layers in order (a consumer may change block i before the walk runs it)."""
-    h = x
-    if net.input_gate is not None:
-        h = net.gates[net.input_gate](h)
-    h = h.unsqueeze(1) if net.layout == "image" else h.transpose(1, 2) if net.layout == "bands_as_channels" else h
+    h = net.prepare_input(x)
     for i, m in enumerate(net.layers):
         if isinstance(m, Block) and m.binary is not None:
             yield i, m, h

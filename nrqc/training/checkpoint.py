@@ -42,7 +42,10 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(state: dict):
     from nrqc.models import build
 
-    net = build(state["arch"], state["variant"], **state["build_kwargs"])
+    kwargs = dict(state["build_kwargs"])
+    if "first_layer" not in kwargs and not any(k.startswith("input_quant.") for k in state["state_dict"]):
+        kwargs["first_layer"] = "float"  # written before BAM models had an all-integer first layer
+    net = build(state["arch"], state["variant"], **kwargs)
     net.load_state_dict(state["state_dict"])
     net.meta.update(state.get("meta", {}))
     return net.eval()

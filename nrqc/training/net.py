@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrqc.training.quant import channel_scale, fake_quant_int8
+from nrqc.training.quant import InputQuant, channel_scale, fake_quant_int8
 from nrqc.training.recurrent import GRUBlock
 from nrqc.training.reparam import DynamicWidth
 from nrqc.training.surrogate import Heaviside
@@ -150,13 +150,17 @@ _WEIGHTED = (Block, GRUBlock)
 
 
 class SeqNet(nn.Module):
-    """Sequential model: layout → (input band gate) → layers.  ``meta`` records the task,
-    variant, input frames/bands and what the output means; it travels in checkpoints."""
+    """Sequential model: (input band gate) → (int8 input quantizer) → layout → layers.
+    ``meta`` records the task, variant, input frames/bands and what the output means; it
+    travels in checkpoints.  ``quantize_input``: the all-integer first layer's per-tensor
+    int8 input (:class:`~nrqc.training.quant.InputQuant`, after the band gate, so its scale
+    covers the bands the model keeps)."""
 
     def __init__(self, layers: list[nn.Module], gates: dict[str, DynamicWidth] | None = None,
                  layout: str = "image", input_gate: str | None = None, squeeze_output: bool = False,
-                 meta: dict | None = None):
+                 meta: dict | None = None, quantize_input: bool = False):
         super().__init__()
+        self.input_quant = InputQuant() if quantize_input else None
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}")
         self.layers = nn.ModuleList(layers)
@@ -208,13 +212,29 @@ class SeqNet(nn.Module):
     def kept(self, name) -> int | None:
         return self.gates[name].kept() if name is not None else None
 
-    def forward(self, x):
+    def prepare_input(self, x):
+        """[B, frames, bands] (or [B, features]) -> the first layer's input: band gate,
+        int8 input quantizer, layout."""
         if self.input_gate is not None:
             x = self.gates[self.input_gate](x)  # over the last axis (bands / features)
+        if self.input_quant is not None:
+            x = self.input_quant(x)
         if self.layout == "image":
-            x = x.unsqueeze(1)
-        elif self.layout == "bands_as_channels":
-            x = x.transpose(1, 2)
+            return x.unsqueeze(1)
+        if self.layout == "bands_as_channels":
+            return x.transpose(1, 2)
+        return x
+
+    def calibrate_input(self, x) -> float | None:
+        """Set the input quantizer's scale from training features x over the bands (or
+        features) the model keeps now; returns it (None without an input quantizer)."""
+        if self.input_quant is None:
+            return None
+        kept = self.kept(self.input_gate)
+        return self.input_quant.calibrate(x[..., :kept] if kept is not None else x)
+
+    def forward(self, x):
+        x = self.prepare_input(x)
         for i, layer in enumerate(self.layers):
             x = self.apply_layer(i, layer, x)
         return x.flatten(1) if self.squeeze_output else x

@@ -2,6 +2,9 @@
 
 The model is first sliced to ⌈K⌉ units per layer, then written op by op:
 
+- an int8 input (the all-integer first layer, docs/bam-onnx-contract.md section 7):
+  `QuantizeLinear(x, s_in, 0 int8)` → `DequantizeLinear` on the graph input, before the
+  layout op, with `nrqc.input.<name>.{dtype,scale,zero_point}` in the model metadata;
 - a Heaviside after a conv/dense layer with bias b: `Conv`/`MatMul` without bias →
   `Greater(y, T)` → `Cast(to=FLOAT)`, T = −b ([C,1,1] for conv2d, [C,1] for conv1d, [C]
   for dense).  BatchNorm folds into T = mean − beta·sqrt(var+eps)/gamma − b.  The ±1
@@ -39,7 +42,8 @@ class _Graph:
         from onnx import numpy_helper
 
         nm = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), nm))
+        a = np.asarray(array)  # keeps a 0-d scalar 0-d (ascontiguousarray makes it 1-d)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(a) if a.ndim else a, nm))
         return nm
 
     def op(self, op_type, inputs, base=None, **attrs):
@@ -153,6 +157,29 @@ def _residual(g: _Graph, res: Residual, x: str) -> str:
     return g.op("Relu", [y], "relu") if res.act == "relu" else y
 
 
+def _quantized_input(g: _Graph, x: str, scale: torch.Tensor) -> str:
+    """QuantizeLinear → DequantizeLinear of the input with one scalar scale, zero point int8 0."""
+    s = g.init("input_scale", np.array(float(scale), dtype=np.float32))
+    zp = g.init("input_zero", np.array(0, dtype=np.int8))
+    return g.op("DequantizeLinear", [g.op("QuantizeLinear", [x, s, zp], "input_q"), s, zp], "input_deq")
+
+
+def _input_quant_metadata(net: SeqNet, input_name: str) -> dict:
+    """nrqc.input.<name>.{dtype,scale,zero_point}: how a caller feeds int8 input directly."""
+    if net.input_quant is None:
+        return {}
+    key = f"nrqc.input.{input_name}"
+    # repr of the float32 value widened to float64: parses back to the same float32.
+    return {f"{key}.dtype": "int8", f"{key}.scale": repr(float(np.float32(float(net.input_quant.scale)))),
+            f"{key}.zero_point": "0"}
+
+
+def _input_quant_summary(net: SeqNet) -> dict:
+    if net.input_quant is None:
+        return {"dtype": "float32"}
+    return {"dtype": "float32", "quantized_to": "int8", "scale": float(net.input_quant.scale), "zero_point": 0}
+
+
 def _frontend_json(net: SeqNet) -> str | None:
     """How to compute the input: the log-mel frontend, and which of its bands are kept."""
     if net.layout == "features":
@@ -174,6 +201,8 @@ def to_onnx(net: SeqNet, input_name: str | None = None):
     input_name = input_name or ("features" if small.layout == "features" else "logmel")
     g = _Graph()
     x = input_name
+    if small.input_quant is not None:
+        x = _quantized_input(g, x, small.input_quant.scale)
     if small.layout == "image":
         x = g.op("Unsqueeze", [x, g.init("axes", np.array([1], dtype=np.int64))], "unsqueeze")
     elif small.layout == "bands_as_channels":
@@ -207,8 +236,8 @@ def to_onnx(net: SeqNet, input_name: str | None = None):
     for k, v in {"nrqc.task": small.meta.get("task"), "nrqc.arch": small.meta.get("arch"),
                  "nrqc.variant": small.meta.get("variant"), "nrqc.input_layout": small.layout,
                  "nrqc.input_shape": ",".join(map(str, small.input_shape(1))),
-                 "nrqc.output": small.meta.get("output"),
-                 "nrqc.frontend": _frontend_json(small)}.items():
+                 "nrqc.output": small.meta.get("output"), "nrqc.first_layer": small.meta.get("first_layer"),
+                 "nrqc.frontend": _frontend_json(small), **_input_quant_metadata(small, input_name)}.items():
         if v is not None:
             model.metadata_props.add(key=k, value=str(v))
     onnx.checker.check_model(model, full_check=True)
@@ -276,8 +305,9 @@ def export_checkpoint(checkpoint: str, out: str, check: bool = True) -> dict:
     summary = {"checkpoint": str(checkpoint), "onnx": str(out), "task": net.meta.get("task"),
                "variant": net.meta.get("variant"), "opset": OPSET,
                "input": {"name": model.graph.input[0].name, "shape": list(small.input_shape(1)),
-                         "layout": small.layout},
+                         "layout": small.layout, **_input_quant_summary(small)},
                "output": {"name": "output", "meaning": net.meta.get("output")},
+               "first_layer": net.meta.get("first_layer", "float"),
                "before": describe(net, "full"), "after": describe(small, "full")}
     if check:
         p = parity(net, model)

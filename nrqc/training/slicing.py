@@ -60,7 +60,9 @@ def slice_net(net: SeqNet) -> SeqNet:
         meta[key] = net.kept(net.input_gate)
         meta["input_bands_of"] = net.gates[net.input_gate].n
     meta["widths"] = {n: g.kept() for n, g in net.gates.items()}
-    out = SeqNet(layers, {}, net.layout, None, net.squeeze_output, meta)
+    out = SeqNet(layers, {}, net.layout, None, net.squeeze_output, meta, quantize_input=net.input_quant is not None)
+    if net.input_quant is not None:  # its scale was calibrated over the kept bands already
+        out.input_quant.scale.copy_(net.input_quant.scale)
     out.train(net.training)
     return out
 

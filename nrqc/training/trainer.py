@@ -60,6 +60,9 @@ class TrainConfig:
     # Thresholds of the globally max-pooled binary layer (see calibrate.py): "median", or
     # "spread" (spread quantiles, and constant channels re-calibrated after every epoch).
     pooled_calibration: str = "median"
+    # The first layer of BAM variants: "int8" (int8 input features and weights, the
+    # default) or "float" (float weights on float features); None = the variant's default.
+    first_layer: str | None = None
     build_kwargs: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -69,6 +72,13 @@ class TrainConfig:
             raise NrqcError(f"unknown --pooled-calibration '{self.pooled_calibration}' (choose {', '.join(POOLED_MODES)})")
         if self.lr_schedule not in LR_SCHEDULES:
             raise NrqcError(f"unknown --lr-schedule '{self.lr_schedule}' (choose {', '.join(LR_SCHEDULES)})")
+        from nrqc.models.zoo import FIRST_LAYERS, default_first_layer
+
+        self.first_layer = self.first_layer or default_first_layer(self.variant)
+        if self.first_layer not in FIRST_LAYERS:
+            raise NrqcError(f"unknown --first-layer '{self.first_layer}' (choose {', '.join(FIRST_LAYERS)})")
+        if self.first_layer == "int8" and not self.variant.startswith("bam"):
+            raise NrqcError(f"--first-layer int8 needs --variant bam or bam-reparam, not '{self.variant}'")
         d = DEFAULTS[self.task]
         for k in ("epochs", "batch_size", "lr", "samples"):
             if getattr(self, k) is None:
@@ -277,6 +287,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
     else:
         cfg.build_kwargs.setdefault("frames", int(x.shape[1]))
         cfg.build_kwargs.setdefault("bands", int(x.shape[2]))
+    cfg.build_kwargs["first_layer"] = cfg.first_layer
     torch.manual_seed(cfg.seed)
     net = build(cfg.arch, cfg.variant, **cfg.build_kwargs)
     if init_state is not None:
@@ -295,6 +306,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         state = load_checkpoint(last)
         if state["train_config"]["task"] != cfg.task or state["variant"] != cfg.variant or state["arch"] != cfg.arch:
             raise NrqcError(f"'{last}' is a {state['arch']}/{state['variant']} run; use another --out or --no-resume")
+        old_first = state["build_kwargs"].get("first_layer", "float")
+        if old_first != cfg.first_layer:
+            raise NrqcError(f"'{last}' was trained with --first-layer {old_first}, not {cfg.first_layer}; "
+                            f"use another --out or --no-resume")
         old = state["train_config"]
         # A different α or budget is a different objective: continuing would mix two runs.
         if _objective(old) != _objective(asdict(cfg)):
@@ -311,6 +326,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
         torch.set_rng_state(state["rng"])
         _log(f"nrqc train: resuming {last} after epoch {start_epoch}")
     tr, va, te = (torch.from_numpy(np.flatnonzero(split == s)) for s in (0, 1, 2))
+    if start_epoch == 0:
+        net.calibrate_input(x[tr])  # before the thresholds, which see the quantized input
     if start_epoch == 0 and any(b.binary is not None for _, b in net.blocks()):
         calibrate_thresholds(net, x[tr[torch.randperm(len(tr))[:128]]], pooled=cfg.pooled_calibration)
     revive = cfg.pooled_calibration == "spread" and bool(pooled_binary_layers(net))
@@ -348,6 +365,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
             bar.close("")
         # Dead (or saturated) pooled channels are constant inputs to the head and get no
         # gradient to recover: re-set their thresholds on a batch of training clips.
+        if net.input_gate is not None:
+            # The band gate may have cut bands this epoch: the checkpoint (and its export)
+            # gets the input scale over the bands it keeps.
+            net.calibrate_input(x[tr])
         revived = recalibrate_constant_pooled(net, x[tr[torch.randperm(len(tr))[:128]]]) if revive else None
         val = evaluate(cfg.task, net, x[va], y[va])
         comp = summary(net, "kept")
@@ -358,6 +379,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, data_dir: str | Path | None = N
                "elapsed_s": time.time() - t_start}
         if revived is not None:
             rec["pooled_recalibrated"] = revived
+        if net.input_quant is not None:
+            rec["input_scale"] = float(net.input_quant.scale)
         history.append(rec)
         improved = stopper.update(_score(cfg.task, val))
         # With learned widths the final epoch is the model (an earlier "best" would undo the
@@ -417,11 +440,23 @@ def _metrics(cfg, history, test, best_state, full_macs, data, out, stopped_early
                   "splits": {k: int((data["split"] == v).sum()) for k, v in (("train", 0), ("val", 1), ("test", 2))}},
          "epochs_run": len(history), "stopped_early": stopped_early,
          "train_seconds": round(history[-1]["elapsed_s"], 1) if history else 0.0,
-         "full_macs": full_macs, "history": history}
+         "full_macs": full_macs, "first_layer": cfg.first_layer, "history": history}
     if best_state is not None:
         r["best_epoch"] = best_state["epoch"]
         r["val"] = best_state["val"]
         r["test"] = test
         r["complexity"] = summary(best_net, "kept")
         r["checkpoint"] = str(out / "checkpoint.pt")
+        if best_net.input_quant is not None:
+            r["input_quant"] = input_quant_record(best_net)
     return r
+
+
+def input_quant_record(net) -> dict:
+    """How the model quantizes its input (the exported QuantizeLinear), for metrics.json."""
+    from nrqc.training.quant import INPUT_PERCENTILE, INPUT_QMAX
+
+    kept = net.kept(net.input_gate)
+    return {"dtype": "int8", "scale": float(net.input_quant.scale), "zero_point": 0,
+            "calibration": f"P{INPUT_PERCENTILE:g}(|x|) / {INPUT_QMAX} over the training features",
+            "bands": kept if kept is not None else net.input_shape(1)[-1]}

@@ -33,7 +33,9 @@ def test_bam_layer_choices_follow_the_paper():
     blocks = [b for _, b in net.blocks()]
     assert [b.c_out for b in blocks] == [32, 32, 32, 64, 64, 64, 1]
     assert [b.kind for b in blocks] == ["conv2d"] * 4 + ["linear"] * 3
-    assert [b.weight_mode for b in blocks] == ["float", "int8", "int8", "int8", "float", "float", "float"]
+    # all-integer by default: the first conv reads int8 features with int8 weights
+    assert [b.weight_mode for b in blocks] == ["int8", "int8", "int8", "int8", "float", "float", "float"]
+    assert net.input_quant is not None and net.meta["first_layer"] == "int8"
     assert [b.act for b in blocks] == ["heaviside"] * 4 + ["relu", "relu", "none"]
     assert all(b.kernel == 3 for b in blocks[:4])
     x = torch.randn(1, 200, 64)
@@ -46,11 +48,27 @@ def test_bam_layer_choices_follow_the_paper():
         assert set(torch.unique(m).tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("arch", ["bam4", "dnsmos", "vad_tiny", "vad_gru", "antispoof_cnn", "synthetic_mlp"])
+def test_first_layer_option(arch):
+    """first_layer='float' keeps the paper's float first layer on float features; 'int8'
+    (the BAM default) is refused for the float variants, which are the float twins."""
+    for variant in ("bam", "bam-reparam"):
+        net = build(arch, variant, first_layer="float")
+        assert net.input_quant is None and net.meta["first_layer"] == "float"
+        assert [b.weight_mode for _, b in net.blocks()][0] == "float"
+        assert build(arch, variant).input_quant is not None
+    assert build(arch, "float").input_quant is None and build(arch, "reparam").meta["first_layer"] == "float"
+    with pytest.raises(ValueError, match="first_layer 'int8' needs a BAM variant"):
+        build(arch, "float", first_layer="int8")
+    with pytest.raises(ValueError, match="first_layer must be"):
+        build(arch, "bam", first_layer="int4")
+
+
 def test_binary_head_option():
     """head_kind='binary': every layer fed by a binary map (the head too: the global max of
     a binary map is binary) has int8 weights, hidden outputs are binary."""
     blocks = [b for _, b in build("bam4", "bam", head_kind="binary").blocks()]
-    assert [b.weight_mode for b in blocks] == ["float"] + ["int8"] * 6
+    assert [b.weight_mode for b in blocks] == ["int8"] * 7
     assert [b.act for b in blocks] == ["heaviside"] * 6 + ["none"]
     float_head = [b for _, b in build("dnsmos", "float", head_kind="binary").blocks()]
     assert all(b.weight_mode == "float" for b in float_head)  # float variants ignore it

@@ -17,6 +17,8 @@ def _dyadic_(net, seed=0, no_ties=False):
     its threshold (where ONNX's Sign(0) = 0 and PyTorch's ±1 step gives −1)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        if net.input_quant is not None:  # int8 input steps of 2⁻⁵ (±4): dyadic too
+            net.input_quant.scale.fill_(2.0 ** -5)
         for _, b in net.blocks():
             if b.kind == "gru":  # float GRU: sigmoid/tanh are not exact anyway
                 continue
@@ -47,11 +49,17 @@ def _dyadic_input(net, seed=1):
 
 @pytest.mark.parametrize("arch,variant", [
     ("bam4", "bam"), ("vad_tiny", "bam"), ("vad_tiny", "bam-reparam"), ("antispoof_cnn", "bam-reparam"),
-    ("synthetic_mlp", "bam"), ("dnsmos", "bam"), ("dnsmos", "bam-binary-head"),
+    ("synthetic_mlp", "bam"), ("dnsmos", "bam"), ("dnsmos", "bam-binary-head"), ("vad_tiny", "bam-float-first"),
+    ("bam4", "bam-reparam-float-first"),
 ])
 def test_bam_export_is_bit_exact_on_exact_arithmetic(arch, variant):
+    """BAM variants with their default all-integer first layer (int8 input and weights),
+    and with --first-layer float (-float-first)."""
     kw = {"head_kind": "binary"} if variant.endswith("binary-head") else {}
-    net = build(arch, variant.removesuffix("-binary-head"), bn=True, **kw).eval()
+    if variant.endswith("-float-first"):
+        kw["first_layer"] = "float"
+    net = build(arch, variant.removesuffix("-binary-head").removesuffix("-float-first"), bn=True, **kw).eval()
+    assert (net.input_quant is None) == variant.endswith("-float-first")
     for g in net.gates.values():
         g.k.data.fill_(g.n * 0.55 + 0.3)
     _dyadic_(net)
@@ -65,15 +73,21 @@ def test_bam_export_is_bit_exact_on_exact_arithmetic(arch, variant):
         np.testing.assert_array_equal(got, ref)
 
 
-def test_contract_ops_and_shapes():
-    net = build("bam4", "bam", bn=True).eval()
+@pytest.mark.parametrize("first_layer", ["int8", "float"])
+def test_contract_ops_and_shapes(first_layer):
+    net = build("bam4", "bam", bn=True, first_layer=first_layer).eval()
     model, _ = to_onnx(net)
     ops = [n.op_type for n in model.graph.node]
     assert model.opset_import[0].version >= 17
     assert model.graph.input[0].name == "logmel"
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 200, 64]
     assert model.graph.output[0].name == "output"
-    assert ops.count("Greater") == 4 and ops.count("Cast") == 4 and ops.count("DequantizeLinear") == 3
+    int8_first = first_layer == "int8"  # input Q/DQ, then an int8 first conv (contract section 7)
+    assert ops[:3] == (["QuantizeLinear", "DequantizeLinear", "Unsqueeze"] if int8_first else ["Unsqueeze", "Conv", "Greater"])
+    assert ops.count("Greater") == 4 and ops.count("Cast") == 4 and ops.count("DequantizeLinear") == 3 + 2 * int8_first
+    meta = {p.key for p in model.metadata_props if p.key.startswith("nrqc.input.")}
+    assert meta == ({"nrqc.input.logmel.dtype", "nrqc.input.logmel.scale", "nrqc.input.logmel.zero_point"}
+                    if int8_first else set())
     assert ops.count("Relu") == 2 and "GlobalMaxPool" in ops and ops.count("MaxPool") == 4
     inits = {i.name: i for i in model.graph.initializer}
     nodes = {o: n for n in model.graph.node for o in n.output}
@@ -83,7 +97,7 @@ def test_contract_ops_and_shapes():
             assert conv.op_type == "Conv" and len(conv.input) == 2  # no bias
             t = onnx.numpy_helper.to_array(inits[n.input[1]])
             assert t.dtype == np.float32 and t.shape[1:] == (1, 1)
-        if n.op_type == "DequantizeLinear":
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:  # weights (the input's pair: its own test)
             wq, sc, zp = (onnx.numpy_helper.to_array(inits[i]) for i in n.input)
             assert wq.dtype == np.int8 and sc.dtype == np.float32 and zp.dtype == np.int8
             assert sc.shape == zp.shape == (wq.shape[0],) and not zp.any()
@@ -183,7 +197,8 @@ def test_recurrent_vad_bam_export(variant):
     _dyadic_(net)
     model, small = to_onnx(net)
     ops = [n.op_type for n in model.graph.node]
-    assert ops[:4] == ["Transpose", "Conv", "Greater", "Cast"] and "GRU" in ops
+    assert ops[:6] == ["QuantizeLinear", "DequantizeLinear", "Transpose", "DequantizeLinear", "Conv", "Greater"]
+    assert "GRU" in ops
     gru = small.layers[1].gru
     assert gru.hidden_size == (net.kept("gru") if net.gates else 32)
     for seed in range(2):

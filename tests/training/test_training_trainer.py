@@ -66,7 +66,12 @@ def test_cli_train_then_export(tmp_path):
     onnx.checker.check_model(model)
     assert s["after"]["macs"] < s["before"]["macs"] and s["parity"]["agree_fraction"] == 1.0
     assert s["input"]["shape"] == [1, m["complexity"]["widths"]["features"]]
-    assert [n.op_type for n in model.graph.node][:3] == ["MatMul", "Greater", "Cast"]
+    # bam-reparam: the all-integer first layer reads the kept features quantized to int8
+    assert [n.op_type for n in model.graph.node][:6] == ["QuantizeLinear", "DequantizeLinear", "DequantizeLinear",
+                                                         "MatMul", "Greater", "Cast"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert float(meta["nrqc.input.features.scale"]) == pytest.approx(m["input_quant"]["scale"], rel=1e-7)
+    assert m["first_layer"] == "int8" and m["input_quant"]["bands"] == m["complexity"]["widths"]["features"]
 
 
 def test_cli_errors_are_one_line(tmp_path):
