@@ -316,7 +316,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
             idx = src_idx
         return X[tuple(idx)]
 
-    x_strides = _view_strides(nchw, src_shape, src_perm, [int(d) for d in X.shape])
+    x_strides = view_strides(nchw, src_shape, src_perm, [int(d) for d in X.shape])
     if w_layout == "ihwo":
         W = te.placeholder((g.cg, g.kh, g.kw, g.c_out), "float32", name="W")
         w_at = lambda o, c, r, s: W[c, r, s, o]  # noqa: E731
@@ -366,7 +366,7 @@ def float_conv_pack(g: ConvGeom, strict: bool = True, pool=None, src_shape=None,
                     w_layout=w_layout)
 
 
-def _view_strides(nchw, src_shape, src_perm, x_shape):
+def view_strides(nchw, src_shape, src_perm, x_shape):
     """Element strides (n, c, y, x) of the NCHW view in X's memory, when the view (a reshape
     of X, or of X transposed by src_perm) is a strided view; None otherwise. Read by back
     ends that replace the kernel with their own code (the op description, `describe`)."""

@@ -141,3 +141,62 @@ def test_popcount_is_inline_and_exact(m4):
     call = "({ for (int i = 0; i < 8; i++) y[i] = nrqc_popcount32(v[i]); 0; })"
     got = _run(m4, call, {"v": vals}, {"y": ((8,), "int32")})
     np.testing.assert_array_equal(got.outputs["y"], [bin(int(v)).count("1") for v in vals])
+
+
+# (src_shape, src_perm, conv geometry (n, c, h, w, co, kh, kw, stride, pad, dilation), src dtype, q dtype, zp, pool)
+_S8_CASES = {
+    "vad_first_float": ((1, 100, 80), (0, 2, 1), (1, 80, 1, 100, 32, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1)),
+                        "float32", "int8", 0, None),
+    "odd_2d_int8": ((1, 5, 9, 11), None, (1, 5, 9, 11, 7, 3, 3, (2, 1), (1, 1, 1, 0), (1, 2)), "int8", "int8", -3,
+                    None),
+    "uint8_zp_float": ((1, 3, 8, 7), None, (1, 3, 8, 7, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), "float32", "uint8",
+                       131, None),
+    "uint8_source_pooled": ((1, 6, 8, 8), None, (1, 6, 8, 8, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), "uint8", "uint8",
+                            120, ((2, 2), (2, 2), (0, 0, 0, 0))),
+}
+
+
+# fused pools exist only for packed outputs
+_S8_PARAMS = [pytest.param(c, o, marks=() if c in ("vad_first_float", "odd_2d_int8") else pytest.mark.slow)
+              for c in _S8_CASES for o in ("pack", "float") if o == "pack" or _S8_CASES[c][-1] is None]
+
+
+@pytest.mark.parametrize("case,out", _S8_PARAMS)
+def test_smlad_int8_conv_bit_exact(m4, case, out):
+    from nrqc.targets.kernels import binary_ops as bo
+    from nrqc.targets.kernels import int8_conv as ic
+    from nrqc.targets.kernels.strategies import cortex_m_smlad as sm
+
+    src_shape, perm, geo, src_dtype, q_dtype, zp, pool = _S8_CASES[case]
+    n, c, h, w, co, kh, kw, stride, pad, dil = geo
+    g = ic.Int8ConvGeom(bo.ConvGeom(n, c, h, w, co, kh, kw, stride, pad, dil), src_shape, perm, src_dtype, q_dtype,
+                        0.037, zp)
+    rng = np.random.default_rng(4)
+    if src_dtype == "float32":
+        x = (rng.standard_normal(src_shape) * 3).astype(np.float32)
+        x.flat[:4] = [0.0185, -0.0185, 1e9, -1e9]  # a rounding tie neighbour and saturation
+        q = ic.ref_quantize(x, g.scale, zp, q_dtype)
+    else:
+        x = rng.integers(np.iinfo(src_dtype).min, np.iinfo(src_dtype).max + 1, src_shape).astype(src_dtype)
+        q = x
+    view = q if perm is None else np.transpose(q, perm)
+    q_nchw = view.reshape(n, c, h, w)
+    wq = rng.integers(-128, 128, (co, c, kh, kw)).astype(np.int8)
+    acc = ic.ref_int8_conv_acc(q_nchw, zp, wq, g.conv)
+    w4, corr = sm.weight_args(g, wq)
+    consts = ", ".join(str(v) + ("u" if i == 1 else "") for i, v in enumerate(sm.call_consts(g, out, pool)))
+    if out == "pack":
+        sigma = rng.choice([-1, 1], co).astype(np.int32)
+        thr = rng.integers(-2000, 2000, co).astype(np.int32)
+        ext = acc if pool is None else _ref_pool_ext(acc, sigma, pool)
+        want = pk.pack_channels(np.moveaxis(sigma[None, :, None, None] * ext >= thr[None, :, None, None], 1, -1))
+        call = f"nrqc_s8_conv_smlad(x, w4, corr, sg, th, 0, y, {consts})"
+        inputs = {"x": x, "w4": w4, "corr": corr, "sg": sigma, "th": thr}
+        got = _run(m4, call, inputs, {"y": (want.shape, "uint32")})
+        np.testing.assert_array_equal(got.outputs["y"], want)
+    else:
+        scale = rng.uniform(0.001, 0.01, co).astype(np.float32)
+        want = (acc.astype(np.float32) * scale[None, :, None, None]).astype(np.float32)
+        call = f"nrqc_s8_conv_smlad(x, w4, corr, 0, 0, sc, y, {consts})"
+        got = _run(m4, call, {"x": x, "w4": w4, "corr": corr, "sc": scale}, {"y": (want.shape, "float32")})
+        np.testing.assert_array_equal(got.outputs["y"], want)

@@ -11,6 +11,10 @@
 #define NRQC_DSP_H_
 #include <stdint.h>
 #include <string.h>
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define NRQC_HAVE_DSP 1
+#endif
 
 #define NRQC_INLINE static inline __attribute__((always_inline))
 
@@ -253,6 +257,140 @@ NRQC_INLINE int32_t nrqc_bits_conv1x1_f32(const uint32_t *x, const float *w, flo
         }
         float *yp = y + (n * O + ob) * HW + i;
         for (int32_t k = 0; k < nb; k++) yp[k * HW] = signed_input ? 2.0f * a[k] - rowsum[k] : a[k];
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * int8 (or uint8, or float quantized on load) input x int8 weights: SMLAD (the all-integer
+ * first layer). Per output pixel the receptive field is gathered once into int16 pairs in
+ * s8 domain (x_s8 = q, or q - 128 for uint8; padding = pad_s8), then per block of 4 output
+ * channels: LDRD of 4 input values, per channel LDRD of 4 weights + 2 SMLAD (16 MACs in 13
+ * instructions). Weights w4 [Co4/4][R4/4][4][2] int32, each an int16 pair (lo = w[o][r],
+ * hi = w[o][r + 1]) for receptive-field index r = (ky * KW + kx) * C + c (zero past R, Co).
+ * Epilogue as int8_conv.py: acc + corr[o], then sigma * v >= thr (packed) or v * scale.
+ * The source element (n, c, y, x) of the NCHW view is at n*sn + c*sc + y*sy + x*sx.
+ * Float source: q = saturate(round_half_even(x / qscale) + zp) as ONNX QuantizeLinear
+ * (qscale given as its float32 bit pattern)
+ * (float32 division; rounding by the 1.5 * 2^23 trick, exact below 2^22 and saturating
+ * above it anyway).
+ * ------------------------------------------------------------------------------------- */
+NRQC_INLINE int32_t nrqc_quant_s8(float v, float qscale, int32_t zp, int32_t uns) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  float r = (v / qscale + magic) - magic;
+#ifdef NRQC_HAVE_DSP
+  /* VCVT saturates to the int32 range (|x / s| beyond 2^31); QADD adds the zero point
+   * without wrapping; SSAT/USAT clamp to the 8-bit range: 1 instruction each */
+  int32_t q = __qadd((int32_t)r, zp);
+  return uns ? (int32_t)__usat(q, 8) - 128 : (int32_t)__ssat(q, 8);
+#else
+  r = r > 1e6f ? 1e6f : (r < -1e6f ? -1e6f : r);
+  int32_t q = (int32_t)r + zp;
+  if (uns) { q = q < 0 ? 0 : q > 255 ? 255 : q; return q - 128; }
+  return q < -128 ? -128 : q > 127 ? 127 : q;
+#endif
+}
+
+NRQC_INLINE int32_t nrqc_s8_smlad_pixel_block(const uint32_t *xr, const int32_t *wp, int32_t R4, int32_t *a) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (int32_t i = 0; i < R4 / 4; i++) {
+    uint32_t x0 = xr[2 * i], x1 = xr[2 * i + 1];
+#ifdef NRQC_HAVE_DSP
+    a0 = __smlad(x0, (uint32_t)wp[0], a0); a0 = __smlad(x1, (uint32_t)wp[1], a0);
+    a1 = __smlad(x0, (uint32_t)wp[2], a1); a1 = __smlad(x1, (uint32_t)wp[3], a1);
+    a2 = __smlad(x0, (uint32_t)wp[4], a2); a2 = __smlad(x1, (uint32_t)wp[5], a2);
+    a3 = __smlad(x0, (uint32_t)wp[6], a3); a3 = __smlad(x1, (uint32_t)wp[7], a3);
+#else
+#define NRQC_DOT2(x, w) ((int32_t)(int16_t)(x) * (int16_t)(w) + (int32_t)(int16_t)((x) >> 16) * (int16_t)((uint32_t)(w) >> 16))
+    a0 += NRQC_DOT2(x0, wp[0]) + NRQC_DOT2(x1, wp[1]); a1 += NRQC_DOT2(x0, wp[2]) + NRQC_DOT2(x1, wp[3]);
+    a2 += NRQC_DOT2(x0, wp[4]) + NRQC_DOT2(x1, wp[5]); a3 += NRQC_DOT2(x0, wp[6]) + NRQC_DOT2(x1, wp[7]);
+#endif
+    wp += 8;
+  }
+  a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
+  return 0;
+}
+
+NRQC_INLINE void nrqc_s8_gather(int16_t *rf, const void *x, int32_t src_kind, float qscale, int32_t zp,
+                                int32_t q_uns, int32_t pad_s8, int32_t n, int32_t oy, int32_t ox, int32_t C,
+                                int32_t H, int32_t W, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
+                                int32_t PL, int32_t DH, int32_t DW, int32_t sn, int32_t sc, int32_t sy, int32_t sx,
+                                int32_t R, int32_t R4) {
+  for (int32_t ky = 0; ky < KH; ky++) {
+    const int32_t iy = oy * SH - PT + ky * DH;
+    for (int32_t kx = 0; kx < KW; kx++) {
+      const int32_t ix = ox * SW - PL + kx * DW;
+      int16_t *d = rf + (ky * KW + kx) * C;
+      if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
+        for (int32_t c = 0; c < C; c++) d[c] = (int16_t)pad_s8;
+        continue;
+      }
+      const int32_t base = n * sn + iy * sy + ix * sx;
+      if (src_kind == 0) {
+        const float *xs = (const float *)x + base;
+        for (int32_t c = 0; c < C; c++) d[c] = (int16_t)nrqc_quant_s8(xs[c * sc], qscale, zp, q_uns);
+      } else if (src_kind == 1) {
+        const int8_t *xs = (const int8_t *)x + base;
+        for (int32_t c = 0; c < C; c++) d[c] = xs[c * sc];
+      } else {
+        const uint8_t *xs = (const uint8_t *)x + base;
+        for (int32_t c = 0; c < C; c++) d[c] = (int16_t)((int32_t)xs[c * sc] - 128);
+      }
+    }
+  }
+  for (int32_t r = R; r < R4; r++) rf[r] = 0;
+}
+
+NRQC_INLINE int32_t nrqc_s8_conv_smlad(const void *x, const int32_t *w4, const int32_t *corr, const int32_t *sigma,
+                                       const int32_t *thr, const float *scale, void *y, int32_t src_kind,
+                                       uint32_t qscale_bits, int32_t zp, int32_t q_uns, int32_t pad_s8, int32_t N,
+                                       int32_t C, int32_t H, int32_t W, int32_t Co, int32_t KH, int32_t KW,
+                                       int32_t SH, int32_t SW, int32_t PT, int32_t PL, int32_t DH, int32_t DW,
+                                       int32_t HO, int32_t WO, int32_t sn, int32_t sc, int32_t sy, int32_t sx,
+                                       int32_t out_float, int32_t PKH, int32_t PKW, int32_t PSH, int32_t PSW,
+                                       int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO) {
+  const int32_t R = KH * KW * C, R4 = (R + 3) / 4 * 4, Co4 = (Co + 3) / 4 * 4, Wo32 = (Co + 31) / 32;
+  float qscale;  /* passed as its bit pattern: a printed decimal literal could round */
+  memcpy(&qscale, &qscale_bits, sizeof qscale);
+  int16_t rf[R4] __attribute__((aligned(8)));
+  for (int32_t n = 0; n < N; n++) {
+    for (int32_t py = 0; py < PHO; py++) {
+      for (int32_t px = 0; px < PWO; px++) {
+        uint32_t bits[(Co + 31) / 32];
+        for (int32_t j = 0; j < Wo32; j++) bits[j] = 0;
+        for (int32_t ob = 0; ob < Co4; ob += 4) {
+          int32_t v[4], hi[4], lo[4];
+          int32_t first = 1;
+          for (int32_t wa = 0; wa < PKH; wa++) {
+            const int32_t oy = py * PSH - PPT + wa;
+            if (oy < 0 || oy >= HO) continue;
+            for (int32_t wb = 0; wb < PKW; wb++) {
+              const int32_t ox = px * PSW - PPL + wb;
+              if (ox < 0 || ox >= WO) continue;
+              if (ob == 0 || PKH * PKW > 1)  /* one gather per pixel (per window pixel when pooled) */
+                nrqc_s8_gather(rf, x, src_kind, qscale, zp, q_uns, pad_s8, n, oy, ox, C, H, W, KH, KW, SH, SW, PT,
+                               PL, DH, DW, sn, sc, sy, sx, R, R4);
+              nrqc_s8_smlad_pixel_block((const uint32_t *)rf, w4 + ob * (R4 / 4) * 2, R4, v);
+              for (int32_t k = 0; k < 4; k++) {
+                if (first || v[k] > hi[k]) hi[k] = v[k];
+                if (first || v[k] < lo[k]) lo[k] = v[k];
+              }
+              first = 0;
+            }
+          }
+          for (int32_t k = 0; k < 4 && ob + k < Co; k++) {
+            const int32_t o = ob + k;
+            const int32_t acc = (out_float || sigma[o] >= 0 ? hi[k] : lo[k]) + corr[o];
+            if (out_float)
+              ((float *)y)[((n * Co + o) * HO + py) * WO + px] = (float)acc * scale[o];
+            else
+              bits[o >> 5] |= (uint32_t)(sigma[o] * acc >= thr[o]) << (o & 31);
+          }
+        }
+        if (!out_float)
+          for (int32_t j = 0; j < Wo32; j++) ((uint32_t *)y)[((n * PHO + py) * PWO + px) * Wo32 + j] = bits[j];
       }
     }
   }

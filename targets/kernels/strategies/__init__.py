@@ -21,7 +21,7 @@ listed (and the tie-break when two estimates are equal).
 from __future__ import annotations
 
 from nrqc.errors import NrqcError
-from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, int8_generic, lut, masked, \
+from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, cortex_m_smlad, int8_generic, lut, masked, \
     vnni, xnor_popcount
 
 REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popcount, xnor_popcount)
@@ -30,7 +30,7 @@ REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popco
 # layer, ``kernels/int8_conv.py``). Same interface, with `g` an ``int8_conv.Int8ConvGeom``
 # and build's kernel parameters as int8_conv.py lists them (weight_args ends with the
 # per-channel int32 correction of the zero point). See docs/architecture.md, "An int8 strategy".
-INT8_INPUT_REGISTRY = (int8_generic,)
+INT8_INPUT_REGISTRY = (int8_generic, cortex_m_smlad)
 
 
 def for_target(target, weights: str = "int8") -> tuple:
