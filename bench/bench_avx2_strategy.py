@@ -34,6 +34,10 @@ LAYERS = (  # (model, geometry, fused OR-pool or None)
     ("vad conv", ConvGeom(1, 32, 1, 100, 32, 1, 3, pad=(0, 1, 0, 1)), None),
 )
 STRATEGIES = ("masked", "avx2_maddubs", "avx2_lut")
+# +-1 x +-1 on a {-1,+1} map (the same layer shapes): the TE XNOR kernel (LLVM's vector
+# ctpop) against the vpshufb nibble popcount with byte accumulation
+BINARY_STRATEGIES = ("xnor", "avx2_xnor")
+MODULE = {"xnor": "xnor_popcount"}
 # CPU time of this thread: on a shared host, wall time also counts the waits for a core
 # (the kernels are single-threaded, so their CPU time is their run time on an idle host)
 CLOCK = time.thread_time
@@ -49,9 +53,12 @@ def time_kernel(g, strategy, target, pool, iters, rounds) -> float:
     from nrqc.targets.kernels import packing as pk
 
     rng = np.random.default_rng(0)
-    wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
     # by module, registered or not (a candidate is measured here before it is registered)
-    mod = importlib.import_module(f"nrqc.targets.kernels.strategies.{strategy}")
+    mod = importlib.import_module(f"nrqc.targets.kernels.strategies.{MODULE.get(strategy, strategy)}")
+    if mod.WEIGHTS == "binary":  # +-1 weights
+        wq = np.where(rng.random((g.c_out, g.cg, g.kh, g.kw)) < 0.5, -1, 1).astype(np.int8)
+    else:
+        wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
     func, wargs = mod.build(g, "pack", target, pool), mod.weight_args(g, wq)
     lib = tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm())
     ho, wo = bo.pool_out(g.ho, g.wo, *pool) if pool is not None else (g.ho, g.wo)
@@ -94,6 +101,15 @@ def main() -> None:
             rate = macs / (t * ghz * 1e9)
             cells.append(f"{t * 1e6:7.1f} us {rate:5.1f} M/c {100 * rate / peaks[s]:3.0f}%")
         print(f"{label:20s} {macs:9d} " + " ".join(f"{c:>22s}" for c in cells))
+    # binary MACs (1-bit products) per cycle against the popcount figure (bits per cycle)
+    pop = target.figure("peak_popcount_bits_per_cycle")
+    print(f"\n+-1 x +-1 XNOR (binary MAC/cycle; {pop:g} popcount bits/cycle peak in the target description)")
+    print(f"{'layer':20s} {'MACs':>9s} " + " ".join(f"{s:>22s}" for s in BINARY_STRATEGIES) + "   speedup")
+    for label, g, pool in LAYERS:
+        macs = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw * g.cg
+        ts = [time_kernel(g, s, target, pool, args.iters, args.rounds) for s in BINARY_STRATEGIES]
+        cells = [f"{t * 1e6:7.1f} us {macs / (t * ghz * 1e9):5.0f} M/c" for t in ts]
+        print(f"{label:20s} {macs:9d} " + " ".join(f"{c:>22s}" for c in cells) + f"   {ts[0] / ts[-1]:5.2f}x")
 
 
 if __name__ == "__main__":

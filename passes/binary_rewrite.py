@@ -130,8 +130,9 @@ class Rewriter:
             choice = select.choose_int8_strategy(g, self.ctx.target)
             strategy = choice["strategy"]
         else:
-            strategy = "and" if pk.encoding == "01" else "xnor"
-            choice = {"strategy": strategy, "method": "rule: input encoding decides (AND for {0,1}, XNOR for {-1,+1})"}
+            # among the kernels computing on the input's encoding (AND for {0,1}, XNOR for {-1,+1})
+            choice = select.choose_int8_strategy(g, self.ctx.target, encoding=pk.encoding)
+            strategy = choice["strategy"]
         func, wargs = kbuild.build_conv(g, p.weights, strategy, out, wq, self.ctx.target)
         gv, name = self.add_kernel(func, f"bconv_{p.weights}_{strategy}_{out}")
         if out == "pack":

@@ -20,22 +20,34 @@ from nrqc.targets.kernels import packing as pk
 MEASURE_MIN_MACS = 2_000_000  # below this a layer runs in microseconds: timing it is noise
 
 
-def strategies_for(g: bo.ConvGeom, target) -> tuple[str, ...]:
-    """The int8 strategies that exist for this layer on this target."""
-    return tuple(s.NAME for s in strategies.for_layer(g, target))
+def _candidates(g: bo.ConvGeom, target, encoding: str | None = None) -> tuple:
+    """int8 strategies (encoding None), or the +-1-weight strategies that compute on this
+    input encoding ("01": AND, "pm1": XNOR; each module's ENCODING)."""
+    if encoding is None:
+        return strategies.for_layer(g, target)
+    return tuple(s for s in strategies.for_layer(g, target, "binary") if s.ENCODING == encoding)
 
 
-def cost_model(g: bo.ConvGeom, target) -> dict:
+def strategies_for(g: bo.ConvGeom, target, encoding: str | None = None) -> tuple[str, ...]:
+    """The int8 strategies (or, with an input encoding, the +-1-weight ones) that exist for
+    this layer on this target."""
+    return tuple(s.NAME for s in _candidates(g, target, encoding))
+
+
+def cost_model(g: bo.ConvGeom, target, encoding: str | None = None) -> dict:
     """Cycles estimated from op counts and the target's peak figures, per strategy."""
-    return {s.NAME: s.cost(g, target) for s in strategies.for_layer(g, target)}
+    return {s.NAME: s.cost(g, target) for s in _candidates(g, target, encoding)}
 
 
-def _measure(g, strategy, target, repeat=5) -> float:
+def _measure(g, strategy, target, repeat=5, weights="int8") -> float:
     import tvm
 
     rng = np.random.default_rng(0)
-    wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
-    func, wargs = build.build_conv(g, "int8", strategy, "pack", wq, target)
+    if weights == "binary":
+        wq = np.where(rng.random((g.c_out, g.cg, g.kh, g.kw)) < 0.5, -1, 1).astype(np.int8)
+    else:
+        wq = rng.integers(-128, 128, (g.c_out, g.cg, g.kh, g.kw)).astype(np.int8)
+    func, wargs = build.build_conv(g, weights, strategy, "pack", wq, target)
     lib = tvm.tirx.build(func, target=target.tvm())
     x = pk.pack_channels(rng.random((g.n, g.h, g.w, g.c_in)) < 0.4)
     dev = tvm.cpu()
@@ -51,15 +63,19 @@ def _measure(g, strategy, target, repeat=5) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _choose_cached(g: bo.ConvGeom, target_name: str, mcpu: str | None, on_host: bool, measure: bool):
+def _choose_cached(g: bo.ConvGeom, target_name: str, mcpu: str | None, on_host: bool, measure: bool,
+                   encoding: str | None = None):
     from nrqc.targets import get_target
 
     # mcpu: an x86 build for a named CPU is not the host's description (other strategies)
     target = get_target(target_name, mcpu)
-    est = cost_model(g, target)
+    est = cost_model(g, target, encoding)
+    if len(est) == 1:
+        return {"strategy": next(iter(est)), "method": "the only kernel for this layer on this target"}
+    weights = "int8" if encoding is None else "binary"
     if measure:
         try:
-            ms = {s: round(_measure(g, s, target), 4) for s in strategies_for(g, target)}
+            ms = {s: round(_measure(g, s, target, weights=weights), 4) for s in strategies_for(g, target, encoding)}
             best = min(ms, key=ms.get)
             return {"strategy": best, "method": "measured on this host (median of 5, ms)", "candidates_ms": ms,
                     "cost_model_cycles": {k: round(v) for k, v in est.items()}}
@@ -75,7 +91,9 @@ def _choose_cached(g: bo.ConvGeom, target_name: str, mcpu: str | None, on_host: 
             "cost_model_cycles": {k: round(v) for k, v in est.items()}}
 
 
-def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None) -> dict:
+def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None, encoding: str | None = None) -> dict:
+    """The int8-weight strategy of a layer; with `encoding` ("01" or "pm1", the packed
+    input's), the +-1-weight one among those computing on that encoding."""
     macs = g.n * g.ho * g.wo * g.c_out * g.kh * g.kw * g.cg
     on_host = target is None or target.backend.runs_on_host
     if measure is None:
@@ -87,7 +105,7 @@ def choose_int8_strategy(g: bo.ConvGeom, target, measure: bool | None = None) ->
     except AttributeError:
         name = "x86"
     mcpu = target.tvm_target.get("mcpu") if name == "x86" and target is not None else None
-    return dict(_choose_cached(g, name, mcpu, on_host, bool(measure)))
+    return dict(_choose_cached(g, name, mcpu, on_host, bool(measure), encoding))
 
 
 def runs_here(target) -> bool:

@@ -93,7 +93,8 @@ def test_x86_avx2_only_target_has_no_avx512_and_is_exact(strategy):
     from nrqc.targets.kernels import packing as pk
 
     target = _avx2_target()
-    assert not strategies.lookup("int8", "vnni").available(target) and select.strategies_for(G, target) == ("bitserial", "masked", "avx2_maddubs")
+    assert not strategies.lookup("int8", "vnni").available(target) and select.strategies_for(G, target) == (
+        "bitserial", "masked", "avx2_maddubs", "avx2_lut")
     assert pixelwise.vector_lanes(target) == 8
     func = build.schedule_binary_conv(bo.binary_conv(G, "int8", strategy, "pack"), G, "pack", target)
     asm = _source(tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm()), "asm")

@@ -77,6 +77,12 @@ def test_available_on_arm_and_cortex_m(name):
     assert [s.NAME for s in strategies.for_target(t, "binary")] == ["and", "xnor"]
 
 
+def test_binary_strategies_on_x86():
+    # the AVX2 nibble-popcount XNOR where there is no vpopcnt
+    assert [s.NAME for s in strategies.for_target(x86.describe("haswell"), "binary")] == ["and", "xnor", "avx2_xnor"]
+    assert [s.NAME for s in strategies.for_target(x86.describe("icelake-server"), "binary")] == ["and", "xnor"]
+
+
 # ------------------------------------------------------------------ weight layouts
 
 def _bit(words, c):

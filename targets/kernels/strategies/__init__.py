@@ -21,16 +21,16 @@ listed (and the tie-break when two estimates are equal).
 from __future__ import annotations
 
 from nrqc.errors import NrqcError
-from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, bitserial, cortex_m_smlad, int8_generic, lut, masked, \
-    vnni, xnor_popcount
+from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, avx2_xnor, bitserial, int8_generic, lut, \
+    masked, vnni, xnor_popcount
 
-REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popcount, xnor_popcount)
+REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, vnni, lut, amx, and_popcount, xnor_popcount, avx2_xnor)
 
 # Int8-input convolutions (int8/uint8 activations x int8 weights: the all-integer first
 # layer, ``kernels/int8_conv.py``). Same interface, with `g` an ``int8_conv.Int8ConvGeom``
 # and build's kernel parameters as int8_conv.py lists them (weight_args ends with the
 # per-channel int32 correction of the zero point). See docs/architecture.md, "An int8 strategy".
-INT8_INPUT_REGISTRY = (int8_generic, cortex_m_smlad)
+INT8_INPUT_REGISTRY = (int8_generic,)
 
 
 def for_target(target, weights: str = "int8") -> tuple:

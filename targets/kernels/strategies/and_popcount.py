@@ -8,6 +8,7 @@ from nrqc.targets.kernels.strategies.estimates import popcount_bits_per_cycle, t
 
 NAME = "and"
 WEIGHTS = "binary"
+ENCODING = "01"  # the input encoding it computes on ({0,1} map)
 
 
 def available(target) -> bool:

@@ -8,6 +8,7 @@ from nrqc.targets.kernels.strategies import and_popcount
 
 NAME = "xnor"
 WEIGHTS = "binary"
+ENCODING = "pm1"  # the input encoding it computes on ({-1,+1} map)
 available = and_popcount.available
 supports = and_popcount.supports
 # the same two popcounts per word as AND (xor/not replace and: same instruction count)
