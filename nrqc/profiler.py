@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nrqc import memory as device_memory
 from nrqc.onnx_model import TensorSpec, random_inputs
 
 
@@ -243,6 +244,7 @@ def memory_of(manifest: dict, out: str | Path) -> dict:
         "total_bytes": manifest["weights_bytes"] + manifest["peak_activation_bytes"],
         # the model's input/output tensors are part of the peak (the caller owns them)
         "io_bytes": int((manifest.get("memory_plan") or {}).get("io_bytes", 0)),
+        "device": device_memory.model_memory(manifest),  # the input at its real width (int8 when the model quantizes it)
     }
 
 
@@ -259,6 +261,7 @@ def add_comparison(result: dict, other_out: str | Path) -> None:
         for k in ("weights_bytes", "peak_activation_bytes", "total_bytes", "library_bytes")}
     mine_x, other_x = mine["total_bytes"] - mine["io_bytes"], other["total_bytes"] - other["io_bytes"]
     result["memory_reduction"]["total_without_io_bytes"] = other_x / mine_x if mine_x > 0 else None
+    result["memory_reduction"]["device"] = device_memory.reduction(mine["device"], other["device"])
 
 
 def format_profile(p: dict) -> str:
@@ -326,6 +329,7 @@ def format_profile(p: dict) -> str:
                 lines.append(f"  {'  without I/O':<18}{_kb(m[key] - m['io_bytes']):>12}"
                              f"{_kb(o[key] - o['io_bytes']):>12}{r['total_without_io_bytes']:>11.1f}x"
                              "   (model input/output tensors, owned by the caller)")
+        lines += device_memory.format_rows(m["device"], o["device"], _kb)
         lines.append("  weights by dtype: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(m["weights_bytes_by_dtype"].items()))
                      + " (other: " + ", ".join(f"{k}: {_kb(v)}" for k, v in sorted(o["weights_bytes_by_dtype"].items())) + ")")
         return "\n".join(lines)
@@ -435,4 +439,56 @@ def format_onnxruntime_counts(p: dict) -> str:
                      + (f"match (max abs error {ok['max_abs_error']:.2g})" if ok["passed"] else
                         f"MISMATCH vs onnxruntime here ({ok['max_abs_error']:.3g})"))
     lines.append(f"  onnxruntime: {a['what']}")
+    return "\n".join(lines)
+
+
+def add_bare_metal_cycles(result: dict, out: str | Path, manifest: dict, log=lambda m: None) -> None:
+    """An llvm-mca cycle estimate of one nrqc_run of a Cortex-M firmware, beside its QEMU
+    instruction count: the blocks one run executes in the library (qemu-system-arm TB
+    logging, nrqc.emulator.mprofile) through ``llvm-mca -mcpu=cortex-m4`` and, for a
+    Cortex-M7 build, ``cortex-m7`` (LLVM 14's M7 model lacks some instructions: then a
+    note says which, and the M4 figure stands)."""
+    from nrqc.cortex_m import FIRMWARE_ELF, FIRMWARE_DIR, firmware
+    from nrqc.emulator.mca import estimate_cycles, missing_tools
+    from nrqc.emulator.mprofile import count_firmware_blocks
+    from nrqc.errors import NrqcError
+    from nrqc.manifest import target_of
+
+    if missing_tools():
+        result["estimated_cycles_note"] = "not estimated: missing " + "; ".join(missing_tools())
+        return
+    if manifest.get("int8_input"):
+        result["estimated_cycles_note"] = ("not estimated: the test firmware of a model with an int8 entry point "
+                                           "runs both entry points")
+        return
+    target = target_of(manifest)
+    elf = Path(out) / manifest.get("firmware", FIRMWARE_ELF)
+    objs = sorted((Path(out) / FIRMWARE_DIR / "build").glob("*.o"))
+    log("counting the blocks one nrqc_run executes (qemu-system-arm TB logging) for llvm-mca")
+    counter, phase = count_firmware_blocks(firmware.qemu_command(target, elf), elf, objs, log=log)
+    blocks = counter.executed_blocks(phase)
+    logged = counter.total(phase)[0]
+    est = {"logged_instructions": int(logged), "cycles": {}, "what": None, "notes": []}
+    cpus = ["cortex-m4"] + ([target.tvm_target["mcpu"]] if target.tvm_target.get("mcpu") not in (None, "cortex-m4")
+                            else [])
+    for cpu in cpus:
+        try:
+            r = estimate_cycles(blocks, cpu)
+        except NrqcError as e:
+            est["notes"].append(f"{cpu}: not estimated ({str(e).splitlines()[-1][:160]})")
+            continue
+        est["cycles"][cpu] = r["cycles"]
+        est["what"] = r["what"]
+    result["estimated_cycles"] = est
+
+
+def format_bare_metal_cycles(p: dict) -> str:
+    est = p.get("estimated_cycles")
+    if not est:
+        return f"  estimated cycles: {p.get('estimated_cycles_note', 'not estimated')}"
+    lines = [f"  estimated cycles/inference (llvm-mca per executed block x executions; ignores flash wait "
+             f"states and memory; {est['logged_instructions']:,} instructions in the logged blocks):"]
+    for cpu, c in est["cycles"].items():
+        lines.append(f"    {cpu.replace('cortex-m', 'Cortex-M')}: {c:,}")
+    lines += [f"    {n}" for n in est["notes"]]
     return "\n".join(lines)

@@ -35,8 +35,12 @@ import click
                    "same -cpu and seeded input), side by side with nrqc. Alone: the artifact's own ONNX "
                    "file; repeat with files for more rows (e.g. the float twin and an int8 QDQ version). "
                    "Minutes per file.")
+@click.option("--estimate-cycles", is_flag=True,
+              help="Cortex-M artifacts: also estimate cycles (llvm-mca -mcpu=cortex-m4, and cortex-m7 for an M7 "
+                   "build, over the blocks one run executes, from a second QEMU run with TB logging).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, against_ort, as_json):
+def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, against_ort,
+            estimate_cycles, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
     from nrqc.runtime import set_rpc_timeout
 
@@ -51,7 +55,7 @@ def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instruct
 
             against = _artifact(Path(against), read_manifest(path)["target"], shapes, Path(tmp) / "against")
         ort_models = None if not against_ort else [m for m in against_ort if m]
-        _profile(path, repeat, threads, rpc, instructions, against, ort_models, as_json)
+        _profile(path, repeat, threads, rpc, instructions, against, ort_models, estimate_cycles, as_json)
 
 
 def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
@@ -65,7 +69,7 @@ def _artifact(path: Path, target: str, shapes, out: Path) -> Path:
                          log=lambda m: click.echo(m, err=True))
 
 
-def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models, as_json):
+def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models, estimate_cycles, as_json):
     from nrqc.artifact import read_manifest
     from nrqc.backends import backend_of_manifest
 
@@ -81,6 +85,11 @@ def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models
     result = backend.profile(path, manifest, repeat=repeat, threads=threads, rpc=rpc, instructions=instructions,
                              against=against, log=log)
     text = None if as_json else backend.format_profile(result)
+    if estimate_cycles and _bare_metal(manifest):  # (aarch64 builds estimate cycles anyway)
+        from nrqc.profiler import add_bare_metal_cycles, format_bare_metal_cycles
+
+        add_bare_metal_cycles(result, path, manifest, log=log)
+        text = None if as_json else text + "\n" + format_bare_metal_cycles(result)
     if ort_models is not None:
         from nrqc.profiler import add_onnxruntime_counts, format_onnxruntime_counts
 
@@ -92,3 +101,10 @@ def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models
 def _plain(v):
     """numpy values in the result (counted outputs are dropped before)."""
     return v.tolist() if hasattr(v, "tolist") else str(v)
+
+
+def _bare_metal(manifest) -> bool:
+    from nrqc.manifest import target_of
+    from nrqc.targets import BareMetalC
+
+    return isinstance(target_of(manifest).backend, BareMetalC)

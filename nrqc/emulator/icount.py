@@ -47,8 +47,10 @@ from nrqc.progress import Progress
 
 _TRACE_RE = re.compile(rb"^Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/", re.M)
 _IN_ASM_RE = re.compile(rb"^IN:[^\n]*\n((?:0x[0-9a-f]+:[^\n]*\n)+)", re.M)
-# "0x5502838850:  a9b27bfd  stp ...": the instruction word qemu translated
-_WORD_RE = re.compile(rb"^0x[0-9a-f]+:\s+([0-9a-f]{8})\s", re.M)
+# "0x5502838850:  a9b27bfd  stp ...": the instruction word qemu translated (aarch64); Thumb
+# (qemu-system-arm, M-profile) prints halfwords: "0x0000004c:  480d  ldr ..." or "f022 0203  bic ...",
+# kept as one int (first halfword << 16 | second for a 32-bit instruction; see nrqc.emulator.mca)
+_WORD_RE = re.compile(rb"^0x[0-9a-f]+:\s+([0-9a-f]{8}|[0-9a-f]{4} [0-9a-f]{4}|[0-9a-f]{4})\s", re.M)
 
 
 def exec_segment(lib: Path) -> tuple[int, int]:
@@ -71,14 +73,15 @@ def exec_segment(lib: Path) -> tuple[int, int]:
 class _LogCounter:
     """Parses the qemu log stream: TB lengths from in_asm, TB executions from exec."""
 
-    def __init__(self, marker: int | None = None):
+    def __init__(self, marker: int | None = None, count_marker: bool = False, pc_digits: int = 16):
         self.tb_len: dict[bytes, int] = {}
         # instruction words of each TB, for the cycle estimate (nrqc.emulator.mca)
         self.tb_words: dict[bytes, tuple[int, ...]] = {}
         # One Counter per phase: each execution of the marker TB (a libc function the guest
         # calls only between phases) starts the next phase; the marker's own lines are not counted.
         self.phases: list[collections.Counter] = [collections.Counter()]
-        self._marker = None if marker is None else f"/{marker:016x}/".encode()
+        self._marker = None if marker is None else f"/{marker:0{pc_digits}x}/".encode()  # 8 digits on arm32
+        self._count_marker = count_marker  # the marker TB is the first of the next phase (else dropped)
         self.bytes_read = 0
         self._rest = b""
 
@@ -104,7 +107,7 @@ class _LogCounter:
                 first = block.split(b":", 1)[0]
                 key = int(first, 16).to_bytes(8, "big")
                 self.tb_len[key] = block.count(b"\n")
-                self.tb_words[key] = tuple(int(w, 16) for w in _WORD_RE.findall(block))
+                self.tb_words[key] = tuple(int(w.replace(b" ", b""), 16) for w in _WORD_RE.findall(block))
         # Identical TB executions give identical lines: count lines at C speed, parse later.
         while self._marker is not None:
             at = part.find(self._marker)
@@ -116,6 +119,8 @@ class _LogCounter:
             if part.startswith(b"Trace ", start):
                 self.phases[-1].update(part[:start].split(b"\n"))
                 self.phases.append(collections.Counter())
+                if self._count_marker:
+                    self.phases[-1][part[start:end].rstrip(b"\n")] += 1
             else:  # the marker's address in an in_asm line: not an execution
                 self.phases[-1].update(part[:start].split(b"\n"))
             part = part[end:]
@@ -192,6 +197,51 @@ class CountedRun:
     seconds: float
 
 
+def stream_log(proc: subprocess.Popen, fd: int, counter: _LogCounter, timeout: float, what: str
+               ) -> tuple[str, str]:
+    """Feed qemu's log from the FIFO `fd` into `counter` until `proc` exits; returns its
+    (stdout, stderr). The process group is killed on a timeout or any error; `fd` is closed."""
+    out_text: list[str] = []
+    err_text: list[str] = []
+    threads = [threading.Thread(target=lambda: out_text.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: err_text.append(proc.stderr.read()), daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    # parsing a multi-GB log takes minutes: a live line on a terminal, otherwise one line
+    # a minute (the main job's log is read by people)
+    bar = Progress(f"count instructions of {what} (qemu log, MB parsed)", prefix="  ")
+    try:
+        while True:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            chunk = b""
+            if r:
+                try:
+                    chunk = os.read(fd, 1 << 24)
+                except BlockingIOError:
+                    chunk = b""
+            if chunk:
+                counter.feed(chunk)
+                bar.update((counter.bytes_read >> 20) - bar.n)
+                continue
+            if proc.poll() is not None:
+                break
+            if r:
+                time.sleep(0.05)  # EOF before qemu opened the FIFO (or between writers)
+            if time.monotonic() > deadline:
+                raise NrqcError(f"instruction count of {what} did not finish within {timeout:.0f} s")
+    finally:
+        bar.close("")
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        os.close(fd)
+    counter.feed(b"", final=True)
+    for t in threads:
+        t.join(5)
+    return "".join(out_text), "".join(err_text)
+
+
 def counted_guest_run(root: Path, cpu: str, guest_args: list[str], env_extra: dict[str, str], what: str,
                       timeout: float = 3600, log=lambda m: None) -> CountedRun:
     """Run a harness twice under ``qemu -cpu CPU``: a probe (``NRQC_ICOUNT_MODE=probe``:
@@ -223,50 +273,13 @@ def counted_guest_run(root: Path, cpu: str, guest_args: list[str], env_extra: di
         counter = _LogCounter(marker)
         proc = subprocess.Popen([*argv, *guest_args], env=env, cwd="/", stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        out_text: list[str] = []
-        err_text: list[str] = []
-        threads = [threading.Thread(target=lambda: out_text.append(proc.stdout.read()), daemon=True),
-                   threading.Thread(target=lambda: err_text.append(proc.stderr.read()), daemon=True)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + timeout
-        # parsing a multi-GB log takes minutes: a live line on a terminal, otherwise one line
-        # a minute (the main job's log is read by people)
-        bar = Progress(f"count instructions of {what} (qemu log, MB parsed)", prefix="  ")
-        try:
-            while True:
-                r, _, _ = select.select([fd], [], [], 0.5)
-                chunk = b""
-                if r:
-                    try:
-                        chunk = os.read(fd, 1 << 24)
-                    except BlockingIOError:
-                        chunk = b""
-                if chunk:
-                    counter.feed(chunk)
-                    bar.update((counter.bytes_read >> 20) - bar.n)
-                    continue
-                if proc.poll() is not None:
-                    break
-                if r:
-                    time.sleep(0.05)  # EOF before qemu opened the FIFO (or between writers)
-                if time.monotonic() > deadline:
-                    raise NrqcError(f"instruction count of {what} did not finish within {timeout:.0f} s")
-        finally:
-            bar.close("")
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-                proc.wait()
-            os.close(fd)
-        counter.feed(b"", final=True)
-        for t in threads:
-            t.join(5)
+        out_text, err_text = stream_log(proc, fd, counter, timeout, what)
     finally:
         shutil.rmtree(host_dir, ignore_errors=True)
-    stdout = "".join(out_text)
+    stdout = out_text
     if proc.returncode != 0 or "NRQC_ICOUNT_DONE" not in stdout:
         raise NrqcError(f"counted emulated run of {what} failed (exit {proc.returncode}): "
-                        f"{(''.join(err_text) or stdout).strip()[-300:]}")
+                        f"{(err_text or stdout).strip()[-300:]}")
     again, marker2 = guest_layout(stdout, root, prefix)
     if again != ranges or marker2 != marker:
         raise NrqcError(f"{what}: the code loaded at other addresses in the counted run than in the probe: "

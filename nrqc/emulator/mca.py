@@ -55,7 +55,7 @@ _BAD_ENCODING_RE = re.compile(r"^<stdin>:(\d+):\d+: warning: invalid instruction
 
 WHAT = ("llvm-mca steady-state cycles of each executed translation block (-iterations=100, Total Cycles / "
         "Iterations) x its executions; ignores caches and memory, branch mispredictions, overlap between "
-        "blocks, and code outside model.so")
+        "blocks, and code outside the counted library")
 
 
 def missing_tools() -> list[str]:
@@ -73,27 +73,68 @@ def _run(argv: list[str], text: str, what: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def triple_for(mcpu: str) -> str:
+    """LLVM triple of a core: Thumb-2 for the M-profile cores (cortex-m4/m7), else aarch64."""
+    return "thumbv7em-none-eabi" if mcpu.startswith("cortex-m") else "aarch64"
+
+
+def encoding(word: int, triple: str) -> bytes:
+    """The bytes of one logged instruction: an aarch64 word, or a Thumb instruction kept as
+    one int (a 16-bit halfword, or first halfword << 16 | second for a 32-bit one; each
+    halfword is little-endian in memory)."""
+    if triple == "aarch64":
+        return word.to_bytes(4, "little")
+    if word > 0xFFFF:
+        return (word >> 16).to_bytes(2, "little") + (word & 0xFFFF).to_bytes(2, "little")
+    return word.to_bytes(2, "little")
+
+
 def disassemble(words: list[int], mcpu: str) -> dict[int, str]:
-    """LLVM assembly text of each 32-bit aarch64 instruction word (one llvm-mc process for
-    all). An executed word LLVM cannot decode for `mcpu` is an error: leaving it out would
+    """LLVM assembly text of each executed instruction (one llvm-mc process for all). An
+    executed instruction LLVM cannot decode for `mcpu` is an error: leaving it out would
     make the estimate quietly low."""
     uniq = sorted(set(words))
-    src = "".join(" ".join(f"0x{b:02x}" for b in w.to_bytes(4, "little")) + "\n" for w in uniq)
-    proc = _run(["llvm-mc", "--disassemble", "-triple=aarch64", f"-mcpu={mcpu}"], src,
+    triple = triple_for(mcpu)
+    src = "".join(" ".join(f"0x{b:02x}" for b in encoding(w, triple)) + "\n" for w in uniq)
+    proc = _run(["llvm-mc", "--disassemble", f"-triple={triple}", f"-mcpu={mcpu}"], src,
                 f"llvm-mc --disassemble (-mcpu={mcpu})")
     bad = [uniq[int(n) - 1] for n in _BAD_ENCODING_RE.findall(proc.stderr)]
     if bad:
         raise NrqcError(f"llvm-mc cannot decode {len(bad)} executed instruction word(s) for -mcpu={mcpu} "
                         f"(first: {bad[0]:#010x}): no cycle estimate")
-    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip() and ln.strip() != ".text"]
+    lines = [ln.strip() for ln in proc.stdout.splitlines()
+             if ln.strip() and ln.strip() != ".text" and not ln.strip().startswith(".")]
     if len(lines) != len(uniq):
         raise NrqcError(f"llvm-mc decoded {len(lines)} of {len(uniq)} instruction words: cannot pair them up")
     return dict(zip(uniq, lines))
 
 
+def _disassemble_in_order(blocks: dict[str, tuple[int, ...]], mcpu: str) -> dict[str, list[str]]:
+    """Thumb: each block's instructions disassembled in their order (an IT instruction makes
+    the next ones conditional, so an instruction's text depends on what precedes it)."""
+    triple = triple_for(mcpu)
+    names = sorted(blocks)
+    src = "".join(" ".join(f"0x{b:02x}" for b in encoding(w, triple)) + "\n" for n in names for w in blocks[n])
+    proc = _run(["llvm-mc", "--disassemble", f"-triple={triple}", f"-mcpu={mcpu}"], src,
+                f"llvm-mc --disassemble (-mcpu={mcpu})")
+    if _BAD_ENCODING_RE.search(proc.stderr):
+        raise NrqcError(f"llvm-mc cannot decode an executed instruction for -mcpu={mcpu}: no cycle estimate "
+                        f"({proc.stderr.strip().splitlines()[0][:160]})")
+    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip() and not ln.strip().startswith(".")]
+    total = sum(len(blocks[n]) for n in names)
+    if len(lines) != total:
+        raise NrqcError(f"llvm-mc decoded {len(lines)} of {total} instructions: cannot pair them up")
+    out, i = {}, 0
+    for n in names:
+        out[n] = lines[i:i + len(blocks[n])]
+        i += len(blocks[n])
+    return out
+
+
 def mca_cycles(blocks: dict[str, list[str]], mcpu: str) -> dict[str, float]:
     """Steady-state cycles per execution of each named block of assembly lines, from
-    llvm-mca runs of up to BATCH regions each."""
+    llvm-mca runs of up to BATCH regions each. An instruction the core's model lacks is an
+    error (LLVM 14's Cortex-M7 model has no ``it``, ``vcmpe.f32`` or ``vcmp.f32 #0``)."""
     out: dict[str, float] = {}
     names = sorted(blocks)
     for start in range(0, len(names), BATCH):
@@ -101,7 +142,7 @@ def mca_cycles(blocks: dict[str, list[str]], mcpu: str) -> dict[str, float]:
         src = [".text"]
         for name in chunk:
             src += [f"# LLVM-MCA-BEGIN {name}", *blocks[name], f"# LLVM-MCA-END {name}"]
-        proc = _run(["llvm-mca", "-mtriple=aarch64", f"-mcpu={mcpu}", f"-iterations={ITERATIONS}",
+        proc = _run(["llvm-mca", f"-mtriple={triple_for(mcpu)}", f"-mcpu={mcpu}", f"-iterations={ITERATIONS}",
                      "-resource-pressure=0", "-instruction-info=0", "-"], "\n".join(src) + "\n",
                     f"llvm-mca -mcpu={mcpu}")
         for name, iters, total in _REGION_RE.findall(proc.stdout):
@@ -143,7 +184,7 @@ def _save_cache(path: Path, cache: dict[str, float]) -> None:
 
 
 def _block_key(words: tuple[int, ...]) -> str:
-    return "tb_" + hashlib.sha1(b"".join(w.to_bytes(4, "little") for w in words)).hexdigest()[:20]
+    return "tb_" + hashlib.sha1(b"".join(w.to_bytes(4, "little") for w in words)).hexdigest()[:20]  # per mcpu file
 
 
 def estimate_cycles(executed: list[tuple[tuple[int, ...], int]], mcpu: str, use_cache: bool = True) -> dict:
@@ -161,8 +202,12 @@ def estimate_cycles(executed: list[tuple[tuple[int, ...], int]], mcpu: str, use_
     cache = _load_cache(cache_path) if use_cache else {}
     todo = {k: w for k, w in per_block.items() if k not in cache}
     if todo:
-        text = disassemble([w for ws in todo.values() for w in ws], mcpu)
-        cache.update(mca_cycles({k: [text[w] for w in ws] for k, ws in todo.items()}, mcpu))
+        if triple_for(mcpu) == "aarch64":
+            text = disassemble([w for ws in todo.values() for w in ws], mcpu)
+            blocks = {k: [text[w] for w in ws] for k, ws in todo.items()}
+        else:
+            blocks = _disassemble_in_order(todo, mcpu)
+        cache.update(mca_cycles(blocks, mcpu))
         if use_cache:
             _save_cache(cache_path, cache)
     # fsum: exactly rounded, so the total does not depend on the order of the blocks

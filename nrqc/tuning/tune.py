@@ -382,18 +382,28 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
     progress["model"] = str(Path(model_path).resolve())
     progress["target"] = target.name
     budgets = split_trials(tasks, trials, min_trials_per_task)
-    if not target.backend.runs_on_host and not rpc_tracker:
+    from nrqc.tuning.emulated import emulated_cpu, make_emulated_runner
+
+    if not target.backend.runs_on_host and not rpc_tracker and emulated_cpu(target) is None:
         from nrqc.errors import NrqcError
 
-        raise NrqcError(f"{target.name} kernels cannot run here: tune through boards with "
-                        f"--rpc-tracker HOST:PORT --device-key KEY")
+        raise NrqcError(f"{target.name} kernels cannot run here and it has no emulated board: tune through "
+                        f"boards with --rpc-tracker HOST:PORT --device-key KEY")
     builder = make_builder(target)
+    rounds = 5  # timed measurements vary: the verification re-measures, interleaved
     if rpc_tracker:
         runner, n_dev = make_rpc_runner(rpc_tracker, device_key or target.name)
         log(f"measuring on {n_dev} device(s) with key '{device_key or target.name}' via tracker {rpc_tracker}")
-    else:
+        progress["measure"] = f"board latency via tracker {rpc_tracker}"
+    elif target.backend.runs_on_host:
         runner = make_local_runner()
         log("measuring on this host (local runner)")
+        progress["measure"] = "latency on this host"
+    else:
+        runner, measure = make_emulated_runner(target, log=log)
+        rounds = 1  # deterministic: a second measurement gives the same number
+        log(f"no board: measuring on the emulated board by {measure} (deterministic, one measurement each)")
+        progress["measure"] = measure
     log(f"{len(tasks)} tasks, {trials} trials ({', '.join(f'{t.name}: {budgets[t.name]}' for t in tasks)}); "
         f"database {sub}")
 
@@ -436,7 +446,7 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
             log(f"  [{i}/{len(tasks)} tasks] {task.name}: done before ({have} trials, best "
                 f"{best * 1e3:.3f} ms), skipped" if best else f"  [{i}/{len(tasks)}] {task.name}: done before, skipped")
             if not rec.get("verified"):
-                rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log)
+                rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log, rounds=rounds)
                 write_progress(sub, progress)
             continue
         remaining = budget - have
@@ -482,7 +492,7 @@ def tune_model(model_path, target, trials: int, db_dir, *, shapes=None, rpc_trac
         best = _best_secs(db, task)
         rec["best_ms"] = None if best is None else best * 1e3
         t_verify = time.perf_counter()
-        rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log)
+        rec["verified"] = _verify_task(task, target, db, selected, builder, runner, log, rounds=rounds)
         write_progress(sub, progress)
         if clock is not None:
             clock.fixed.append(t_fixed + time.perf_counter() - t_verify)
