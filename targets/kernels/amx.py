@@ -25,11 +25,10 @@ import dataclasses
 
 from tvm.script import tirx as T
 
-from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param, pool_out
+from nrqc.targets.kernels.binary_ops import NO_POOL, ConvGeom, drop_param, pool_out
 from nrqc.targets.kernels.packing import WORD, n_words
 
 ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_ARCH_PRCTL = 0x1023, 18, 158
-NO_POOL = ((1, 1), (1, 1), (0, 0, 0, 0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -415,6 +415,17 @@ def pool_out(h, w, kernel, stride, pad):
     return ((h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1, (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1)
 
 
+NO_POOL = ((1, 1), (1, 1), (0, 0, 0, 0))
+
+
+def pooled_output(g: ConvGeom, pool=None):
+    """(window, stride, padding, rows, columns) of a conv's output with `pool` fused (a
+    1x1 window of stride 1 and the conv's own output size without one)."""
+    kernel, stride, pad = pool if pool is not None else NO_POOL
+    rows, cols = pool_out(g.ho, g.wo, kernel, stride, pad) if pool is not None else (g.ho, g.wo)
+    return kernel, stride, pad, rows, cols
+
+
 def or_pool(n, h, w, c, kernel, stride, pad):
     """Max-pool of a packed {0,1} map = bitwise OR over the window (padding = 0 bits; a
     window always holds at least one real element). Params (X, Y) uint32."""

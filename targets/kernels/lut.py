@@ -31,8 +31,7 @@ import dataclasses
 
 from tvm.script import tirx as T
 
-from nrqc.targets.kernels.amx import NO_POOL
-from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param, pool_out
+from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param, pooled_output
 from nrqc.targets.kernels.packing import LUT_QUAD as QUAD
 from nrqc.targets.kernels.packing import WORD, n_words
 
@@ -50,8 +49,7 @@ class LutPlan:
 
 
 def lut_plan(g: ConvGeom, pool=None) -> LutPlan:
-    (pk, ps, pp) = pool if pool is not None else NO_POOL
-    pwo = pool_out(g.ho, g.wo, pk, ps, pp)[1] if pool is not None else g.wo
+    pk, ps, pp, _, pwo = pooled_output(g, pool)
     nkb = (pwo + 15) // 16
     nvec = pk[1] * nkb  # accumulator vectors per output row and channel
     nb = 2 if nvec % 2 == 0 else 1
@@ -78,8 +76,7 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     if out == "float" and pool is not None:
         raise ValueError("a pooled LUT conv has a packed output")
     p = lut_plan(g, pool)
-    (pk, ps, pp) = pool if pool is not None else NO_POOL
-    pho, pwo = pool_out(g.ho, g.wo, pk, ps, pp) if pool is not None else (g.ho, g.wo)
+    pk, ps, pp, pho, pwo = pooled_output(g, pool)
     N, H, Wd, Wi, Co, kh, kw = g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw
     sh, sw = g.stride
     dh, dw = g.dilation

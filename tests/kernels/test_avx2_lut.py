@@ -55,11 +55,12 @@ def _run_from_disk(func, arrays, out_shape, out_dtype, tmp_path):
     return built, out.numpy()
 
 
-def _check_float(g, seed, tmp_path):
-    x, w, _ = _case(g, seed)
-    ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation)
-    lib, got = _run_from_disk(strategy.build(g, "float", HASWELL),
-                              [pk.pack_nchw(x), *strategy.weight_args(g, w), np.ones(g.c_out, np.float32)],
+def check_float(g, seed, tmp_path, kernels=strategy, case=_case):
+    """The float-output kernel of strategy module `kernels` against numpy (returns the built module)."""
+    x, w, _ = case(g, seed)
+    ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
+    lib, got = _run_from_disk(kernels.build(g, "float", HASWELL),
+                              [pk.pack_nchw(x), *kernels.weight_args(g, w), np.ones(g.c_out, np.float32)],
                               (g.n, g.c_out, g.ho, g.wo), np.float32, tmp_path)
     np.testing.assert_array_equal(got.astype(np.int64), ref)
     return lib
@@ -67,7 +68,7 @@ def _check_float(g, seed, tmp_path):
 
 @pytest.mark.parametrize("gi", range(len(FLOAT_GEOMS)))
 def test_float_output_exact_on_haswell_build(gi, tmp_path):
-    lib = _check_float(FLOAT_GEOMS[gi], gi, tmp_path)
+    lib = check_float(FLOAT_GEOMS[gi], gi, tmp_path)
     if gi == 0:  # the instruction it is named after, and nothing of AVX-512
         asm = _source(lib, "asm")
         assert re.search(r"\bvpshufb\b.*%ymm", asm)
@@ -77,7 +78,7 @@ def test_float_output_exact_on_haswell_build(gi, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("gi", range(len(SLOW_FLOAT_GEOMS)))
 def test_float_output_exact_more_geometries(gi, tmp_path):
-    _check_float(SLOW_FLOAT_GEOMS[gi], 10 + gi, tmp_path)
+    check_float(SLOW_FLOAT_GEOMS[gi], 10 + gi, tmp_path)
 
 
 def _check_packed(g, pool, seed, tmp_path):

@@ -14,7 +14,7 @@ from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
 from nrqc.targets.kernels import select
 from nrqc.targets.kernels.strategies import avx2_xnor as strategy
-from tests.kernels.test_avx2_lut import HASWELL, POOLS, _run_from_disk
+from tests.kernels.test_avx2_lut import HASWELL, POOLS, _run_from_disk, check_float
 from tests.kernels.test_binary_targets import _AVX512, _source
 
 GEOMS = [
@@ -39,13 +39,7 @@ def _case(g, seed):
 
 
 def _check_float(g, seed, tmp_path):
-    x, w, _ = _case(g, seed)
-    ref = pk.ref_conv_acc(x, w, g.stride, g.pad, g.dilation, g.groups)
-    lib, got = _run_from_disk(strategy.build(g, "float", HASWELL),
-                              [pk.pack_nchw(x), *strategy.weight_args(g, w), np.ones(g.c_out, np.float32)],
-                              (g.n, g.c_out, g.ho, g.wo), np.float32, tmp_path)
-    np.testing.assert_array_equal(got.astype(np.int64), ref)
-    return lib
+    return check_float(g, seed, tmp_path, strategy, _case)
 
 
 @pytest.mark.parametrize("gi", range(len(GEOMS)))

@@ -12,7 +12,8 @@ nibble) (vpshufb writes 0 for an index byte with bit 7 set), so
 
     vpshufb(LO, A) + vpshufb(HI, B) = (S & 255) + (S >> 8) * 256 = S   as int16, exactly,
 
-with no unpack: 2 vpshufb + 2 vpaddw per 16 pixels x 4 MACs of one output channel. The
+with no unpack (and the two lookups fill different bytes of a lane: an OR adds them):
+2 vpshufb + vpor + vpaddw per 16 pixels x 4 MACs of one output channel. The
 index vectors of an input row are made once per row and shared by all output channels.
 |S| <= 512, so the int16 accumulators take at most 63 steps (32256) before they are
 widened into int32 (a step: one tap x one nibble).
@@ -42,8 +43,7 @@ from tvm.script import tirx as T
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import lut
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.amx import NO_POOL
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param, pool_out
+from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param
 
 NAME = "avx2_lut"
 WEIGHTS = "int8"
@@ -104,8 +104,7 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     if out == "float" and pool is not None:
         raise ValueError("a pooled LUT conv has a packed output")
     p = plan(g, pool)
-    (pk_, ps, pp) = pool if pool is not None else NO_POOL
-    pho, pwo = pool_out(g.ho, g.wo, pk_, ps, pp) if pool is not None else (g.ho, g.wo)
+    pk_, ps, pp, pho, pwo = bo.pooled_output(g, pool)
     N, H, Wd, Co, kh, kw = g.n, g.h, g.w, g.c_out, g.kh, g.kw
     sh, sw = g.stride
     dh, dw = g.dilation
@@ -114,8 +113,11 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     nh, cop, no, nb, nkb, big_p, kn, left = p.nh, p.cop, p.no, p.nb, p.nkb, p.big_p, p.kn, p.left
     nq = nibbles(g)
     nsteps = kh * kw * nq
-    chunk = min(STEPS_PER_WIDEN, nsteps)
-    nchunk = (nsteps + chunk - 1) // chunk
+    ntaps = kh * kw
+    qchunk = min(STEPS_PER_WIDEN, nq)  # nibbles per int16 chunk
+    nqc = (nq + qchunk - 1) // qchunk
+    tpc = max(1, STEPS_PER_WIDEN // nq)  # whole taps per int16 chunk (1 when nq > 63)
+    ntc = (ntaps + tpc - 1) // tpc
     nr, nc = pk_[0], pk_[1]
     nvec = nc * nkb
     pw16 = nkb * 16
@@ -137,8 +139,7 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
         ACC = T.alloc_buffer((nr, nc, cop, pw16), "int32")
         a16 = T.alloc_buffer((nacc,), "int16", scope="local")
         a32 = T.alloc_buffer((nacc,), "int32", scope="local")
-        ia = T.alloc_buffer((nb * 16,), "uint16", scope="local")
-        ib = T.alloc_buffer((nb * 16,), "uint16", scope="local")
+        ix = T.alloc_buffer((2 * nb * 16,), "uint16", scope="local")  # index vectors A, B
         mx = T.alloc_buffer((pw16,), "int32", scope="local")
         mn = T.alloc_buffer((pw16,), "int32", scope="local")
         yw = T.alloc_buffer((pw16,), "uint32", scope="local")
@@ -170,36 +171,36 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                             for bp in range(nvec // nb):
                                 for i in T.vectorized(nacc):
                                     a32[i] = 0
-                                for c in range(nchunk):
-                                    for i in T.vectorized(nacc):
-                                        a16[i] = T.int16(0)
-                                    for sc in range(T.min(chunk, nsteps - c * chunk)):
-                                        # step st = (r * kw + s) * nq + q
-                                        for b in T.unroll(nb):
-                                            # vector v = (window column ss, block kb); its input
-                                            # column offset c0 = ss*sw + s*dw (+ pool padding)
-                                            ia[T.ramp(b * 16, 1, 16)] = NIB.vload(
-                                                [0, rr * sh + (c * chunk + sc) // nq // kw * dh, (c * chunk + sc) % nq,
-                                                 ((bp * nb + b) // nkb * sw + (c * chunk + sc) // nq % kw * dw) % big_p,
-                                                 (bp * nb + b) % nkb * 16
-                                                 + ((bp * nb + b) // nkb * sw + (c * chunk + sc) // nq % kw * dw) // big_p],
-                                                "uint16x16")
-                                            ib[T.ramp(b * 16, 1, 16)] = NIB.vload(
-                                                [1, rr * sh + (c * chunk + sc) // nq // kw * dh, (c * chunk + sc) % nq,
-                                                 ((bp * nb + b) // nkb * sw + (c * chunk + sc) // nq % kw * dw) % big_p,
-                                                 (bp * nb + b) % nkb * 16
-                                                 + ((bp * nb + b) // nkb * sw + (c * chunk + sc) // nq % kw * dw) // big_p],
-                                                "uint16x16")
-                                        for o in T.unroll(no):
-                                            for b in T.unroll(nb):
-                                                a16[T.ramp((b * no + o) * 16, 1, 16)] = (
-                                                    a16.vload([(b * no + o) * 16], "int16x16")
-                                                    + _lookup(TAB.vload([0, c * chunk + sc, oc * no + o, 0], "int8x32"),
-                                                              ia.vload([b * 16], "uint16x16"))
-                                                    + _lookup(TAB.vload([1, c * chunk + sc, oc * no + o, 0], "int8x32"),
-                                                              ib.vload([b * 16], "uint16x16")))
-                                    for i in T.vectorized(nacc):
-                                        a32[i] = a32[i] + T.Cast("int32", a16[i])
+                                # int16 chunks of whole taps (tpc taps x nq nibbles), or of
+                                # qchunk nibbles of one tap when a tap has more than 63
+                                for tc in range(ntc):
+                                    for qc in range(nqc):
+                                        for i in T.vectorized(nacc):
+                                            a16[i] = T.int16(0)
+                                        for tt in range(T.min(tpc, ntaps - tc * tpc)):
+                                            for q in range(qc * qchunk, T.min(qc * qchunk + qchunk, nq)):
+                                                for b in T.unroll(nb):
+                                                    # vector v = (window column ss, block kb); its input
+                                                    # column offset c0 = ss*sw + s*dw (+ pool padding)
+                                                    for plane in T.unroll(2):
+                                                        ix[T.ramp((plane * nb + b) * 16, 1, 16)] = NIB.vload(
+                                                            [plane, rr * sh + (tc * tpc + tt) // kw * dh, q,
+                                                             ((bp * nb + b) // nkb * sw + (tc * tpc + tt) % kw * dw) % big_p,
+                                                             (bp * nb + b) % nkb * 16
+                                                             + ((bp * nb + b) // nkb * sw + (tc * tpc + tt) % kw * dw) // big_p],
+                                                            "uint16x16")
+                                                for o in T.unroll(no):
+                                                    for b in T.unroll(nb):
+                                                        # the LO lookup fills the low byte of each lane and
+                                                        # the HI one the high byte: OR is their sum
+                                                        a16[T.ramp((b * no + o) * 16, 1, 16)] = (
+                                                            a16.vload([(b * no + o) * 16], "int16x16") + T.bitwise_or(
+                                                                _lookup(TAB.vload([0, (tc * tpc + tt) * nq + q, oc * no + o, 0],
+                                                                                  "int8x32"), ix.vload([b * 16], "uint16x16")),
+                                                                _lookup(TAB.vload([1, (tc * tpc + tt) * nq + q, oc * no + o, 0],
+                                                                                  "int8x32"), ix.vload([(nb + b) * 16], "uint16x16"))))
+                                        for i in T.vectorized(nacc):
+                                            a32[i] = a32[i] + T.Cast("int32", a16[i])
                                 for o in T.unroll(no):
                                     for b in T.unroll(nb):
                                         ACC[rr, (bp * nb + b) // nkb, oc * no + o,
@@ -215,11 +216,10 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                             for rr in T.unroll(nr):
                                 for ss in T.unroll(nc):
                                     for k in T.vectorized(pw16):
-                                        mx[k] = T.Select(py * ps[0] + rr - pp[0] >= 0 and py * ps[0] + rr - pp[0] < ho
-                                                         and k * ps[1] + ss - pp[1] >= 0 and k * ps[1] + ss - pp[1] < wo,
+                                        # (rr, ss) of pooled column k's window inside the conv output
+                                        mx[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
                                                          T.max(mx[k], ACC[rr, ss, wd * WORD + j, k]), mx[k])
-                                        mn[k] = T.Select(py * ps[0] + rr - pp[0] >= 0 and py * ps[0] + rr - pp[0] < ho
-                                                         and k * ps[1] + ss - pp[1] >= 0 and k * ps[1] + ss - pp[1] < wo,
+                                        mn[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
                                                          T.min(mn[k], ACC[rr, ss, wd * WORD + j, k]), mn[k])
                             for k in T.vectorized(pw16):
                                 yw[k] = T.bitwise_or(yw[k], T.Select(
@@ -237,10 +237,14 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     return kernel
 
 
+def _in_map(y, x, h, w):
+    return tirx.all(y >= 0, y < h, x >= 0, x < w)
+
+
 def _nibble(X, n, ih, iw, q, H, Wd):
     """uint16: input channels 4q..4q+3 of pixel (ih, iw) as a nibble (0 outside the map)."""
     return T.Cast("uint16", T.Select(
-        tirx.all(ih >= 0, ih < H, iw >= 0, iw < Wd),
+        _in_map(ih, iw, H, Wd),
         T.bitwise_and(T.shift_right(X[n, T.max(T.min(ih, H - 1), 0), T.max(T.min(iw, Wd - 1), 0), q // 8],
                                     T.Cast("uint32", 4 * (q % 8))), T.uint32(15)),
         T.uint32(0)))

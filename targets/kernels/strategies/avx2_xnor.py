@@ -19,13 +19,12 @@ kernels do.
 from __future__ import annotations
 
 import numpy as np
-from tvm import tirx
 from tvm.script import tirx as T
 
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.amx import NO_POOL
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param, pool_out
+from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param
+from nrqc.targets.kernels.strategies.avx2_lut import _in_map
 from nrqc.targets.kernels.strategies.estimates import taps
 
 NAME = "avx2_xnor"
@@ -75,8 +74,7 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
     when pool); out "float": (X, Wn, M, PM, scale float32 [Co], Y float32 [N, Co, Ho, Wo])."""
     if out == "float" and pool is not None:
         raise ValueError("a pooled XNOR conv has a packed output")
-    (pk_, ps, pp) = pool if pool is not None else NO_POOL
-    pho, pwo = pool_out(g.ho, g.wo, pk_, ps, pp) if pool is not None else (g.ho, g.wo)
+    pk_, ps, pp, pho, pwo = bo.pooled_output(g, pool)
     N, H, Wd, Wi, Co, kh, kw = g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw
     sh, sw = g.stride
     dh, dw = g.dilation
@@ -114,7 +112,7 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
                         mn[i] = hi
                     for rr in range(nr):
                         for ss in range(nc):
-                            if _valid(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], ho, wo):
+                            if _in_map(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], ho, wo):
                                 # taps inside the map (each subtracts popcount(M) once)
                                 nin[0] = 0
                                 for tp in range(kh * kw):
@@ -171,14 +169,8 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
     return kernel
 
 
-def _valid(oh, ow, ho, wo):
-    return tirx.all(oh >= 0, oh < ho, ow >= 0, ow < wo)
-
-
 def _inside(oh, ow, r, s, sh, sw, dh, dw, pt, pl, H, Wd):
-    ih = oh * sh + r * dh - pt
-    iw = ow * sw + s * dw - pl
-    return tirx.all(ih >= 0, ih < H, iw >= 0, iw < Wd)
+    return _in_map(oh * sh + r * dh - pt, ow * sw + s * dw - pl, H, Wd)
 
 
 def _popcount_bytes(v):
