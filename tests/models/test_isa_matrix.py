@@ -27,7 +27,8 @@ from tests.onnx_builders import small_conv_model
 LEVELS = ("x86-64-v2", "haswell", "skylake-avx512", "icelake-server", "sapphirerapids")
 HOST_LEVELS = [m for m in LEVELS if x86.mcpu_flags(m) <= x86.host_cpu_flags()]
 # What each level must not use (a strategy or instruction set beyond it).
-_STRATEGY_NEEDS = {"vnni": {"avx512_vnni"}, "lut": {"avx512_vnni", "avx512vbmi"}, "amx": {"amx_int8"}}
+_STRATEGY_NEEDS = {"vnni": {"avx512_vnni"}, "lut": {"avx512_vnni", "avx512vbmi"}, "amx": {"amx_int8"},
+                   "avx2_maddubs": {"avx2"}, "avx2_lut": {"avx2"}, "avx2_xnor": {"avx2"}}
 
 
 def _unnamed(path):
