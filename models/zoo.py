@@ -133,18 +133,22 @@ def _band_gate(s, bands: int):
     return "bands"
 
 
-def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=None, first_layer=None) -> SeqNet:
+def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=None, first_layer=None,
+             head_kind="float") -> SeqNet:
     """Frame-level VAD for a Cortex-M: 1-D convs over time with the mel bands as channels
     (3 taps each), a 1×1 full-precision head, one logit per frame.  About 14 k parameters
     (≈ 14 kB with int8 weights), ≈ 14 k MACs per 10 ms frame.  The reparameterized
-    variants learn how many of the 80 mel bands they need (lowest bands first)."""
+    variants learn how many of the 80 mel bands they need (lowest bands first).
+    head_kind="binary" (BAM variants): the 1×1 head too has int8 weights and a binary
+    hidden layer, as in :func:`quality_bam4` (no float map is left between the layers)."""
     s = _Spec(variant, beta, bn, first_layer)
+    binary = _head_kind(head_kind)
     in_gate = _band_gate(s, bands)
     layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
               s.feature_block("conv1d", channels, channels, False, "conv2"),
               s.feature_block("conv1d", channels, channels, False, "conv3"),
-              s.head_block("conv1d", channels, 16, "head1"),
-              s.head_block("conv1d", 16, 1, None, last=True)]
+              s.head_block("conv1d", channels, 16, "head1", binary=binary),
+              s.head_block("conv1d", 16, 1, None, last=True, binary=binary)]
     return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
                   s.meta(task="vad", arch="vad_tiny", variant=variant, frames=frames, bands=bands,
                          output="speech logit per frame [1, frames]"), s.quantize_input)

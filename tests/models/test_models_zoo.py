@@ -70,6 +70,8 @@ def test_binary_head_option():
     blocks = [b for _, b in build("bam4", "bam", head_kind="binary").blocks()]
     assert [b.weight_mode for b in blocks] == ["int8"] * 7
     assert [b.act for b in blocks] == ["heaviside"] * 6 + ["none"]
+    vad = [b for _, b in build("vad_tiny", "bam", head_kind="binary").blocks()]
+    assert [(b.weight_mode, b.act) for b in vad[3:]] == [("int8", "heaviside"), ("int8", "none")]
     float_head = [b for _, b in build("dnsmos", "float", head_kind="binary").blocks()]
     assert all(b.weight_mode == "float" for b in float_head)  # float variants ignore it
     with pytest.raises(ValueError, match="head_kind"):
