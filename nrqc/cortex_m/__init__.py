@@ -158,6 +158,13 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
     from nrqc.pipeline import run_pipeline
 
     target = ctx.target
+    from nrqc.cortex_m import knobs
+    from nrqc.tuning.cortex_m_db import read_knobs
+
+    knob_config, knob_note = read_knobs(ctx.options.get("db"), target)  # `nrqc tune --target cortex-m4` choices
+    knobs.use(knob_config)  # None: the defaults (an earlier compile's choices never leak into this one)
+    if knob_note:
+        ctx.notes.append(knob_note)
     missing = firmware.env_available()
     if missing:
         raise NrqcError(f"--target {target.name} needs {', '.join(missing)} on PATH "
@@ -183,7 +190,13 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
     extra_header = ""
     if quant is not None:
         q_inputs = [TensorSpec(s.name, s.shape, quant.dtype) if i == quant.index else s for i, s in enumerate(m.inputs)]
-        entries.append(("nrqc_run_int8", emit.plan_caller(mod, q_inputs, m.outputs, INT8_FUNC, plan.weights), q_inputs))
+        # main's own kernels when its first layer can read the int8 input (no second copy of the
+        # model in flash), else main_int8 as the pipeline compiled it
+        twin = emit.int8_twin(mod, plan, quant, q_inputs[quant.index])
+        entries.append(("nrqc_run_int8", twin or emit.plan_caller(mod, q_inputs, m.outputs, INT8_FUNC, plan.weights),
+                        q_inputs))
+        if twin is not None:
+            log("nrqc_run_int8 runs nrqc_run's kernels, the first layer reading the quantized input directly")
         extra_header = (f"/* nrqc_run_int8: input {quant.index} ({quant.name}) already quantized as the model's "
                         f"QuantizeLinear does:\n   q = saturate(round_half_even(x / SCALE) + ZERO_POINT) */\n"
                         f"#define NRQC_INPUT{quant.index}_SCALE {float(np.float32(quant.scale)).hex()}f\n"

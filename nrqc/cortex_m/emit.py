@@ -82,6 +82,80 @@ class CallerPlan:
     weights: list[np.ndarray]
     storage_bytes: int  # planned arena part (activations)
     copies: list[tuple[Buf, int, int]]  # (source, output index, nbytes): outputs not written in place
+    # call index -> (C function of nrqc_dsp.h, its arguments: Buf, int or None for NULL), called
+    # directly instead of the TVM kernel (the int8 entry point's first layer, `int8_twin`)
+    direct: dict = dataclasses.field(default_factory=dict)
+
+
+def _extern_call(func):
+    """(C function name, [param index | int]) of a hand-written kernel whose body is one
+    call_extern of a nrqc_dsp.h function; None for other kernels."""
+    import tvm
+
+    found = []
+
+    def visit(node):  # the few statement kinds such a kernel holds (blocks, sequences, evaluate)
+        if isinstance(node, tvm.ir.expr.Call):
+            if getattr(node.op, "name", "") == "tirx.call_extern":
+                found.append(node)
+            return
+        for field in ("seq",):
+            for child in getattr(node, field, None) or []:
+                visit(child)
+        for field in ("block", "body", "value"):
+            child = getattr(node, field, None)
+            if child is not None and not isinstance(child, (int, float, str)):
+                visit(child)
+
+    visit(func.body)
+    if len(found) != 1:
+        return None
+    call = found[0]
+    args = []
+    for a in call.args[1:]:
+        # a buffer's data pointer is tirx.buffer_data(<the parameter>) in TVM 0.27's TIR
+        if isinstance(a, tvm.ir.expr.Call) and getattr(a.op, "name", "") == "tirx.buffer_data":
+            index = [i for i, p in enumerate(func.params) if p.same_as(a.args[0])]
+            if not index:
+                return None
+            args.append(("param", index[0]))
+        elif isinstance(a, tvm.tirx.IntImm):
+            args.append(int(a.value))
+        else:
+            return None
+    return str(call.args[0].value), args
+
+
+def int8_twin(mod, plan: CallerPlan, quant, q_spec) -> CallerPlan | None:
+    """The int8 entry point as `plan` (main's calls, kernels, arena) with only the first
+    layer changed: when the one kernel reading the quantized float input is nrqc_dsp.h's
+    SMLAD conv (the QuantizeLinear fused into its load), call the same C function reading the
+    int8/uint8 input directly (its source-kind argument). None when main is not like that
+    (then main_int8 goes through the pipeline on its own)."""
+    readers = [k for k, (_, bufs) in enumerate(plan.calls)
+               if any(b.kind == "input" and b.ref == quant.index for b in bufs)]
+    if len(readers) != 1:
+        return None
+    k = readers[0]
+    name, bufs = plan.calls[k]
+    ext = _extern_call(mod[name]) if name in [gv.name_hint for gv in mod.functions] else None
+    if ext is None or ext[0] != "nrqc_s8_conv_smlad":
+        return None
+    fname, args = ext
+    consts = args[7:]
+    scale_bits = int(np.array([quant.scale], np.float32).view(np.uint32)[0])
+    if consts[:4] != [0, scale_bits, quant.zero_point, int(quant.dtype == "uint8")]:
+        return None
+    q_buf = Buf("input", quant.index, tuple(q_spec.shape), quant.dtype)
+    call_args = []
+    for a in args[:7]:
+        if isinstance(a, tuple):
+            b = bufs[a[1]]
+            call_args.append(q_buf if b.kind == "input" and b.ref == quant.index else b)
+        else:
+            call_args.append(None)
+    call_args += [1 if quant.dtype == "int8" else 2, *consts[1:]]
+    return dataclasses.replace(plan, direct={**plan.direct, k: (fname, call_args)})
 
 
 def plan_caller(mod, inputs, outputs, func_name: str = "main", weights: list | None = None) -> CallerPlan:
@@ -336,11 +410,12 @@ void TVMFFIErrorSetRaisedFromCStr(const char *kind, const char *message) {{
 
     # The caller.
     lines = ['/* Generated caller: kernels in the order of the static memory plan. */',
-             "#include <stdint.h>", "#include <string.h>", '#include "tvm/ffi/c_api.h"', f'#include "{HEADER}"', "",
+             "#include <stdint.h>", "#include <string.h>", '#include "tvm/ffi/c_api.h"', f'#include "{HEADER}"',
+             *([f'#include "{DSP_HEADER}"'] if any(p.direct for _, p, _ in entries) else []), "",
              "extern uint8_t nrqc_arena[];"]
     for i, arr in enumerate(plan.weights):
         lines.append(f"extern const {c_type(str(arr.dtype))} nrqc_w{i}[];")
-    kernels = sorted({name for _, p, _ in entries for name, _ in p.calls})
+    kernels = sorted({name for _, p, _ in entries for k, (name, _) in enumerate(p.calls) if k not in p.direct})
     for k in kernels:
         lines.append(f"int32_t __tvm_ffi_{k}(void *self, void *args, int32_t num_args, void *result);")
     shapes: dict[tuple, str] = {}
@@ -358,7 +433,15 @@ void TVMFFIErrorSetRaisedFromCStr(const char *kind, const char *message) {{
         lines.append("  TVMFFIAny args[%d];" % max([len(b) for _, b in p.calls] + [1]))
         lines.append("  TVMFFIAny ret;")
         lines.append("  int32_t rc;")
-        for name, bufs in p.calls:
+        for k, (name, bufs) in enumerate(p.calls):
+            if k in p.direct:
+                fname, args = p.direct[k]
+                text = ", ".join("0" if a is None else a.data_expr() if isinstance(a, Buf) else
+                                 (f"{a}u" if a >= 0 else f"({a})") for a in args)
+                lines.append(f"  /* {name}, reading the quantized input directly */")
+                lines.append(f"  rc = {fname}({text});")
+                lines.append("  if (rc != 0) return rc;")
+                continue
             lines.append(f"  {{ /* {name} */")
             for j, b in enumerate(bufs):
                 lines.append(f"    DLTensor t{j} = {{{b.data_expr()}, {{kDLCPU, 0}}, {len(b.shape)}, {dl_dtype(b.dtype)}, "
