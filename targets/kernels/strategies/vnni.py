@@ -36,19 +36,23 @@ def build(g, out: str, target, pool=None, strict: bool = False):
 
 
 @keeps_workload
-def schedule(func, g, out: str, target, pool=None, strict: bool = False, dot_16x4=None):
+def schedule(func, g, out: str, target, pool=None, strict: bool = False, dot_16x4=None,
+             channel_blocks_outside: bool = False):
     """The VNNI schedule; on failure the kernel runs as plain loops (an error if strict).
     `dot_16x4` names the registered 16x4 u8*s8 dot-product intrinsic the inner update is
-    tensorized with (default vpdpbusd; strategies/avx2_maddubs.py passes its AVX2 one)."""
+    tensorized with (default vpdpbusd; strategies/avx2_maddubs.py passes its AVX2 one).
+    `channel_blocks_outside`: the blocks of 16 output channels loop outside the taps, so
+    only one block's accumulators (x the pixels of a tile or pool window) and weights are
+    live at once (NEON: 32 registers of 4 int32 lanes; strategies/neon_unpacked.py)."""
     try:
-        return _schedule(func, g, out, target, pool, dot_16x4)
+        return _schedule(func, g, out, target, pool, dot_16x4, channel_blocks_outside)
     except Exception as e:
         if strict:
             raise
         return unscheduled(func, "VNNI conv", e)
 
 
-def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None):
+def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None, channel_blocks_outside=False):
     """Unpack-to-u8 + vpdpbusd: the u8 rows one output row reads are unpacked at that row
     (vectorized), the accumulators of one output pixel (16 channels per vector) are
     updated with one vpdpbusd per (tap, 4 input channels, 16 output channels)."""
@@ -92,7 +96,11 @@ def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None):
         raise ValueError(f"unexpected loop nest {len(inner)} vs {present}")
     L = dict(zip(present, inner))
     oo, oi = sch.split(L["o"], [None, 16])
-    order = [L[k] for k in ("r", "s", "cq") if k in L] + [L[p] for p in pix] + [oo, oi, L["ci"]]
+    taps_ = [L[k] for k in ("r", "s", "cq") if k in L]
+    if channel_blocks_outside:
+        order = [oo] + taps_ + [L[p] for p in pix] + [oi, L["ci"]]
+    else:
+        order = taps_ + [L[p] for p in pix] + [oo, oi, L["ci"]]
     sch.reorder(*order)
     sch.compute_at(unp, row)
     sch.vectorize(sch.get_loops(unp)[-1])
@@ -105,6 +113,7 @@ def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None):
     init = sch.decompose_reduction(acc, order[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(oi, dot_16x4 or vnni_16x4())
-    for lp in [L[p] for p in pix] + [oo] + ([L["s"]] if "s" in L and knobs.VNNI_UNROLL_TAPS else []):
+    for lp in [L[p] for p in pix] + ([] if channel_blocks_outside else [oo]) + \
+            ([L["s"]] if "s" in L and knobs.VNNI_UNROLL_TAPS else []):
         sch.unroll(lp)
     return sch.mod["main"]
