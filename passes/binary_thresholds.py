@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nrqc.targets.kernels.int8_conv import MAX_WEIGHT_SUM
+
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -81,6 +83,10 @@ def fold_thresholds(mod, ctx):
                                  "int16_enough": need <= 16}
         if need > 32:
             p.reason = f"worst-case accumulator {bound} needs {need} bits (> int32)"
+            continue
+        if p.input_quant is not None and bound // input_magnitude(p) > MAX_WEIGHT_SUM:
+            p.reason = (f"sum of |w| {bound // input_magnitude(p)} of a channel above {MAX_WEIGHT_SUM} "
+                        "(the int8 kernels' int32 accumulator with the zero-point correction)")
             continue
         if p.head is None:
             continue

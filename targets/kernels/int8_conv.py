@@ -55,10 +55,18 @@ class Int8ConvGeom:
         return dataclasses.replace(self, src_dtype=src_dtype)
 
 
+# Largest sum of |w| over one output channel the kernels take: the u8 operand (<= 255) and
+# the correction ((pad_s8 + 128) <= 383) times it stay well inside int32 (passes/binary_thresholds
+# refuses a layer above it).
+MAX_WEIGHT_SUM = (2 ** 31 - 1) // 512
+
+
 def s8_correction(g: Int8ConvGeom, wq: np.ndarray, offset: int = 0) -> np.ndarray:
     """corr_c = -(pad_s8 + offset) * sum of channel c's weights (int32)."""
-    wsum = wq.astype(np.int64).reshape(wq.shape[0], -1).sum(1)
-    return (-(g.pad_s8 + offset) * wsum).astype(np.int32)
+    w = wq.astype(np.int64).reshape(wq.shape[0], -1)
+    if np.abs(w).sum(1).max(initial=0) > MAX_WEIGHT_SUM:
+        raise ValueError(f"int8 conv: a channel's sum of |w| exceeds {MAX_WEIGHT_SUM} (int32 accumulator)")
+    return (-(g.pad_s8 + offset) * w.sum(1)).astype(np.int32)
 
 
 def _source_at(g: Int8ConvGeom, X):
@@ -168,21 +176,39 @@ def int8_conv(g: Int8ConvGeom, acc_fn, weight_shapes, out: str, pool=None):
     X = source_placeholder(g)
     Ws = [te.placeholder(shape, "int8", name=f"W{i}") for i, shape in enumerate(weight_shapes)]
     acc = acc_fn(g, X, *Ws)
+    # A dot-product accumulator has the output channels padded (to 16): the epilogue reads
+    # all of them, so the schedule's channel loop keeps whole 16-lane blocks (the bits of the
+    # padding channels are 0: pack_bits below is told the padded count, which fills the same
+    # words; the float epilogue names the last padding channel in a select whose two sides are
+    # the same value).
+    c_acc = int(acc.shape[3])
     corr = te.placeholder((c.c_out,), "int32", name="corr")
+
+    def ch(o):
+        return tirx.min(o, c.c_out - 1) if c_acc != c.c_out else o
+
     if out == "pack":
         sigma = te.placeholder((c.c_out,), "int32", name="sigma")
         t = te.placeholder((c.c_out,), "int32", name="t")
+        src, h, w = acc, c.ho, c.wo
         if pool is not None:  # sigma * (acc + corr) is monotone in acc: pool the window's extreme
-            wext, pho, pwo = bo.window_extreme(acc, c.n, c.ho, c.wo, c.c_out, pool, lambda o: sigma[o] >= 0, "int32")
-            y = bo.pack_bits(lambda n, a, b, o: sigma[o] * (wext[n, a, b, o] + corr[o]) >= t[o], c.n, pho, pwo,
-                             c.c_out)
-        else:
-            y = bo.pack_bits(lambda n, a, b, o: sigma[o] * (acc[n, a, b, o] + corr[o]) >= t[o], c.n, c.ho, c.wo,
-                             c.c_out)
+            src, h, w = bo.window_extreme(acc, c.n, c.ho, c.wo, c_acc, pool, lambda o: sigma[ch(o)] >= 0, "int32")
+
+        def bit(n, a, b, o):
+            on = sigma[ch(o)] * (src[n, a, b, o] + corr[ch(o)]) >= t[ch(o)]
+            return tirx.all(o < c.c_out, on) if c_acc != c.c_out else on
+
+        y = bo.pack_bits(bit, c.n, h, w, c_acc)
         return te.create_prim_func([X, *Ws, corr, sigma, t, y])
     scale = te.placeholder((c.c_out,), "float32", name="scale")
-    y = te.compute((c.n, c.c_out, c.ho, c.wo),
-                   lambda n, o, a, b: (acc[n, a, b, o] + corr[o]).astype("float32") * scale[o], name="y")
+
+    def value(n, o, a, b):
+        v = acc[n, a, b, o]
+        if c_acc != c.c_out:  # the same value either way: a zero scale multiplies any finite sum by 0
+            v = tirx.Select(scale[o] == tirx.const(0.0, "float32"), acc[n, a, b, c_acc - 1], v)
+        return (v + corr[o]).astype("float32") * scale[o]
+
+    y = te.compute((c.n, c.c_out, c.ho, c.wo), value, name="y")
     return te.create_prim_func([X, *Ws, corr, scale, y])
 
 

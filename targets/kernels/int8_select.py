@@ -11,6 +11,10 @@ import numpy as np
 from nrqc.targets.kernels import int8_conv as ic
 from nrqc.targets.kernels import select, strategies
 
+# An int8 first layer is a small share of a model's MACs but a large share of its time:
+# timed from a quarter of the binary layers' threshold.
+MEASURE_MIN_MACS = select.MEASURE_MIN_MACS // 4
+
 
 def cost_model(g: ic.Int8ConvGeom, target) -> dict:
     return {s.NAME: s.cost(g, target) for s in strategies.int8_input_for_layer(g, target)}
@@ -41,7 +45,7 @@ def _measure(g: ic.Int8ConvGeom, s, target, repeat=5) -> float:
 
 
 @functools.lru_cache(maxsize=128)
-def _choose_cached(g: ic.Int8ConvGeom, target_name: str, mcpu: str | None, measure: bool):
+def _choose_cached(g: ic.Int8ConvGeom, target_name: str, mcpu: str | None, measure: bool, why_not: str):
     from nrqc.targets import get_target
 
     target = get_target(target_name, mcpu)
@@ -57,7 +61,7 @@ def _choose_cached(g: ic.Int8ConvGeom, target_name: str, mcpu: str | None, measu
     elif len(est) == 1:
         why = "the only strategy for this layer"
     else:
-        why = "target cannot run here or the layer is too small to time"
+        why = why_not
     return {"strategy": min(est, key=est.get), "method": f"cost model from the target's peak figures ({why})",
             "cost_model_cycles": cycles}
 
@@ -66,6 +70,8 @@ def choose(g: ic.Int8ConvGeom, target) -> dict:
     """{"strategy", "method", ...} for one int8-input layer on `target`."""
     c = g.conv
     macs = c.n * c.ho * c.wo * c.c_out * c.kh * c.kw * c.cg
-    measure = target.backend.runs_on_host and macs >= select.MEASURE_MIN_MACS // 4 and select.runs_here(target)
+    runs = target.backend.runs_on_host and select.runs_here(target)
+    measure = runs and macs >= MEASURE_MIN_MACS
+    why_not = "target cannot run here" if not runs else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time"
     mcpu = target.tvm_target.get("mcpu") if target.name == "x86" else None
-    return dict(_choose_cached(g, target.name, mcpu, bool(measure)))
+    return dict(_choose_cached(g, target.name, mcpu, bool(measure), why_not))

@@ -84,11 +84,12 @@ def test_float_epilogue_exact(level, name, gi):
 
 
 @pytest.mark.parametrize("level,name", _cases())
-@pytest.mark.parametrize("pool", [((2, 2), (2, 2), (0, 0, 0, 0)), pytest.param(None, marks=pytest.mark.slow)])
-def test_packed_epilogue_with_pool_exact(level, name, pool):
+@pytest.mark.parametrize("gi,pool", [(3, ((2, 2), (2, 2), (0, 0, 0, 0)))] + [
+    pytest.param(gi, pool, marks=pytest.mark.slow) for gi, pool in ((3, None), (0, ((2, 2), (2, 2), (0, 0, 0, 0))),
+                                                                   (2, ((1, 3), (1, 2), (0, 1, 0, 1))), (1, None))])
+def test_packed_epilogue_with_pool_exact(level, name, gi, pool):
     s = strategies.int8_input_lookup(name)
     target = get_target("x86", level)
-    gi = 3
     x, wq, ref, rng = _inputs(gi, 11)
     g = _geom(gi, wq)
     c = g.conv
@@ -96,7 +97,9 @@ def test_packed_epilogue_with_pool_exact(level, name, pool):
     t = rng.integers(-3000, 3000, c.c_out).astype(np.int32)
     bits = (sigma[None, :, None, None] * ref >= t[None, :, None, None]).astype(np.uint8)
     want = bits if pool is None else pk.ref_or_pool(bits, *pool)
-    got = _run(s.build(g, "pack", target, pool, strict=True), target, [x, *s.weight_args(g, wq), sigma, t],
+    # an overlapping pool is beyond the dot-product schedules' tensorize: plain loops, still exact
+    overlapping = pool is not None and pool[0] != pool[1]
+    got = _run(s.build(g, "pack", target, pool, strict=not overlapping), target, [x, *s.weight_args(g, wq), sigma, t],
                (1, want.shape[2], want.shape[3], c.words_out), np.uint32)
     np.testing.assert_array_equal(pk.unpack_channels(got, c.c_out), np.moveaxis(want, 1, -1))
 
@@ -105,3 +108,34 @@ def test_generic_strategy_is_offered_everywhere():
     g = _geom(0, np.zeros((13, 1, 3, 3), np.int8))
     for name in ("x86", "arm_cpu", "cortex-m4"):
         assert "int8_generic" in [s.NAME for s in strategies.int8_input_for_layer(g, get_target(name))]
+
+
+def _asm(func, target):
+    lib = tvm.tirx.build(bo.as_kernel(func, "k"), target=target.tvm())
+    return lib.inspect_source("asm") if hasattr(lib, "inspect_source") else lib.get_source("asm")
+
+
+def test_dot_product_strategies_use_their_instructions():
+    import re
+
+    from tests.kernels.test_binary_targets import _AVX512
+
+    wq = np.zeros((32, 1, 3, 3), np.int8)
+    g = _geom(3, wq)
+    haswell = get_target("x86", "haswell")
+    asm = _asm(strategies.int8_input_lookup("int8_avx2").build(g, "pack", haswell, strict=True), haswell)
+    assert re.search(r"\bvpmaddubsw\b", asm) and re.search(r"\bvpsignb\b", asm) and re.search(r"\bvpmaddwd\b", asm)
+    assert not sorted({m.group(0) for m in _AVX512.finditer(asm)})
+    if "avx512_vnni" in x86.host_cpu_flags():
+        host = get_target("x86")
+        asm = _asm(strategies.int8_input_lookup("int8_vnni").build(g, "pack", host, strict=True), host)
+        assert re.search(r"\bvpdpbusd\b", asm)
+
+
+def test_avx2_strategy_refuses_a_minus_128_weight():
+    """|w| <= 127 keeps sign(x) * w an int8 (vpsignb of -128 wraps): a -128 weight goes to
+    another strategy."""
+    wq = np.zeros((32, 1, 3, 3), np.int8)
+    assert strategies.int8_input_lookup("int8_avx2").supports(_geom(3, wq))
+    wq[3, 0, 1, 1] = -128
+    assert not strategies.int8_input_lookup("int8_avx2").supports(_geom(3, wq))
