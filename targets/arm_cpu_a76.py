@@ -1,9 +1,10 @@
 """64-bit Raspberry Pi 5 on 64-bit Raspberry Pi OS: aarch64 Cortex-A76 (ARMv8.2-A: NEON + sdot/udot).
 
-For now it compiles with the same arm kernels as the Pi 4 target (`arm_cpu`); what differs
-is the core LLVM schedules and selects instructions for, the features the kernel
-strategies may decide on (dotprod), the emulated board's core (`qemu -cpu cortex-a76`),
-the llvm-mca model of the cycle estimate, and the tuning database (its key has the mcpu).
+It differs from the Pi 4 target (`arm_cpu`) by the core LLVM schedules and selects
+instructions for, the features the kernel strategies decide on (dotprod: the binary x int8
+layers get the ``neon_sdot`` strategy, the Pi 4 ``neon_sadalp``), the emulated board's core
+(`qemu -cpu cortex-a76`), the llvm-mca model of the cycle estimate, and the tuning database
+(its key has the mcpu).
 """
 from __future__ import annotations
 
@@ -42,5 +43,5 @@ def describe() -> TargetDescription:
         },
         notes=("cross-compiled with aarch64-linux-gnu-g++ (Debian gcc-aarch64-linux-gnu)",
                "run with the official aarch64 apache-tvm wheel on the Pi",
-               "uses the Pi 4 target's kernels for now (no sdot/udot kernels yet)"),
+               "binary x int8 layers: sdot kernels (strategies/neon_sdot.py); other kernels as on the Pi 4"),
     )
