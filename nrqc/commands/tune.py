@@ -20,7 +20,9 @@ import click
               help="Wall-clock budget: stop each task's search when its share of the time is spent.")
 @click.option("--seed", default=0, show_default=True)
 def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_key, trials_per_batch, minutes, seed):
-    """Tune MODEL (ONNX) for a target with MetaSchedule (XGBoost cost model).
+    """Tune MODEL (ONNX) for a target with MetaSchedule (XGBoost cost model); a Cortex-M target
+    searches nrqc's kernel knobs by QEMU instruction count instead. A Pi target without
+    --rpc-tracker measures candidates on the emulated board (estimated cycles).
 
     Progress (tasks done, best latency so far, time left) is printed after every measured
     batch; stop with Ctrl-C at any time and rerun the same command to resume."""
@@ -31,6 +33,15 @@ def command(model, target, trials, min_trials, db, shapes, rpc_tracker, device_k
     desc = get_target(target)
     if device_key and not rpc_tracker:
         raise click.UsageError("--device-key needs --rpc-tracker")
+    from nrqc.targets import BareMetalC
+
+    if isinstance(desc.backend, BareMetalC):  # microcontroller: nrqc's kernel knobs, QEMU instruction count
+        if rpc_tracker:
+            raise click.UsageError(f"--rpc-tracker: {desc.name} is bare metal; its candidates run in QEMU")
+        from nrqc.tuning.cortex_m_tune import tune_cortex_m
+
+        tune_cortex_m(model, desc, db, shapes=parse_shape_options(shapes), log=lambda msg: click.echo(msg, err=True))
+        return
     try:
         tune_model(model, desc, trials, db, shapes=parse_shape_options(shapes), rpc_tracker=rpc_tracker,
                    device_key=device_key, num_trials_per_iter=trials_per_batch, min_trials_per_task=min_trials,

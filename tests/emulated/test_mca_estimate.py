@@ -138,3 +138,55 @@ def test_guest_command_line_passes_the_cpu(tmp_path):
     argv, env, _ = guest_python(tmp_path, cpu="cortex-a76")
     assert argv[argv.index("-cpu") + 1] == "cortex-a76" and "max" not in argv
     assert env["NRQC_EMULATOR"].endswith("-cpu cortex-a76")
+
+
+# A captured qemu-system-arm 7.2 log (mps2-an386, Cortex-M4 firmware, -d in_asm,exec,nochain):
+# Thumb instructions as halfwords; the second block, executed twice, is where the counted
+# phase starts (a marker at its address).
+THUMB_LOG = b"""----------------
+IN: Reset_Handler
+0x0000004c:  480d       ldr      r0, [pc, #0x34]
+0x0000004e:  4a0e       ldr      r2, [pc, #0x38]
+0x00000050:  4290       cmp      r0, r2
+0x00000052:  b508       push     {r3, lr}
+0x00000054:  d207       bhs      #0x66
+
+Trace 0: 0x7f14a0000100 [00800408/0000004c/00000110/ff020200] Reset_Handler
+----------------
+IN: Reset_Handler
+0x00000056:  3a01       subs     r2, #1
+0x00000058:  1a12       subs     r2, r2, r0
+0x0000005a:  f022 0203  bic      r2, r2, #3
+0x0000005e:  3204       adds     r2, #4
+
+Trace 0: 0x7f14a0000400 [00800408/00000056/00000110/ff020200] Reset_Handler
+Trace 0: 0x7f14a0000100 [00800408/0000004c/00000110/ff020200] Reset_Handler
+Trace 0: 0x7f14a0000400 [00800408/00000056/00000110/ff020200] Reset_Handler
+"""
+
+
+def test_thumb_log_words_and_a_counted_marker_phase():
+    c = _LogCounter(0x56, count_marker=True, pc_digits=8)
+    for i in range(0, len(THUMB_LOG), 50):
+        c.feed(THUMB_LOG[i:i + 50])
+    c.feed(b"", final=True)
+    assert c.tb_words[(0x56).to_bytes(8, "big")] == (0x3a01, 0x1a12, 0xf0220203, 0x3204)
+    assert len(c.phases) == 3  # before the marker, from its first run, from its second
+    assert c.total(0) == (5, 1, 0) and c.total(1) == (4 + 5, 2, 0) and c.total(2) == (4, 1, 0)
+    assert c.total() == (5 + 4 + 5 + 4, 4, 0)
+    dropped = _LogCounter(0x56, pc_digits=8)  # a marker that is not counted (the onnxruntime harness)
+    dropped.feed(THUMB_LOG, final=True)
+    assert dropped.total() == (5 + 5, 2, 0)
+
+
+@needs_llvm
+def test_thumb_estimate_equals_llvm_mca_run_directly(tmp_path, monkeypatch):
+    from nrqc.emulator.mca import estimate_cycles
+
+    monkeypatch.setenv("NRQC_CACHE", str(tmp_path))
+    asm = ["subs r2, #1", "subs r2, r2, r0", "bic r2, r2, #3", "adds r2, #4"]
+    out = subprocess.run(["llvm-mca", "-mtriple=thumbv7em-none-eabi", "-mcpu=cortex-m4", "-iterations=100", "-"],
+                         input="\n".join(asm) + "\n", capture_output=True, text=True, check=True).stdout
+    ref = int(re.search(r"^Total Cycles:\s+(\d+)", out, re.M).group(1)) / 100 * 7
+    got = estimate_cycles([((0x3a01, 0x1a12, 0xf0220203, 0x3204), 7)], "cortex-m4")
+    assert got["cycles"] == round(ref) and got["cycles"] > 0
