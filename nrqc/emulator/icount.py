@@ -298,7 +298,11 @@ def aarch64_refusal(manifest: dict, out) -> str | None:
     return None
 
 
-def _check_mca(estimate_cycles: bool) -> None:
+def require_tools(estimate_cycles: bool) -> None:
+    """The host tools a count (and, when asked, its cycle estimate) needs, or a one-line error."""
+    reason = _rootfs.missing_host_tools()
+    if reason:
+        raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
     if estimate_cycles:
         from nrqc.emulator.mca import missing_tools
 
@@ -329,11 +333,8 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
     why = aarch64_refusal(manifest, out)
     if why:
         raise NrqcError(why)
-    reason = _rootfs.missing_host_tools()
-    if reason:
-        raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
     cpu = qemu_cpu_for(manifest.get("tvm_target"))
-    _check_mca(estimate_cycles)
+    require_tools(estimate_cycles)
     specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
     feeds = seeded_feeds(specs, inputs, seed)
 

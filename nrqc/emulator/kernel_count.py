@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.icount import _check_mca, _guest_paths, counted_guest_run
+from nrqc.emulator.icount import _guest_paths, counted_guest_run, require_tools
 from nrqc.errors import NrqcError
 
 
@@ -25,10 +25,7 @@ def count_kernels(libs: list[str | Path], args: list[list[tuple[str, tuple[int, 
                   estimate_cycles: bool = True, timeout: float = 1800, log=lambda m: None) -> list[dict | str]:
     """For each library (a TVM module whose function ``main`` takes tensors of the given
     (dtype, shape)): ``{"instructions", "cycles"}`` of one call, or an error string."""
-    reason = _rootfs.missing_host_tools()
-    if reason:
-        raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
-    _check_mca(estimate_cycles)
+    require_tools(estimate_cycles)
     try:
         return _count_together(libs, args, cpu, estimate_cycles, timeout, log)
     except NrqcError as e:

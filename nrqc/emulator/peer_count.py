@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nrqc.emulator import rootfs as _rootfs
-from nrqc.emulator.icount import _check_mca, _guest_paths, counted_guest_run, seeded_feeds
+from nrqc.emulator.icount import _guest_paths, counted_guest_run, require_tools, seeded_feeds
 from nrqc.errors import NrqcError
 
 WHAT = ("aarch64 instructions executed in onnxruntime's own library (its Python extension: engine + MLAS) "
@@ -56,10 +56,7 @@ def count_onnxruntime(model_path: str | Path, cpu: str, inputs: dict[str, np.nda
     model_path = Path(model_path)
     if not model_path.is_file():
         raise NrqcError(f"--against-onnxruntime {model_path}: no such ONNX file")
-    reason = _rootfs.missing_host_tools()
-    if reason:
-        raise NrqcError("cannot count emulated instructions: missing " + "; ".join(reason))
-    _check_mca(estimate_cycles)
+    require_tools(estimate_cycles)
     specs = onnx_input_specs(model_path, shapes)
     feeds = seeded_feeds(specs, inputs, seed)
     root = _rootfs.build_rootfs()
