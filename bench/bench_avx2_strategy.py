@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import time
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
@@ -77,6 +78,61 @@ def time_kernel(g, strategy, target, pool, iters, rounds) -> float:
     return float(np.median(means))
 
 
+# the instruction each strategy's inner loop is built on, and the MACs one of them does
+# (vpshufb: 32 bytes of 4-weight sums = 64 MACs per LO/HI pair; popcount: 32 bytes x 8 bits
+# per LO/HI pair = 128 binary MACs each)
+SIGNATURE = {"avx2_maddubs": ("vpmaddubsw", 32), "avx2_lut": ("vpshufb", 32), "avx2_xnor": ("vpshufb", 128),
+             "xnor": ("vpshufb", 128)}
+MCA_CPUS = ("haswell", "znver2")
+
+
+def inner_loop(asm: str, marker: str) -> list[str]:
+    """The shortest loop (label .. backward jump) of the assembly holding `marker`."""
+    import re
+
+    lines = asm.splitlines()
+    best: list[str] = []
+    for i, line in enumerate(lines):
+        m = re.match(r"\s*j\w+\s+(\.LBB\S+)", line)
+        if not m:
+            continue
+        for j in range(i, -1, -1):
+            if lines[j].startswith(m.group(1) + ":"):
+                body = [x for x in lines[j + 1:i + 1] if x.strip() and not x.lstrip().startswith((".", "#"))]
+                if any(x.split()[0] == marker for x in body) and (not best or len(body) < len(best)):
+                    best = body
+                break
+    return best
+
+
+def mca_rates(g, strategy, target, pool=None) -> dict:
+    """llvm-mca's cycles per iteration of the strategy's inner loop on each of MCA_CPUS ->
+    MAC/cycle (a core this host is not: an AVX2-only Haswell, Zen 2)."""
+    import re
+    import subprocess
+    import tempfile
+
+    import tvm
+
+    from nrqc.targets.kernels import binary_ops as bo
+
+    marker, macs_each = SIGNATURE[strategy]
+    mod = importlib.import_module(f"nrqc.targets.kernels.strategies.{MODULE.get(strategy, strategy)}")
+    asm = tvm.tirx.build(bo.as_kernel(mod.build(g, "pack", target, pool), "k"), target=target.tvm()).inspect_source("asm")
+    body = inner_loop(asm, marker)
+    macs = sum(1 for x in body if x.split()[0] == marker) * macs_each
+    rates = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".s") as f:
+        f.write("\n".join(body) + "\n")
+        f.flush()
+        for cpu in MCA_CPUS:
+            out = subprocess.run(["llvm-mca", f"-mcpu={cpu}", "-mtriple=x86_64-unknown-linux-gnu", "-iterations=200",
+                                  f.name], capture_output=True, text=True, check=True).stdout
+            cycles = int(re.search(r"Total Cycles:\s*(\d+)", out).group(1)) / 200
+            rates[cpu] = macs / cycles
+    return rates
+
+
 def main() -> None:
     from nrqc.targets import get_target
 
@@ -110,6 +166,19 @@ def main() -> None:
         ts = [time_kernel(g, s, target, pool, args.iters, args.rounds) for s in BINARY_STRATEGIES]
         cells = [f"{t * 1e6:7.1f} us {macs / (t * ghz * 1e9):5.0f} M/c" for t in ts]
         print(f"{label:20s} {macs:9d} " + " ".join(f"{c:>22s}" for c in cells) + f"   {ts[0] / ts[-1]:5.2f}x")
+    if shutil.which("llvm-mca"):
+        # this host may not be an AVX2-only core: llvm-mca's model of one is the board-free figure
+        print(f"\nllvm-mca, inner loop of each kernel (MAC/cycle on {' / '.join(MCA_CPUS)}; haswell peaks: "
+              f"vpshufb {target.figure('peak_lut_int8_macs_per_cycle'):g}, vpmaddubsw 16 (port 0), "
+              f"description {target.figure('peak_int8_macs_per_cycle'):g})")
+        for label, g, pool in LAYERS[:1] + LAYERS[-1:]:
+            cells = []
+            for s in ("avx2_maddubs", "avx2_lut", "xnor", "avx2_xnor"):
+                r = mca_rates(g, s, target, pool)
+                cells.append(f"{s} " + " / ".join(f"{v:.1f}" for v in r.values()))
+            print(f"{label:20s} " + "   ".join(cells))
+    else:
+        print("\nllvm-mca not on PATH: no board-free Haswell figures (apt-get install llvm)")
 
 
 if __name__ == "__main__":

@@ -110,8 +110,8 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
                     for i in T.vectorized(cpb):
                         mx[i] = lo
                         mn[i] = hi
-                    for rr in range(nr):
-                        for ss in range(nc):
+                    for rr in T.unroll(nr):
+                        for ss in T.unroll(nc):
                             if _in_map(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], ho, wo):
                                 # taps inside the map (each subtracts popcount(M) once)
                                 nin[0] = 0
