@@ -172,7 +172,7 @@ def binary_conv_kernel(op: dict, wq: np.ndarray, config: dict):
 
 def head_consts(op: dict, config: dict) -> tuple:
     """The bit-walking 1x1 conv's constant arguments (after its 3 pointers)."""
-    ob = min(int(config["out_block"]), op["o"], 16)
+    ob = max(d for d in range(1, min(int(config["out_block"]), op["o"], 16) + 1) if op["o"] % d == 0)  # divides O
     return (op["n"], op["h"], op["w"], pk.n_words(op["c"]), op["c"], op["o"], int(op["signed_input"]), ob)
 
 

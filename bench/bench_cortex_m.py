@@ -1,0 +1,161 @@
+"""Cortex-M4 instruction counts of nrqc's builds against ARM's CMSIS-NN int8 kernels.
+
+    python bench/bench_cortex_m.py [--skip-cnn] [--pairs 4] [--table arena]
+
+1. The zoo VAD (`vad_tiny`, BAM, all-integer first layer as `nrqc train vad --variant bam`
+   exports it; freshly initialised weights: counts and footprint do not depend on them),
+   compiled for cortex-m4, run in QEMU mps2-an386 with `-icount shift=0` (nrqc's firmware
+   count: SysTick around nrqc_run, calibrated loop); flash, RAM without I/O, instructions.
+2. The same layers one kernel call at a time (nrqc.cortex_m.microbench), beside CMSIS-NN's.
+3. The issue's 48x48 4-layer binary CNN (3x3 convs 1->24->40->56->72, strides 1/2/1/2, global
+   average pool, dense 72->3), written with onnx.helper without node names.
+
+The reference: CMSIS-NN (commit 99f736a, arm_convolve_s8 / arm_convolve_1x1_s8_fast, -O2,
+DSP extension) measured in QEMU mps2-an386 the same way, as quoted in issue 18 (not re-run
+here: CMSIS-NN is not vendored). Ratios are CMSIS-NN / nrqc (> 1: nrqc needs fewer).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# issue 18, CMSIS-NN 99f736a on mps2-an386 (-icount shift=0, SysTick, empty run subtracted)
+CMSIS_VAD = {"instructions": 3_035_040, "flash_bytes": 24_300, "ram_bytes": 7_360}
+CMSIS_VAD_LAYERS = {"conv1 80->32 k3": 1_490_000, "conv2 32->32 k3": 700_000, "conv3 32->32 k3": 700_000,
+                    "head 1x1 32->16": 140_000}
+CMSIS_CNN48 = {"instructions": 44_900_000, "macs": 22_300_000}
+GOALS = {"instructions": 1_500_000, "flash_bytes": 24 * 1024, "ram_bytes": 7_400}
+
+
+def compile_m4(onnx_path: Path, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "nrqc", "compile", str(onnx_path), "--target", "cortex-m4", "-o", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise SystemExit(f"compile failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+    return json.loads((out / "manifest.json").read_text())
+
+
+def vad_model(path: Path) -> Path:
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import build
+    from nrqc.training.onnx_export import to_onnx
+
+    torch.manual_seed(0)
+    m = to_onnx(build("vad_tiny", "bam").eval())
+    onnx.save(m[0] if isinstance(m, tuple) else m, str(path))
+    return path
+
+
+def cnn48_model(path: Path) -> Path:
+    """The issue's 48x48 binary CNN per the BAM contract, node names removed."""
+    from tests import binary_models as bm
+
+    g = bm.G(0)
+    x = bm.first_conv(g, "x", 1, 24)
+    c_in = 24
+    for c, s in ((40, 2), (56, 1), (72, 2)):
+        x = bm.binary_conv(g, x, c_in, c, stride=s, pad=1, p_in=0.3)
+        c_in = c
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "flatten", axis=1)
+    x = bm.dense(g, x, c_in, 3, relu=False)
+    named = bm.save(g, (1, 1, 48, 48), x, (1, 3), path.with_suffix(".named.onnx"))
+    return bm.renamed(named, path, names="empty")
+
+
+def layer_counts(m4, pairs: int, table: str) -> dict:
+    """Instructions of one call of each hand-written kernel at the VAD's layer shapes."""
+    from nrqc.cortex_m import dsp
+    from nrqc.cortex_m.microbench import run_call
+    from nrqc.targets.kernels import binary_ops as bo
+    from nrqc.targets.kernels import int8_conv as ic
+    from nrqc.targets.kernels import packing as pk
+    from nrqc.targets.kernels.strategies import cortex_m_smlad as sm
+
+    rng = np.random.default_rng(0)
+    out = {}
+    g8 = ic.Int8ConvGeom(bo.ConvGeom(1, 80, 1, 100, 32, 1, 3, (1, 1), (0, 1, 0, 1)), (1, 100, 80), (0, 2, 1),
+                         "float32", "int8", 0.0315, 0)
+    wq = rng.integers(-127, 128, (32, 80, 1, 3)).astype(np.int8)
+    w4, corr = sm.weight_args(g8, wq)
+    consts = ", ".join(str(v) + ("u" if i == 1 else "") for i, v in enumerate(sm.call_consts(g8, "pack")))
+    r = run_call(m4, f"nrqc_s8_conv_smlad(x, w4, corr, sg, th, 0, y, {consts})",
+                 {"x": rng.standard_normal((1, 100, 80)).astype(np.float32), "w4": w4, "corr": corr,
+                  "sg": np.ones(32, np.int32), "th": np.zeros(32, np.int32)}, {"y": ((1, 1, 100, 1), "uint32")})
+    out["conv1 80->32 k3"] = (r.instructions, 768_000, "cortex_m_smlad")
+    op = {"op": "binary_conv", "g": {"n": 1, "c_in": 32, "h": 1, "w": 100, "c_out": 32, "kh": 1, "kw": 3,
+                                     "stride": [1, 1], "pad": [0, 1, 0, 1], "dilation": [1, 1], "groups": 1},
+          "weights": "int8", "strategy": "masked", "out": "pack", "pool": None}
+    plan = dsp.nibble_plan(op, rng.integers(-128, 128, (32, 32, 1, 3)).astype(np.int8),
+                           {"table": table, "pairs_per_block": pairs})
+    fl = plan.flash
+    r = run_call(m4, f"nrqc_b01_i8_conv(x, {'0' if fl else 'w'}, {'w' if fl else '0'}, {'0' if fl else 'tab'}, "
+                     f"sg, th, 0, y, {', '.join(map(str, plan.consts))})",
+                 {"x": pk.pack_channels(rng.random((1, 1, 100, 32)) < 0.5), "w": plan.weights,
+                  "sg": np.ones(32, np.int32), "th": np.zeros(32, np.int32)}, {"y": (plan.y_shape, "uint32")},
+                 None if fl else {"tab": (plan.table_words, "uint32")})
+    out["conv2 32->32 k3"] = out["conv3 32->32 k3"] = (r.instructions, 307_200, plan.what)
+    hop = {"op": "binary_conv1x1_float", "n": 1, "c": 32, "h": 1, "w": 100, "o": 16, "signed_input": False}
+    consts = dsp.head_consts(hop, {"out_block": 16})
+    r = run_call(m4, f"nrqc_bits_conv1x1_f32(x, w, y, {', '.join(map(str, consts))})",
+                 {"x": pk.pack_channels(rng.random((1, 1, 100, 32)) < 0.5),
+                  "w": rng.standard_normal((16, 32)).astype(np.float32)}, {"y": ((1, 16, 1, 100), "float32")})
+    out["head 1x1 32->16"] = (r.instructions, 51_200, "set-bit walk")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skip-cnn", action="store_true", help="skip the 48x48 CNN (the longest run)")
+    ap.add_argument("--pairs", type=int, default=4, help="nibble-table knob pairs_per_block for the per-layer run")
+    ap.add_argument("--table", default="arena", choices=("arena", "flash"))
+    args = ap.parse_args()
+    from nrqc.targets import get_target
+
+    m4 = get_target("cortex-m4")
+    print("Cortex-M4 (QEMU mps2-an386, -icount shift=0: executed instructions). Reference: CMSIS-NN 99f736a int8, "
+          "figures from issue 18 (same QEMU, same counting)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        man = compile_m4(vad_model(tmp / "vad_tiny_bam.onnx"), tmp / "vad")
+        macs = man["macs"]
+        print(f"vad_tiny BAM ({macs:,} MACs)        {'nrqc':>12} {'CMSIS-NN':>12} {'CMSIS/nrqc':>11} {'goal':>10}")
+        for key, label in (("instructions", "instructions"), ("flash_bytes", "flash B"),
+                           ("ram_bytes", "RAM B (arena+data)")):
+            print(f"  {label:<30} {man[key]:>12,} {CMSIS_VAD[key]:>12,} {CMSIS_VAD[key] / man[key]:>10.2f}x "
+                  f"{GOALS[key]:>10,}")
+        print(f"  {'instructions per MAC':<30} {man['instructions'] / macs:>12.2f} {CMSIS_VAD['instructions'] / macs:>12.2f}")
+        print(f"  (arena {man['arena_bytes']:,} B, stack {man['stack_bytes']:,} B; the library also holds the "
+              f"nrqc_run_int8 entry point: {man.get('int8_input') is not None})")
+        for layer in man["layers"]:
+            print(f"    {layer['name']:<14} {layer['kernel']:<44} {(layer.get('strategy') or {}).get('strategy', '')}")
+        print("\nper layer, one kernel call (nrqc.cortex_m.microbench)")
+        print(f"  {'layer':<18} {'nrqc':>10} {'per MAC':>8} {'CMSIS-NN':>10} {'CMSIS/nrqc':>11}  kernel")
+        for name, (instr, lmacs, what) in layer_counts(m4, args.pairs, args.table).items():
+            ref = CMSIS_VAD_LAYERS[name]
+            print(f"  {name:<18} {instr:>10,} {instr / lmacs:>8.2f} {ref:>10,} {ref / instr:>10.2f}x  {what}")
+        if not args.skip_cnn:
+            man = compile_m4(cnn48_model(tmp / "cnn48.onnx"), tmp / "cnn48")
+            macs = man["macs"]
+            print(f"\n48x48 binary CNN (onnx.helper, no node names; {macs:,} MACs)")
+            print(f"  instructions {man['instructions']:,} ({man['instructions'] / macs:.2f} per MAC; CMSIS-NN "
+                  f"{CMSIS_CNN48['instructions']:,}, {CMSIS_CNN48['instructions'] / CMSIS_CNN48['macs']:.2f} per MAC; "
+                  f"goal 1.0 per MAC)")
+            print(f"  flash {man['flash_bytes']:,} B, RAM {man['ram_bytes']:,} B + stack {man['stack_bytes']:,} B "
+                  f"(M4 budget 262,144 / 65,536)")
+            for layer in man["layers"]:
+                print(f"    {layer['name']:<14} {layer['kernel']:<44} {(layer.get('strategy') or {}).get('strategy', '')}")
+
+
+if __name__ == "__main__":
+    main()
