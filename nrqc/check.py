@@ -46,7 +46,7 @@ def check_in_fresh_process(stage: Path, m, manifest: dict, options) -> dict:
     from nrqc.reference import run_onnxruntime
 
     inputs = random_inputs(m.inputs, options.seed)
-    ref = run_onnxruntime(m.path, inputs)
+    ref = run_onnxruntime(m.path, {**inputs, **m.constants})
     names = [o.name for o in m.outputs]
     # The artifact as written, in a new process, as `nrqc run` loads it (never the
     # in-memory module): an over-read or a wrong ISA shows here, not at the user's.

@@ -17,6 +17,7 @@ from nrqc.targets import get_target
 @dataclasses.dataclass
 class CompileOptions:
     shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    constants: dict[str, str] = dataclasses.field(default_factory=dict)  # `--const NAME=VALUE`
     check: bool = True
     atol: float = 1e-4
     rtol: float = 1e-4
@@ -31,7 +32,9 @@ def compile_model(model_path: str | Path, target_name: str, out: str | Path | No
                   options: CompileOptions | None = None, log=print) -> Path:
     options = options or CompileOptions()
     target = get_target(target_name, options.mcpu)
-    m = load_model(model_path, options.shapes)
+    m = load_model(model_path, options.shapes, options.constants)
+    for line in m.rewrites:
+        log(f"folded {line}")
     out = Path(out) if out else Path(f"{m.path.stem}-{target.name}")
     check_output_dir(out)  # a read-only or impossible output folder fails now, not after the build
     ctx = CompileContext(target=target, onnx_model=m.shaped, layers=build_layer_table(m.shaped),

@@ -23,7 +23,7 @@ _LAYER_OPS = {
     "Conv": r"conv", "ConvTranspose": r"conv", "MatMul": r"matmul|dense", "Gemm": r"matmul|dense",
     "MaxPool": r"max_pool", "AveragePool": r"avg_pool", "GlobalMaxPool": r"(^|_)max\d*($|_(?!pool))",
     "GlobalAveragePool": r"(^|_)mean\d*($|_)", "ReduceMax": r"(^|_)max\d*($|_(?!pool))", "ReduceMean": r"(^|_)mean\d*($|_)",
-    "LSTM": r"lstm", "GRU": r"gru",
+    "LSTM": r"lstm", "GRU": r"gru", "RNN": r"rnn",
 }
 
 
@@ -125,7 +125,7 @@ def layer_macs(node, shapes) -> int:
             return 0
         k = a[0] if _attr(node, "transA", 0) else a[-1]
         return n_out * k
-    if op in ("LSTM", "GRU"):
+    if op in ("LSTM", "GRU", "RNN"):
         x, w, r = (shapes.get(node.input[i]) for i in range(3))
         if x is None or w is None or r is None:
             return 0
@@ -316,7 +316,7 @@ def build_layer_table(model) -> list[LayerRecord]:
     for i, node in enumerate(model.graph.node):
         if node.op_type not in _LAYER_OPS:
             continue
-        weighted = node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU")
+        weighted = node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN")
         # kernel, multiplications_replaced, float_reason: filled by passes that rewrite the
         # layer; otherwise by resolve_tvm_kernels (TVM's float kernel)
         layers.append(LayerRecord(

@@ -55,6 +55,10 @@ def make_manifest(m, ctx, weights: dict[str, int], lib_path: Path, build_seconds
         "library": LIBRARY,
         "inputs": [s.to_json() for s in m.inputs],
         "outputs": [s.to_json() for s in m.outputs],
+        # inputs bound at compile time (`--const`): not inputs of the artifact; the
+        # onnxruntime reference of the source model still takes them
+        "constants": {k: {"dtype": str(v.dtype), "shape": list(v.shape), "value": v.reshape(-1).tolist()}
+                      for k, v in getattr(m, "constants", {}).items()},
         "weights_bytes": int(sum(weights.values())),
         "weights_bytes_by_dtype": weights,
         "peak_activation_bytes": int(peak),

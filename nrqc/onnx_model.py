@@ -36,20 +36,36 @@ class LoadedModel:
     shaped: object  # shape-inferred copy
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    # inputs bound by `--const` (initializers in the imported graph, gone from `inputs`);
+    # the onnxruntime reference still takes them as inputs of the source model
+    constants: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    rewrites: list[str] = dataclasses.field(default_factory=list)  # what load-time folding did
 
 
-def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]]) -> LoadedModel:
+def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]],
+               constants: dict[str, str] | None = None) -> LoadedModel:
+    """Load, validate and bind `path`; `shapes` from --shape, `constants` from --const
+    (text values). The graph handed to the import has its static shape arithmetic and
+    constant-condition Ifs folded (nrqc.onnx_fold); its recurrent layers are checked here
+    and imported by nrqc.onnx_recurrent."""
+    from nrqc.onnx_fold import bind_constants, check_static_shape_inputs, fold_static, with_constants
+    from nrqc.onnx_recurrent import check_recurrent
+
     path = Path(path)
-    model = load_onnx(path)
+    source = load_onnx(path)
+    bound = bind_constants(_const_specs(source, shapes, path), constants or {}, path)
+    model = with_constants(source, bound)
     check_supported_ops(model, path)
     validate_onnx(model, path)
-    inputs = graph_inputs(model, shapes, path)
+    inputs = graph_inputs(model, {k: v for k, v in shapes.items() if k not in bound}, path)
     try:
-        shaped = infer_shapes(model, inputs)
+        model, rewrites = fold_static(model, lambda mm: infer_shapes(mm, inputs))
     except Exception as e:
         raise NrqcError(f"{path}: shapes {_fmt_specs(inputs)} do not fit the model: {str(e).splitlines()[0]}") from None
-    check_element_types(shaped, path)
-    return LoadedModel(path, model, shaped, inputs, graph_outputs(shaped))
+    check_static_shape_inputs(model, _SHAPE_INPUTS, path)
+    check_recurrent(model, path)
+    check_element_types(model, path)
+    return LoadedModel(path, model, model, inputs, graph_outputs(model), bound, rewrites)
 
 
 # Element types an op's input may not have (the build crashes: Pow on integers "power only
@@ -82,9 +98,12 @@ def import_relax(m: LoadedModel):
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
+    from nrqc.onnx_recurrent import recurrent_converters
+
     try:
-        return from_onnx(m.onnx_model, shape_dict={s.name: list(s.shape) for s in m.inputs},
-                         dtype_dict={s.name: s.dtype for s in m.inputs}, keep_params_in_input=False)
+        with recurrent_converters():
+            return from_onnx(m.onnx_model, shape_dict={s.name: list(s.shape) for s in m.inputs},
+                             dtype_dict={s.name: s.dtype for s in m.inputs}, keep_params_in_input=False)
     except tvm.error.OpNotImplemented as e:
         raise NrqcError(f"{m.path}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # the frontend raises plain ValueError/TVMError for shape clashes
@@ -148,6 +167,20 @@ def _initializer_names(model) -> set[str]:
     return {i.name for i in model.graph.initializer}
 
 
+def _const_specs(model, shapes: dict[str, tuple[int, ...]], path) -> list[TensorSpec]:
+    """The specs `--const` values are read against: every graph input's element type and
+    shape (from --shape, else the model's dims with unknown ones taken as 1)."""
+    inits = _initializer_names(model)
+    out = []
+    for inp in model.graph.input:
+        tt = inp.type.tensor_type
+        if inp.name in inits or tt.elem_type not in _ONNX_DTYPES:
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim)
+        out.append(TensorSpec(inp.name, tuple(shapes.get(inp.name, dims)), _ONNX_DTYPES[tt.elem_type]))
+    return out
+
+
 def graph_inputs(model, overrides: dict[str, tuple[int, ...]], path: str | Path) -> list[TensorSpec]:
     """Static input specs: model dims, with symbolic ones taken from --shape."""
     inits = _initializer_names(model)
@@ -202,7 +235,9 @@ def check_supported_ops(model, path: str | Path) -> None:
     """Name the first node whose op the Relax ONNX frontend cannot import."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map()) | {"If", "Constant"}
+    from nrqc.onnx_recurrent import RECURRENT_OPS
+
+    known = set(_get_convert_map()) | {"If", "Constant", *RECURRENT_OPS}
     graph_input_names = {i.name for i in model.graph.input} - _initializer_names(model)
     used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     for node in model.graph.node:

@@ -9,6 +9,10 @@ import click
 @click.option("--target", "-t", "target", default="x86", show_default=True, help="Target name (see `nrqc targets`).")
 @click.option("-o", "--out", default=None, help="Output directory [default: <model stem>-<target>].")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...", help="Static shape of an input.")
+@click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
+              help="Bind an input to a constant (a number, or numbers separated by commas) and remove it from "
+                   "the compiled model's inputs (for example sr=16000); branches and shapes that depend on it "
+                   "are resolved at compile time.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare the built library with onnxruntime on a seeded random input.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance of the check.")
@@ -25,7 +29,7 @@ import click
                    "icelake-server, znver4, ...) instead of this host's; recorded in the manifest.")
 @click.option("--dump-ir", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="write the IR module after each pipeline step to DIR")
-def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout, mcpu, dump_ir):
+def command(model, target, out, shapes, consts, check, atol, rtol, db, rpc, rpc_timeout, mcpu, dump_ir):
     """Compile MODEL (ONNX) for a target."""
     from nrqc.runtime import set_rpc_timeout
 
@@ -33,6 +37,7 @@ def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout,
     from nrqc.backends import backend_for
     from nrqc.compiler import CompileOptions, compile_model
     from nrqc.errors import NrqcError
+    from nrqc.onnx_fold import parse_const_options
     from nrqc.onnx_model import parse_shape_options
     from nrqc.runtime import parse_rpc
     from nrqc.targets import get_target
@@ -43,6 +48,6 @@ def command(model, target, out, shapes, check, atol, rtol, db, rpc, rpc_timeout,
         backend_for(desc).check_compile_rpc(rpc)
         if not check:
             raise NrqcError(f"--rpc {rpc} runs the numerical check on a board; it contradicts --no-check")
-    opts = CompileOptions(shapes=parse_shape_options(shapes), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc,
+    opts = CompileOptions(shapes=parse_shape_options(shapes), constants=parse_const_options(consts), check=check, atol=atol, rtol=rtol, db=db, rpc=rpc,
                           mcpu=mcpu, dump_ir=dump_ir)
     compile_model(model, target, out, opts, log=lambda msg: click.echo(msg, err=True))
