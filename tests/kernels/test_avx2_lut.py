@@ -94,7 +94,7 @@ def _check_packed(g, pool, seed, tmp_path):
     np.testing.assert_array_equal(pk.unpack_channels(got, g.c_out), np.moveaxis(ref, 1, -1))
 
 
-@pytest.mark.parametrize("pi", [1, 2])
+@pytest.mark.parametrize("pi", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_packed_output_with_fused_pool_exact_on_haswell_build(pi, tmp_path):
     """Threshold (sigma -1, 0, +1) + pack with the OR-pool fused; 40 output channels (a
     word and a part, not a multiple of the 16-channel padding), 37 input channels."""
