@@ -56,9 +56,11 @@ def _measure(g, strategy, target, repeat=5, weights="int8") -> float:
     lib(*args)
     ts = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        # CPU time of this thread (the kernel runs in it, single-threaded): on a shared host
+        # wall time also counts waits for a core, which made close candidates swap places
+        t0 = time.thread_time()
         lib(*args)
-        ts.append(time.perf_counter() - t0)
+        ts.append(time.thread_time() - t0)
     return float(np.median(ts)) * 1e3
 
 
