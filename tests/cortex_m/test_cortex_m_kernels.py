@@ -151,13 +151,16 @@ _S8_CASES = {
                     None),
     "uint8_zp_float": ((1, 3, 8, 7), None, (1, 3, 8, 7, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), "float32", "uint8",
                        131, None),
+    "conv1d_uint8_k5_slide": ((1, 7, 1, 23), None, (1, 7, 1, 23, 6, 1, 5, (1, 1), (0, 2, 0, 1), (1, 1)), "uint8",
+                              "uint8", 128, None),
     "uint8_source_pooled": ((1, 6, 8, 8), None, (1, 6, 8, 8, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), "uint8", "uint8",
                             120, ((2, 2), (2, 2), (0, 0, 0, 0))),
 }
 
 
 # fused pools exist only for packed outputs
-_S8_PARAMS = [pytest.param(c, o, marks=() if c in ("vad_first_float", "odd_2d_int8") else pytest.mark.slow)
+_S8_PARAMS = [pytest.param(c, o, marks=() if c in ("vad_first_float", "odd_2d_int8") and o == "pack" else
+                           pytest.mark.slow)
               for c in _S8_CASES for o in ("pack", "float") if o == "pack" or _S8_CASES[c][-1] is None]
 
 
