@@ -19,7 +19,7 @@ from nrqc.artifact import LIBRARY
 from nrqc.check import compare_outputs
 from nrqc.errors import NrqcError
 from nrqc.onnx_model import last_line, random_inputs
-from nrqc.reference import run_onnxruntime
+from nrqc.reference import manifest_constants, run_onnxruntime
 from nrqc.runtime import ArtifactSession, connect_rpc, rpc_deadline
 
 
@@ -78,7 +78,7 @@ def _check_emulated(stage, m, manifest, options, feeds) -> dict:
         return {"ran": True, "passed": False, "max_abs_error": None, "where": "emulated", "emulated": True,
                 "board_label": LABEL, "summary": f"numerical check on the {SHORT_LABEL}: {e}"}
     _log(f"ran on the emulated board in {info['seconds']:.1f} s; onnxruntime reference here")
-    ref = run_onnxruntime(m.path, feeds)
+    ref = run_onnxruntime(m.path, {**feeds, **m.constants})
     res = compare_outputs([np.asarray(g) for g in got], ref, [o.name for o in m.outputs], options.atol,
                           options.rtol, options.seed)
     res.update({"where": "emulated", "emulated": True, "board_label": LABEL, "emulator": info["emulator"],
@@ -126,7 +126,7 @@ def run_and_compare_on_board(out: Path, manifest: dict, rpc: str, feeds: dict[st
     got = session.run(feeds)
     run_s = time.perf_counter() - t0
     log(f"ran on the board in {run_s:.2f} s (one call, incl. transfers); onnxruntime reference here")
-    ref = run_onnxruntime(src, feeds)
+    ref = run_onnxruntime(src, {**feeds, **manifest_constants(manifest)})
     names = [s["name"] for s in manifest["outputs"]]
     if len(got) != len(ref):
         raise NrqcError(f"{out}: the board returned {len(got)} outputs, onnxruntime {len(ref)} for {src}")

@@ -8,6 +8,7 @@ import numpy as np
 
 from nrqc import memory as device_memory
 from nrqc.onnx_model import TensorSpec, random_inputs
+from nrqc.reference import manifest_constants
 
 
 def _stats(seconds: list[float]) -> dict:
@@ -120,7 +121,7 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
     }
     src = manifest.get("source_model")
     if src and Path(src).exists() and not rpc:
-        ort = _stats(time_onnxruntime(src, inputs, repeat, threads))
+        ort = _stats(time_onnxruntime(src, {**inputs, **manifest_constants(manifest)}, repeat, threads))
         result["onnxruntime_latency_ms"] = ort
         result["speedup_vs_onnxruntime"] = ort["median"] / lat["median"]
     else:
@@ -192,7 +193,7 @@ def add_instruction_count(result: dict, out: str | Path, log=lambda m: None) -> 
         from nrqc.check import compare_outputs
         from nrqc.reference import run_onnxruntime
 
-        ref = run_onnxruntime(src, random_inputs(_specs(manifest), seed=0))
+        ref = run_onnxruntime(src, {**random_inputs(_specs(manifest), seed=0), **manifest_constants(manifest)})
         chk = compare_outputs(m["outputs"], ref, [o["name"] for o in manifest["outputs"]], 1e-4, 1e-4, 0)
         result["instructions_check"] = {"passed": chk["passed"], "max_abs_error": chk["max_abs_error"]}
     else:

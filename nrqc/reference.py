@@ -39,3 +39,10 @@ def _loadable(model_path: str | Path):
 
 def run_onnxruntime(model_path: str | Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort_session(model_path).run(None, inputs)
+
+
+def manifest_constants(manifest: dict) -> dict[str, np.ndarray]:
+    """The inputs a build bound with `--const` (manifest "constants"): no longer inputs of
+    the artifact, still inputs of the source model that onnxruntime runs as the reference."""
+    return {name: np.asarray(c["value"], dtype=c["dtype"]).reshape(c["shape"])
+            for name, c in (manifest.get("constants") or {}).items()}

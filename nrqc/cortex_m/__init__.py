@@ -250,7 +250,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         check = {"ran": False, "reason": "--no-check"}
         if options.check:
             got = firmware.run_firmware(target, elf, m.outputs)
-            ref = run_onnxruntime(m.path, stored)
+            ref = run_onnxruntime(m.path, {**stored, **m.constants})
             check = compare_outputs(got["outputs"], ref, [o.name for o in m.outputs], options.atol, options.rtol,
                                     options.seed)
             check["summary"] = check["summary"].replace("numerical check", f"numerical check in QEMU ({target.name})")
