@@ -220,7 +220,7 @@ def plan_caller(mod, inputs, outputs, func_name: str = "main", weights: list | N
             v = b.value
             if isinstance(v, relax.Var):
                 env[b.var] = env[v]
-            elif isinstance(v, relax.Tuple) and b.var in tuples:
+            elif isinstance(v, relax.Tuple) and b.var.same_as(main.body.body):
                 continue  # the returned tuple: its fields are the outputs (above)
             elif isinstance(v, relax.Call) and v.op.same_as(ops["relax.memory.alloc_storage"]):
                 nbytes = int(v.args[0].values[0])
