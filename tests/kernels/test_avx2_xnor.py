@@ -85,3 +85,24 @@ def test_offered_for_pm1_maps_where_avx2_lacks_vpopcnt():
     assert only["strategy"] == "and" and "only kernel" in only["method"]
     # 18432 taps / 8 lanes x 1 word x 8 ops / 3 per cycle
     assert strategy.cost(g, HASWELL) == pytest.approx(8 * 8 * 32 * 9 / 8 * 8 / 3)
+
+
+@pytest.mark.slow
+def test_whole_pm1_model_on_haswell_build_uses_it_and_matches_onnxruntime(tmp_path):
+    """A {-1,+1} model (Sign activations, +-1 weights) compiled for haswell: the XNOR layer
+    reading a {-1,+1} map gets avx2_xnor (the cost model decides below the timing threshold:
+    8 ops per 256 binary MACs against the scalar popcount), and the artifact, run from disk
+    in a fresh process by the compile's check, matches onnxruntime."""
+    import json
+
+    from nrqc.compiler import CompileOptions, compile_model
+    from tests import binary_models as bm
+
+    layers = [dict(c_out=40, c_first=33, weights="binary", act="sign"),
+              dict(c_out=36, weights="binary", act="sign", input_sign=True, stride=2)]
+    path = bm.chain_model(tmp_path / "pm1.onnx", layers, x_shape=(1, 1, 12, 11), seed=1, first_act="greater")
+    out = compile_model(path, "x86", tmp_path / "out", CompileOptions(check=True, mcpu="haswell"), log=lambda *a: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"]["passed"], manifest["check"]
+    chosen = [(layer.get("strategy") or {}).get("strategy") for layer in manifest["layers"]]
+    assert "avx2_xnor" in chosen, json.dumps(manifest["layers"], indent=1)
