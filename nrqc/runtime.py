@@ -150,9 +150,21 @@ class ArtifactSession:
         with rpc_deadline(rpc, "creating the VM") if rpc else contextlib.nullcontext():
             self.vm = relax.VirtualMachine(lib, self.dev)
 
+    def entry_for(self, inputs: dict[str, np.ndarray]) -> str:
+        """The VM function to call: `main_int8` when the artifact has it (a model that
+        quantizes its input) and that input is given already quantized (its int8/uint8
+        dtype), else `main`."""
+        quant = self.manifest.get("int8_input")
+        if quant and quant.get("entry_point") == "main_int8":
+            arr = inputs.get(quant["input"])
+            if arr is not None and str(np.asarray(arr).dtype) == quant["dtype"]:
+                return "main_int8"
+        return "main"
+
     def to_device(self, inputs: dict[str, np.ndarray]) -> list:
         import tvm
 
+        quant = self.manifest.get("int8_input") if self.entry_for(inputs) == "main_int8" else None
         args = []
         for spec in self.manifest["inputs"]:
             name = spec["name"]
@@ -164,12 +176,13 @@ class ArtifactSession:
             if list(arr.shape) != list(spec["shape"]):
                 raise NrqcError(f"input '{name}' has shape {list(arr.shape)}; the artifact was compiled for "
                                 f"{spec['shape']}")
-            args.append(tvm.runtime.tensor(arr.astype(spec["dtype"], copy=False), self.dev))
+            dtype = quant["dtype"] if quant and quant["input"] == name else spec["dtype"]
+            args.append(tvm.runtime.tensor(arr.astype(dtype, copy=False), self.dev))
         return args
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         with rpc_deadline(self.rpc, "running the model") if self.rpc else contextlib.nullcontext():
-            out = self.vm["main"](*self.to_device(inputs))
+            out = self.vm[self.entry_for(inputs)](*self.to_device(inputs))
             return flatten_outputs(out)
 
 

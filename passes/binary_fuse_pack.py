@@ -39,6 +39,9 @@ def fuse_pack(mod, ctx):
                 spec, pool_layer = pools[callee]
                 name = f"{pcallee}_orpool"
                 gv = bb.add_func(as_kernel(make(spec), name, ctx.target, ctx.notes), name)
+                twin = ctx.binary.int8_twins.pop(pcallee, None)
+                if twin is not None:  # main_int8's kernel gets the same pool fused
+                    ctx.binary.int8_twins[name] = (lambda make_twin=twin[0], spec=spec: make_twin(spec), twin[1])
                 value = relax.call_tir(gv, list(prod.args[1].fields), b.var.ty)
                 out.append(relax.VarBinding(b.var, value))
                 fused += 1

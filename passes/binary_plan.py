@@ -77,3 +77,8 @@ class BinaryState:
     pool_kernels: dict[str, tuple[tuple, LayerRecord | None]] = dataclasses.field(default_factory=dict)
     # {"layer", "kernel"} for each layer BinaryRewrite gave an nrqc kernel, in order
     kernels: list[dict] = dataclasses.field(default_factory=list)
+    # int8 kernel name (reading a float input with the quantize fused) -> (make() -> the same
+    # kernel reading the int8/uint8 tensor, (dtype, scale, zero point)); for main_int8
+    int8_twins: dict[str, tuple[Callable[[], Any], tuple]] = dataclasses.field(default_factory=dict)
+    # the input main_int8 takes quantized (binary_int8_entry.QuantizedInput), when it was built
+    int8_input: Any = None

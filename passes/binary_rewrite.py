@@ -60,6 +60,7 @@ class Rewriter:
         # kernel name -> (make(pool) -> fused PrimFunc, layer entry): used by BinaryFusePack
         self.recipes: dict = {}
         self.pool_kernels: dict = {}  # or-pool kernel name -> (pool spec, layer entry)
+        self.int8_twins: dict = {}  # int8 kernel reading a float input -> (make(pool) of its int8-source twin, params)
         # (pattern of a kept binding's value, rule that carries the packed map through it)
         self.follow_rules = [
             (dpl.is_op("relax.nn.max_pool2d")(dpl.wildcard()) | dpl.is_op("relax.nn.max_pool1d")(dpl.wildcard()),
@@ -353,6 +354,10 @@ class Rewriter:
         target = self.ctx.target
         gv, name = self.add_kernel(strategy.build(g8, out, target), f"int8conv_{strategy.NAME}_{out}")
         g = g8.conv
+        if g8.src_dtype == "float32":  # main_int8 reads the quantized tensor with the same strategy
+            q8 = g8.with_source(g8.q_dtype)
+            self.int8_twins[name] = (lambda pool=None: strategy.build(q8, out, target, pool),
+                                     (g8.q_dtype, g8.scale, g8.zero_point))
         if out == "pack":
             self.recipes[name] = (lambda pool: strategy.build(g8, "pack", target, pool), p.layer)
             args = [p.input_quant.src, *wargs, p.sigma, p.t]
@@ -582,6 +587,7 @@ def rewrite(mod, ctx):
     ctx.binary.kernels = rw.kernels_used
     ctx.binary.recipes = rw.recipes
     ctx.binary.pool_kernels = rw.pool_kernels
+    ctx.binary.int8_twins = {name: (make, params) for name, (make, params) in rw.int8_twins.items()}
     # binary-input layers left float must say so (no silent fallback). The input counts as
     # binary when the layer table saw a head in the ONNX graph or when the rewrite had the
     # input map packed (e.g. a dense layer on a globally max-pooled vector).

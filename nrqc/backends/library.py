@@ -51,9 +51,13 @@ class LibraryBackend(Backend):
             lib_path = stage / LIBRARY
             self.export_library(ex, lib_path)
             manifest = make_manifest(m, ctx, weights, lib_path, build_seconds)
+            if ctx.binary.int8_input is not None:  # main_int8: the input given already quantized
+                manifest["int8_input"] = ctx.binary.int8_input.manifest()
             check = {"ran": False, "reason": "--no-check"}
             if options.check:
                 check = self.numerical_check(stage, m, manifest, options)
+                if ctx.binary.int8_input is not None and check.get("where") == "fresh process":
+                    check = _check_int8_entry(check, stage, m, manifest, options, ctx.binary.int8_input)
                 log(check.get("summary") or f"numerical check not run: {check['reason']}")
             manifest["check"] = check
             write_json(stage / MANIFEST, manifest)
@@ -125,3 +129,26 @@ def _crashed_step(ctx) -> str:
     except Exception:  # noqa: BLE001 - naming the step must not hide the crash being reported
         pending = []
     return pending[0] if pending else (done[-1] if done else "import")
+
+
+def _check_int8_entry(check: dict, stage: Path, m, manifest: dict, options, quant) -> dict:
+    """The main_int8 entry on the check's input quantized as the model's QuantizeLinear does,
+    in a fresh process (`nrqc run --input x=q.npy`), against the same onnxruntime outputs."""
+    from nrqc.check import compare_outputs
+    from nrqc.fresh_run import FreshRunFailed, run_in_fresh_process
+    from nrqc.onnx_model import random_inputs
+    from nrqc.passes.binary_int8_entry import quantize_like_onnx
+    from nrqc.reference import run_onnxruntime
+
+    inputs = random_inputs(m.inputs, options.seed)
+    ref = run_onnxruntime(m.path, {**inputs, **m.constants})
+    names = [o.name for o in m.outputs]
+    feeds = {**inputs, quant.name: quantize_like_onnx(inputs[quant.name], quant)}
+    try:
+        got = run_in_fresh_process(stage, [s.name for s in m.inputs], feeds, names)
+    except FreshRunFailed as e:
+        return {**check, "passed": False, "summary": f"{check['summary']}; main_int8: {e}"}
+    q = compare_outputs(got, ref, names, options.atol, options.rtol, options.seed)
+    return {**check, "int8_entry_point": q, "passed": bool(check["passed"] and q["passed"]),
+            "summary": f"{check['summary']}; main_int8 (input given as {quant.dtype}): max abs error "
+                       f"{q['max_abs_error']:.3g}"}

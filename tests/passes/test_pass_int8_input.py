@@ -16,7 +16,7 @@ from tests.passes.int8_input_models import int8_first_layer
 from tests.passes.pass_helpers import call_tir_callees, imported, onnxruntime_outputs, run_module, run_steps, step
 
 BINARY = ("nrqc.BinaryPatterns", "nrqc.BinaryInt8Input", "nrqc.BinaryThresholds", "nrqc.BinaryRewrite",
-          "nrqc.BinaryFusePack")
+          "nrqc.BinaryFusePack", "nrqc.BinaryInt8Entry")
 
 
 def _rewritten(path):
@@ -83,13 +83,52 @@ def test_a_qdq_pair_with_different_parameters_stays_float_and_says_why(tmp_path)
     assert "differ in scale or zero point" in conv.float_reason
 
 
+def test_main_int8_takes_the_quantized_input_through_the_same_kernels(tmp_path):
+    import tvm
+    from tvm import relax
+
+    from nrqc.passes.binary_int8_entry import quantize_like_onnx
+
+    path = int8_first_layer(tmp_path / "m.onnx", (1, 1, 12, 13), 16, q_dtype="uint8", zp=140, pool=True, seed=8)
+    ctx, mod = _rewritten(path)
+    quant = ctx.binary.int8_input
+    assert (quant.name, quant.dtype, quant.zero_point) == ("x", "uint8", 140)
+    assert "main_int8" in [gv.name_hint for gv in mod.functions]
+    with ctx.target.tvm():
+        vm = relax.VirtualMachine(tvm.compile(mod, target=ctx.target.tvm()), tvm.cpu())
+    x = _x((1, 1, 12, 13), 5)
+    q = quantize_like_onnx(x, quant)
+    want = onnxruntime_outputs(path, x)
+    assert np.array_equal(vm["main_int8"](tvm.runtime.tensor(q)).numpy(), want)
+    assert np.array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
+
+
 @pytest.mark.slow
-def test_compiled_uint8_model_matches_onnxruntime_from_disk(tmp_path):
-    """`nrqc compile`'s check runs the written artifact in a fresh process against onnxruntime."""
+@pytest.mark.parametrize("mcpu", [None, "haswell", "x86-64-v2"])
+def test_compiled_uint8_model_matches_onnxruntime_from_disk(tmp_path, mcpu):
+    """`nrqc compile`'s check runs the written artifact in a fresh process against onnxruntime,
+    through main and main_int8 (at each x86 level: the VNNI, AVX2 and generic strategies);
+    `nrqc run --input x=q.npy` (uint8) gives onnxruntime's outputs on the float input."""
+    from nrqc.passes.binary_int8_entry import QuantizedInput, quantize_like_onnx
+
     path = int8_first_layer(tmp_path / "m.onnx", (1, 1, 16, 12), 24, q_dtype="uint8", zp=128, pool=True,
                             next_conv=32, seed=6)
-    run_cli("compile", path, "-t", "x86", "-o", tmp_path / "out")
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["check"]["passed"] and manifest["check"]["max_abs_error"] == 0
+    out = tmp_path / "out"
+    run_cli("compile", path, "-t", "x86", "-o", out, *(["--mcpu", mcpu] if mcpu else []))
+    manifest = json.loads((out / "manifest.json").read_text())
+    check = manifest["check"]
+    assert check["passed"] and check["max_abs_error"] == 0 and check["int8_entry_point"]["max_abs_error"] == 0
     first = next(layer for layer in manifest["layers"] if layer["op"] == "Conv")
     assert first["act_bits"] == 8 and first["kernel"].startswith("nrqc:nrqc_int8conv_")
+    # the level's strategies were the candidates (the cost model or the clock chose among them)
+    offered = {None: "int8_vnni", "haswell": "int8_avx2", "x86-64-v2": "int8_generic"}[mcpu]
+    if mcpu is not None or "avx512_vnni" in manifest["cpu"]["isa_flags"]:
+        assert offered in first["strategy"]["cost_model_cycles"]
+    assert mcpu is None or "int8_vnni" not in first["strategy"]["cost_model_cycles"]
+    quant = manifest["int8_input"]
+    assert (quant["entry_point"], quant["dtype"], quant["zero_point"]) == ("main_int8", "uint8", 128)
+    x = _x((1, 1, 16, 12), 9)
+    q = quantize_like_onnx(x, QuantizedInput(0, "x", "uint8", quant["scale"], 128))
+    np.save(tmp_path / "q.npy", q)
+    run_cli("run", out, "--input", f"x={tmp_path / 'q.npy'}", "-o", tmp_path / "y.npy")
+    assert np.array_equal(np.load(tmp_path / "y.npy"), onnxruntime_outputs(path, x))
