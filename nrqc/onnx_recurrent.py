@@ -254,85 +254,67 @@ def scan_kernel(op, steps, batch, hidden, width, offset, reverse, acts, clip, lb
     def candidate_in(rh_j, acc_h):
         return rh_j if lbr else acc_h
 
-    if op == "LSTM":
-        @T.prim_func(s_tir=False)
-        def kernel(XW: T.Buffer((steps, batch, width), dtype), Rt: T.Buffer((H, gh), dtype),
-                   Rbh: T.Buffer((H,), dtype), P: T.Buffer((3 * H,), dtype), H0: T.Buffer((batch, H), dtype),
-                   C0: T.Buffer((batch, H), dtype), Y: T.Buffer((steps, batch, H), dtype),
-                   CL: T.Buffer((batch, H), dtype)):
-            acc = T.alloc_buffer((gh,), dtype)
-            hp = T.alloc_buffer((H,), dtype)
-            for b in range(batch):
+    # per op, one step of batch row b at time t: gate pre-activations in acc, the previous
+    # hidden state in hp, the new one written to Y[t, b], the cell state kept in CL[b]
+    @T.macro
+    def lstm_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
+        for q in range(gh):
+            acc[q] = XW[t, b, offset + q]
+        for k in range(H):
+            for q in range(gh):
+                acc[q] = acc[q] + hp[k] * Rt[k, q]
+        for j in range(H):  # gate order i, o, f, c; peepholes i, o, f
+            i_g = f(acc[j] + P[j] * CL[b, j])
+            f_g = forget(i_g, acc[2 * H + j] + P[2 * H + j] * CL[b, j])
+            c_new = f_g * CL[b, j] + i_g * gg(acc[3 * H + j])
+            CL[b, j] = c_new
+            Y[t, b, j] = f(acc[H + j] + P[H + j] * c_new) * hh(c_new, False)
+
+    @T.macro
+    def gru_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
+        # gate order z, r, h: z and r (and h when linear_before_reset) from hp
+        for q in range(gh):
+            acc[q] = zero
+        for k in range(H):
+            for q in range(zr):
+                acc[q] = acc[q] + hp[k] * Rt[k, q]
+        for j in range(H):
+            rh[j] = reset_times(f(XW[t, b, offset + H + j] + acc[H + j]), acc[2 * H + j], Rbh[j], hp[j])
+        for k in range(h_later):
+            for j in range(H):
+                acc[2 * H + j] = acc[2 * H + j] + rh[k] * Rt[k, 2 * H + j]
+        for j in range(H):
+            z = f(XW[t, b, offset + j] + acc[j])
+            cand = gg(XW[t, b, offset + 2 * H + j] + candidate_in(rh[j], acc[2 * H + j]))
+            Y[t, b, j] = (one - z) * cand + z * hp[j]
+
+    @T.macro
+    def rnn_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
+        for q in range(gh):
+            acc[q] = XW[t, b, offset + q]
+        for k in range(H):
+            for q in range(gh):
+                acc[q] = acc[q] + hp[k] * Rt[k, q]
+        for j in range(H):
+            Y[t, b, j] = f(acc[j])
+
+    step = {"LSTM": lstm_step, "GRU": gru_step, "RNN": rnn_step}[op]
+
+    @T.prim_func(s_tir=False)
+    def kernel(XW: T.Buffer((steps, batch, width), dtype), Rt: T.Buffer((H, gh), dtype),
+               Rbh: T.Buffer((H,), dtype), P: T.Buffer((3 * H,), dtype), H0: T.Buffer((batch, H), dtype),
+               C0: T.Buffer((batch, H), dtype), Y: T.Buffer((steps, batch, H), dtype),
+               CL: T.Buffer((batch, H), dtype)):
+        acc = T.alloc_buffer((gh,), dtype)
+        hp = T.alloc_buffer((H,), dtype)
+        rh = T.alloc_buffer((H,), dtype)
+        for b in range(batch):
+            for j in range(H):
+                hp[j] = H0[b, j]
+                CL[b, j] = C0[b, j]
+            for s in range(steps):
+                step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, time(s))
                 for j in range(H):
-                    hp[j] = H0[b, j]
-                    CL[b, j] = C0[b, j]
-                for s in range(steps):
-                    for q in range(gh):
-                        acc[q] = XW[time(s), b, offset + q]
-                    for k in range(H):
-                        for q in range(gh):
-                            acc[q] = acc[q] + hp[k] * Rt[k, q]
-                    for j in range(H):  # gate order i, o, f, c; peepholes i, o, f
-                        i_g = f(acc[j] + P[j] * CL[b, j])
-                        f_g = forget(i_g, acc[2 * H + j] + P[2 * H + j] * CL[b, j])
-                        c_new = f_g * CL[b, j] + i_g * gg(acc[3 * H + j])
-                        CL[b, j] = c_new
-                        Y[time(s), b, j] = f(acc[H + j] + P[H + j] * c_new) * hh(c_new, False)
-                    for j in range(H):
-                        hp[j] = Y[time(s), b, j]
-    elif op == "GRU":
-        @T.prim_func(s_tir=False)
-        def kernel(XW: T.Buffer((steps, batch, width), dtype), Rt: T.Buffer((H, gh), dtype),
-                   Rbh: T.Buffer((H,), dtype), P: T.Buffer((3 * H,), dtype), H0: T.Buffer((batch, H), dtype),
-                   C0: T.Buffer((batch, H), dtype), Y: T.Buffer((steps, batch, H), dtype),
-                   CL: T.Buffer((batch, H), dtype)):
-            acc = T.alloc_buffer((gh,), dtype)
-            hp = T.alloc_buffer((H,), dtype)
-            rh = T.alloc_buffer((H,), dtype)
-            for b in range(batch):
-                for j in range(H):
-                    hp[j] = H0[b, j]
-                    CL[b, j] = C0[b, j]
-                for s in range(steps):
-                    # gate order z, r, h: z and r (and h when linear_before_reset) from hp
-                    for q in range(gh):
-                        acc[q] = zero
-                    for k in range(H):
-                        for q in range(zr):
-                            acc[q] = acc[q] + hp[k] * Rt[k, q]
-                    for j in range(H):
-                        rh[j] = reset_times(f(XW[time(s), b, offset + H + j] + acc[H + j]), acc[2 * H + j], Rbh[j],
-                                            hp[j])
-                    for k in range(h_later):
-                        for j in range(H):
-                            acc[2 * H + j] = acc[2 * H + j] + rh[k] * Rt[k, 2 * H + j]
-                    for j in range(H):
-                        z = f(XW[time(s), b, offset + j] + acc[j])
-                        cand = gg(XW[time(s), b, offset + 2 * H + j] + candidate_in(rh[j], acc[2 * H + j]))
-                        Y[time(s), b, j] = (one - z) * cand + z * hp[j]
-                    for j in range(H):
-                        hp[j] = Y[time(s), b, j]
-    else:
-        @T.prim_func(s_tir=False)
-        def kernel(XW: T.Buffer((steps, batch, width), dtype), Rt: T.Buffer((H, gh), dtype),
-                   Rbh: T.Buffer((H,), dtype), P: T.Buffer((3 * H,), dtype), H0: T.Buffer((batch, H), dtype),
-                   C0: T.Buffer((batch, H), dtype), Y: T.Buffer((steps, batch, H), dtype),
-                   CL: T.Buffer((batch, H), dtype)):
-            acc = T.alloc_buffer((gh,), dtype)
-            hp = T.alloc_buffer((H,), dtype)
-            for b in range(batch):
-                for j in range(H):
-                    hp[j] = H0[b, j]
-                    CL[b, j] = C0[b, j]
-                for s in range(steps):
-                    for q in range(gh):
-                        acc[q] = XW[time(s), b, offset + q]
-                    for k in range(H):
-                        for q in range(gh):
-                            acc[q] = acc[q] + hp[k] * Rt[k, q]
-                    for j in range(H):
-                        Y[time(s), b, j] = f(acc[j])
-                    for j in range(H):
-                        hp[j] = Y[time(s), b, j]
+                    hp[j] = Y[time(s), b, j]
     # opaque: FuseOps leaves it alone (a hand-written kernel, see tvm-0.27 notes)
     return kernel.without_attr("global_symbol").with_attrs({"op_pattern": 8, "tirx.noalias": True})

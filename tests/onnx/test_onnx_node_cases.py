@@ -50,7 +50,7 @@ def op_of(case) -> str:
 
 
 # Suffix of a case variant whose shape-deciding inputs (Slice's starts/ends, Reshape's
-# shape, Reduce axes, ...) are initializers holding the case's recorded values, as exported
+# shape, Reduce axes, ...) or recurrent weights are initializers holding the case's recorded values, as exported
 # models have them: the node tests feed them as graph inputs, which nrqc refuses at load
 # (static shapes), so without the variant those ops would go unchecked.
 CONST = "@const"
@@ -65,9 +65,11 @@ def const_variant(case):
     from onnx import numpy_helper
 
     from nrqc.onnx_model import _SHAPE_INPUTS
+    from nrqc.onnx_recurrent import WEIGHT_INPUTS
 
     node = case.model.graph.node[0]
-    positions = _SHAPE_INPUTS.get(node.op_type, ())
+    # recurrent layers: their weights (graph inputs in the node tests) are initializers in exports
+    positions = _SHAPE_INPUTS.get(node.op_type, ()) or WEIGHT_INPUTS.get(node.op_type, ())
     names = [node.input[i] for i in positions if i < len(node.input) and node.input[i]]
     feeds = dict(zip(_case_inputs(case), _arrays(case.data_sets[0][0])))
     names = [n for n in names if n in feeds]
@@ -305,7 +307,9 @@ def test_all_claimed_op_cases(tmp_path, chunk):
 def _sweep(out_path: Path, only: list[str]) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    known = set(_get_convert_map())
+    from nrqc.onnx_recurrent import RECURRENT_OPS
+
+    known = set(_get_convert_map()) | set(RECURRENT_OPS)
     ops = sorted({op_of(c) for c in all_cases().values() if op_of(c) in known and (not only or op_of(c) in only)})
     done = set()
     if out_path.exists():
