@@ -25,6 +25,8 @@ def count_kernels(libs: list[str | Path], args: list[list[tuple[str, tuple[int, 
                   estimate_cycles: bool = True, timeout: float = 1800, log=lambda m: None) -> list[dict | str]:
     """For each library (a TVM module whose function ``main`` takes tensors of the given
     (dtype, shape)): ``{"instructions", "cycles"}`` of one call, or an error string."""
+    if not libs:  # MetaSchedule may hand over an empty batch
+        return []
     require_tools(estimate_cycles)
     try:
         return _count_together(libs, args, cpu, estimate_cycles, timeout, log)
