@@ -54,7 +54,7 @@ def test_model_memory_hand_count(tmp_path):
     assert model_memory(rec)["input_bytes"] == 240
 
 
-@pytest.mark.slow  # two compiles and a profile (~1-2 min)
+@pytest.mark.slow  # two compiles and two profiles: 2-10 min on 2 shared cores
 def test_profile_against_reports_the_int8_input(tmp_path):
     """An all-integer first layer model vs the same model reading float (Q/DQ removed):
     `nrqc profile --against` reports the input at 1 vs 4 bytes per element, and every figure
