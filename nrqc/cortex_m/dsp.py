@@ -80,12 +80,18 @@ def _call(fname, *args):
 def _conv_pack_func(x_shape, w_shape, w_dtype, co, y_shape, ws_words, flash, consts):
     from tvm.script import tirx as T
 
+    if not flash:  # the table is a second output: a tensor of the static plan (shares the arena)
+        @T.prim_func(s_tir=False)
+        def kernel(X: T.Buffer(x_shape, "uint32"), Wt: T.Buffer(w_shape, w_dtype), S: T.Buffer((co,), "int32"),
+                   Th: T.Buffer((co,), "int32"), Y: T.Buffer(y_shape, "uint32"), Tab: T.Buffer((ws_words,), "float32")):
+            T.evaluate(_call("nrqc_b01_i8_conv", X.data, Wt.data, 0, Tab.data, S.data, Th.data, 0, Y.data, *consts))
+
+        return kernel
+
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer(x_shape, "uint32"), Wt: T.Buffer(w_shape, w_dtype), S: T.Buffer((co,), "int32"),
                Th: T.Buffer((co,), "int32"), Y: T.Buffer(y_shape, "uint32")):
-        table = T.alloc_buffer((ws_words,), "uint32")
-        T.evaluate(_call("nrqc_b01_i8_conv", X.data, 0 if flash else Wt.data, Wt.data if flash else 0,
-                         0 if flash else table.data, S.data, Th.data, 0, Y.data, *consts))
+        T.evaluate(_call("nrqc_b01_i8_conv", X.data, 0, Wt.data, 0, S.data, Th.data, 0, Y.data, *consts))
 
     return kernel
 
@@ -93,12 +99,18 @@ def _conv_pack_func(x_shape, w_shape, w_dtype, co, y_shape, ws_words, flash, con
 def _conv_float_func(x_shape, w_shape, w_dtype, co, y_shape, ws_words, flash, consts):
     from tvm.script import tirx as T
 
+    if not flash:
+        @T.prim_func(s_tir=False)
+        def kernel(X: T.Buffer(x_shape, "uint32"), Wt: T.Buffer(w_shape, w_dtype), Sc: T.Buffer((co,), "float32"),
+                   Y: T.Buffer(y_shape, "float32"), Tab: T.Buffer((ws_words,), "float32")):
+            T.evaluate(_call("nrqc_b01_i8_conv", X.data, Wt.data, 0, Tab.data, 0, 0, Sc.data, Y.data, *consts))
+
+        return kernel
+
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer(x_shape, "uint32"), Wt: T.Buffer(w_shape, w_dtype), Sc: T.Buffer((co,), "float32"),
                Y: T.Buffer(y_shape, "float32")):
-        table = T.alloc_buffer((ws_words,), "uint32")
-        T.evaluate(_call("nrqc_b01_i8_conv", X.data, 0 if flash else Wt.data, Wt.data if flash else 0,
-                         0 if flash else table.data, 0, 0, Sc.data, Y.data, *consts))
+        T.evaluate(_call("nrqc_b01_i8_conv", X.data, 0, Wt.data, 0, 0, 0, Sc.data, Y.data, *consts))
 
     return kernel
 
@@ -216,13 +228,21 @@ def hand_kernels_step(mod, ctx):
                 config = knobs.for_kernel(op)
                 rep = _replacement(op, config, list(v.args[1].fields))
                 if rep is not None:
-                    func, new_args, what = rep
+                    func, new_args, what, scratch = rep
                     name = _new_name(gv.name_hint, op)
                     func = func.with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True,
                                             "tirx.is_scheduled": True})
                     new_gv = made[gv][0] if gv in made else bb.add_func(func, name)
                     made[gv] = (new_gv, func, what, config, op)
-                    b = relax.VarBinding(b.var, relax.call_tir(new_gv, new_args, v.ty_args[0]))
+                    if scratch:  # extra outputs: scratch the static plan places (dead after the call)
+                        tuple_ty = relax.TupleType([v.ty_args[0], *[relax.TensorType([n], dt) for n, dt in scratch]])
+                        var_kind = relax.DataflowVar if isinstance(block, relax.DataflowBlock) else relax.Var
+                        both = var_kind(f"{b.var.name}_with_scratch", tuple_ty)
+                        bindings.append(relax.VarBinding(both, relax.call_tir(
+                            new_gv, new_args, [v.ty_args[0], *[relax.TensorType([n], dt) for n, dt in scratch]])))
+                        b = relax.VarBinding(b.var, relax.TupleGetItem(both, 0))
+                    else:
+                        b = relax.VarBinding(b.var, relax.call_tir(new_gv, new_args, v.ty_args[0]))
             bindings.append(b)
         blocks.append(relax.DataflowBlock(bindings) if isinstance(block, relax.DataflowBlock)
                       else relax.BindingBlock(bindings))
@@ -246,7 +266,8 @@ def _new_name(old: str, op: dict) -> str:
 
 
 def _replacement(op: dict, config: dict, args):
-    """(PrimFunc, new call args, what) for one tagged kernel call, or None to keep it."""
+    """(PrimFunc, new call args, what, scratch outputs [(words, dtype)]) for one tagged kernel
+    call, or None to keep it."""
     from tvm import relax
 
     def const(a):
@@ -261,10 +282,14 @@ def _replacement(op: dict, config: dict, args):
         if made is None:
             return None
         func, new_w, what = made
-        return func, [args[0], relax.const(new_w), *args[2:]], what
+        plan = nibble_plan(op, wq, config)
+        # float32-typed: the static plan reuses storage only within a dtype, and the maps the
+        # table can share the arena with are the float maps of the head (the C casts it)
+        scratch = [(plan.table_words, "float32")] if plan.table_words else []
+        return func, [args[0], relax.const(new_w), *args[2:]], what, scratch
     if op["op"] == "binary_conv1x1_float" and op["c"] <= 4096:
         func, what = head_kernel(op, config)
-        return func, list(args), what
+        return func, list(args), what, []
     return None
 
 

@@ -243,8 +243,14 @@ def plan_caller(mod, inputs, outputs, func_name: str = "main", weights: list | N
                 env[b.var] = dataclasses.replace(src, shape=shape_of(b.var.ty))
             elif isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.GlobalVar):
                 calls.append((v.op.name_hint, [arg_buf(a) for a in v.args]))
+            elif isinstance(v, relax.Tuple) and all(isinstance(f, relax.Var) and f in env for f in v.fields):
+                env[b.var] = [env[f] for f in v.fields]  # a kernel's outputs (e.g. a result + its scratch)
+            elif isinstance(v, relax.TupleGetItem) and isinstance(_tuple_bufs(v.tuple_value, env, relax), list):
+                env[b.var] = _tuple_bufs(v.tuple_value, env, relax)[v.index]
             else:
                 what = v.op.name if isinstance(v, relax.Call) and hasattr(v.op, "name") else type(v).__name__
+                if isinstance(v, relax.TupleGetItem):
+                    what += f" of {type(v.tuple_value).__name__} ({'planned' if v.tuple_value in env else 'unplanned'})"
                 raise NrqcError(f"cortex-m: main binds {what}, which the bare-metal caller cannot emit")
     copies = []
     for k, v in enumerate(ret_vars):
@@ -255,6 +261,13 @@ def plan_caller(mod, inputs, outputs, func_name: str = "main", weights: list | N
             nbytes = int(np.prod(outputs[k].shape, dtype=np.int64)) * np.dtype(outputs[k].dtype).itemsize
             copies.append((buf, k, nbytes))
     return CallerPlan(calls, weights, offset, copies)
+
+
+def _tuple_bufs(value, env, relax):
+    """The buffers of a tuple of planned tensors (a bound tuple var, or an inline tuple)."""
+    if isinstance(value, relax.Tuple):
+        return [env.get(f) for f in value.fields] if all(f in env for f in value.fields) else None
+    return env.get(value)
 
 
 def _np(dtype: str) -> str:

@@ -157,10 +157,10 @@ NRQC_INLINE void nrqc_nib_pixel(int32_t *v, const uint32_t *x, const uint32_t *t
 /* The whole layer. out_float 0: Y uint32 [N, PHO, PWO, Wo32], bit o = (sigma[o] * v >= thr[o])
  * of the pool window's extreme (max where sigma >= 0, else min; the window PKH x PKW,
  * stride PSH/PSW, padding PPT/PPL; 1x1 windows = no pool). out_float 1: Y float32
- * [N, Co, HO, WO] = v * scale[o]. table: workspace of Q * 16 * PB words (NULL with ftable).
+ * [N, Co, HO, WO] = v * scale[o]. table_mem: Q * 16 * PB words of scratch (NULL with ftable).
  * PB (pairs per block) divides the pair count (Co + 1) / 2. */
 NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int32_t *wpair, const uint32_t *ftable,
-                                     uint32_t *table, const int32_t *sigma, const int32_t *thr,
+                                     void *table_mem, const int32_t *sigma, const int32_t *thr,
                                      const float *scale, void *y, int32_t N, int32_t H, int32_t W, int32_t Wi,
                                      int32_t Co, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
                                      int32_t PL, int32_t DH, int32_t DW, int32_t HO, int32_t WO, int32_t Q4,
@@ -168,6 +168,7 @@ NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int32_t *wpair, co
                                      int32_t PSW, int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO) {
   const int32_t P = (Co + 1) / 2, Q = KH * KW * Q4, Wo32 = (Co + 31) / 32;
   const int32_t TP = ftable ? P : PB;
+  uint32_t *table = (uint32_t *)table_mem;  /* a tensor of the static plan (any dtype) */
   int32_t v[2 * NRQC_NIB_MAX_PB], ext_hi[2 * NRQC_NIB_MAX_PB], ext_lo[2 * NRQC_NIB_MAX_PB];
   for (int32_t pb0 = 0; pb0 < P; pb0 += PB) {
     const uint32_t *t = ftable;
