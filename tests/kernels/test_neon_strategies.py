@@ -44,6 +44,7 @@ def test_sadalp_build_for_the_a72_uses_pairwise_adds_and_no_dot_product():
     assert not re.search(r"\b[su]dot\b", asm)
 
 
+@pytest.mark.slow  # an aarch64 build (~5 s); the A72 one above stays in the default suite
 def test_sdot_build_for_the_a76_uses_sdot():
     assert re.search(r"\bsdot\s+v\d+\.4s, v\d+\.16b, v\d+\.16b", _asm(neon_sdot, "arm_cpu_a76"))
 
@@ -58,3 +59,28 @@ def test_each_pi_chooses_its_neon_kernel_by_the_measured_estimates(g):
         est = choice["cost_model_cycles"]
         assert choice["strategy"] == best, est
         assert est["bitserial"] > 3 * est[best]
+
+
+@pytest.mark.slow  # two aarch64 builds
+def test_int8_input_neon_kernels_per_pi_and_their_instructions():
+    """The all-integer first layer's NEON kernels: smull/addp/sadalp on the A72, sdot on the
+    A76 (built here, run on the emulated board by tests/emulated/test_neon_kernels.py)."""
+    import numpy as np
+
+    from nrqc.targets.kernels import int8_conv as ic
+
+    c = bo.ConvGeom(1, 80, 1, 100, 32, 1, 3, pad=(0, 1, 0, 1))  # zoo vad_tiny's first conv
+    g = ic.Int8ConvGeom(c, (1, 100, 80), (0, 2, 1), "float32", "int8", 0.05, 0, False)
+    a72, a76 = get_target("arm_cpu"), get_target("arm_cpu_a76")
+    names = lambda t: [s.NAME for s in strategies.int8_input_for_layer(g, t)]  # noqa: E731
+    assert names(a72) == ["int8_generic", "int8_neon_smull"]
+    assert names(a76) == ["int8_generic", "int8_neon_smull", "int8_neon_sdot"]
+    smull = strategies.int8_input_lookup("int8_neon_smull")
+    assert not smull.supports(ic.Int8ConvGeom(c, (1, 100, 80), (0, 2, 1), "float32", "int8", 0.05, 0, True))
+    asm = tvm.tirx.build(bo.as_kernel(smull.build(g, "pack", a72, strict=True), "k"), target=a72.tvm()).inspect_source("asm")
+    assert re.search(r"\bsmull2?\s+v\d+\.8h", asm) and re.search(r"\baddp\s+v\d+\.8h", asm)
+    assert re.search(r"\bsadalp\s+v\d+\.4s", asm) and not re.search(r"\b[su]dot\b", asm)
+    sdot = strategies.int8_input_lookup("int8_neon_sdot")
+    asm = tvm.tirx.build(bo.as_kernel(sdot.build(g, "pack", a76, strict=True), "k"), target=a76.tvm()).inspect_source("asm")
+    assert re.search(r"\bsdot\s+v\d+\.4s", asm)
+    assert np.argmin([s.cost(g, a72) for s in strategies.int8_input_for_layer(g, a72)]) == 1

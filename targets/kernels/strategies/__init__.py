@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from nrqc.errors import NrqcError
 from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, avx2_xnor, bitserial, cortex_m_smlad, int8_avx2, int8_generic, \
-    int8_vnni, lut, masked, neon_sadalp, neon_sdot, vnni, xnor_popcount
+    int8_neon_sdot, int8_neon_smull, int8_vnni, lut, masked, neon_sadalp, neon_sdot, vnni, xnor_popcount
 
 REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, neon_sadalp, neon_sdot, vnni, lut, amx, and_popcount, xnor_popcount, avx2_xnor)
 
@@ -30,7 +30,7 @@ REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, neon_sadalp, neon_sdot, v
 # layer, ``kernels/int8_conv.py``). Same interface, with `g` an ``int8_conv.Int8ConvGeom``
 # and build's kernel parameters as int8_conv.py lists them (weight_args ends with the
 # per-channel int32 correction of the zero point). See docs/architecture.md, "An int8 strategy".
-INT8_INPUT_REGISTRY = (int8_generic, int8_avx2, int8_vnni, cortex_m_smlad)
+INT8_INPUT_REGISTRY = (int8_generic, int8_neon_smull, int8_neon_sdot, int8_avx2, int8_vnni, cortex_m_smlad)
 
 
 def for_target(target, weights: str = "int8") -> tuple:
