@@ -66,19 +66,9 @@ def vad_model(path: Path) -> Path:
 
 
 def cnn48_model(path: Path) -> Path:
-    """The issue's 48x48 binary CNN per the BAM contract, node names removed."""
-    from tests import binary_models as bm
+    from tests.binary_models import cnn48_model as build
 
-    g = bm.G(0)
-    x = bm.first_conv(g, "x", 1, 24)
-    c_in = 24
-    for c, s in ((40, 2), (56, 1), (72, 2)):
-        x = bm.binary_conv(g, x, c_in, c, stride=s, pad=1, p_in=0.3)
-        c_in = c
-    x = g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "flatten", axis=1)
-    x = bm.dense(g, x, c_in, 3, relu=False)
-    named = bm.save(g, (1, 1, 48, 48), x, (1, 3), path.with_suffix(".named.onnx"))
-    return bm.renamed(named, path, names="empty")
+    return build(path)
 
 
 def layer_counts(m4, pairs: int, table: str) -> dict:

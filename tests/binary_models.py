@@ -482,3 +482,19 @@ def ort_quantize_static(float_path: Path, path: Path, x_shape, n_calib=4, seed=0
     quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     return Path(path)
+
+
+def cnn48_model(path: Path, seed: int = 0) -> Path:
+    """Issue 18's 48x48 4-layer binary CNN per the contract: 3x3 convs 1->24 (float first layer)
+    ->40->56->72 (int8 weights, binary maps), strides 1/2/1/2, global average pool, dense 72->3;
+    node names removed (as other writers leave them)."""
+    g = G(seed)
+    x = first_conv(g, "x", 1, 24)
+    c_in = 24
+    for c, s in ((40, 2), (56, 1), (72, 2)):
+        x = binary_conv(g, x, c_in, c, stride=s, pad=1, p_in=0.3)
+        c_in = c
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x], "gap")], "flatten", axis=1)
+    x = dense(g, x, c_in, 3, relu=False)
+    named = save(g, (1, 1, 48, 48), x, (1, 3), Path(path).with_suffix(".named.onnx"))
+    return renamed(named, path, names="empty")
