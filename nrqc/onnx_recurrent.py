@@ -50,7 +50,8 @@ def check_recurrent(model, path) -> None:
     for node in model.graph.node:
         if node.op_type not in RECURRENT_OPS:
             continue
-        where = f"{path}: {node.op_type} node '{node.name or node.output[0]}'"
+        # named by its first output when unnamed (Y itself may be omitted: "")
+        where = f"{path}: {node.op_type} node '{node.name or next((o for o in node.output if o), '')}'"
         for i in WEIGHT_INPUTS[node.op_type]:
             if i < len(node.input) and node.input[i] and node.input[i] not in consts:
                 raise NrqcError(f"{where} takes its input {i} ('{node.input[i]}') from a computed tensor or a graph "
