@@ -30,11 +30,12 @@ def time_artifact(session, inputs, repeat: int) -> list[float]:
         return rpc_deadline(session.rpc, what, runs) if session.remote is not None else contextlib.nullcontext()
 
     args = session.to_device(inputs)
+    entry = session.entry_for(inputs)  # main_int8 when the quantized input is given as int8
     with deadline("running the model (warm-up)"):
-        session.vm["main"](*args)  # warm-up: first call pays lazy initialisation
+        session.vm[entry](*args)  # warm-up: first call pays lazy initialisation
     # making the timer is itself a call to the board (RPCTimeEvaluator): under the deadline too
     with deadline(f"timing {repeat} runs", runs=repeat + 1):
-        timer = session.vm.time_evaluator("main", session.dev, number=1, repeat=repeat)
+        timer = session.vm.time_evaluator(entry, session.dev, number=1, repeat=repeat)
         return list(timer(*args).results)
 
 
@@ -72,7 +73,7 @@ def operator_breakdown(session, inputs, repeat: int) -> list[dict]:
     try:
         for _ in range(max(1, repeat)):
             current.clear()
-            session.vm["main"](*args)
+            session.vm[session.entry_for(inputs)](*args)
             per_run.append(dict(current))
     finally:
         session.vm.set_instrument(None)
@@ -100,6 +101,14 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
         # TVM_NUM_THREADS here does not reach the board: size the board's own pool.
         threads, threads_note = configure_remote_threads(session.remote, threads)
     lat = _stats(time_artifact(session, inputs, repeat))
+    quant = manifest.get("int8_input")
+    if quant and quant.get("entry_point") == "main_int8":  # the model quantizes its input: also time main_int8
+        from nrqc.passes.binary_int8_entry import QuantizedInput, quantize_like_onnx
+
+        q = QuantizedInput(quant["index"], quant["input"], quant["dtype"], quant["scale"], quant["zero_point"])
+        int8_lat = _stats(time_artifact(session, {**inputs, q.name: quantize_like_onnx(inputs[q.name], q)}, repeat))
+    else:
+        int8_lat = None
     board = {"emulated": False}
     if session.remote is not None:
         from nrqc.emulator import remote_board_info
@@ -117,6 +126,7 @@ def profile_artifact(out: str | Path, repeat: int = 20, threads: int | None = No
         "threads_note": threads_note,
         "batch": 1,
         "latency_ms": lat,
+        "int8_input_latency_ms": int8_lat,  # main_int8 (input given already quantized), when built
         "tuning": manifest.get("tuning", {"tuned": False, "database": None}),
     }
     src = manifest.get("source_model")
@@ -284,6 +294,10 @@ def format_profile(p: dict) -> str:
         lines.append(f"  nrqc            {lat['median']:>10.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['runs']:>6}")
     else:
         lines.append(f"  nrqc            {p.get('latency_note', 'not measured')}")
+    q = p.get("int8_input_latency_ms")
+    if q:  # main_int8: the model's input given already quantized
+        lines.append(f"  nrqc main_int8  {q['median']:>10.3f} {q['p90']:>9.3f} {q['min']:>9.3f} {q['runs']:>6}"
+                     "   (input given already quantized)")
     ort = p.get("onnxruntime_latency_ms")
     if ort:
         lines.append(f"  onnxruntime     {ort['median']:>10.3f} {ort['p90']:>9.3f} {ort['min']:>9.3f} {ort['runs']:>6}")

@@ -132,3 +132,23 @@ def test_compiled_uint8_model_matches_onnxruntime_from_disk(tmp_path, mcpu):
     np.save(tmp_path / "q.npy", q)
     run_cli("run", out, "--input", f"x={tmp_path / 'q.npy'}", "-o", tmp_path / "y.npy")
     assert np.array_equal(np.load(tmp_path / "y.npy"), onnxruntime_outputs(path, x))
+    if mcpu is None:  # nrqc profile times main_int8 on the quantized input as well
+        prof = json.loads(run_cli("profile", out, "--repeat", "3", "--json").stdout)
+        assert prof["int8_input_latency_ms"]["runs"] == 3 and prof["latency_ms"]["runs"] == 3
+
+
+def test_onnxruntime_quantize_static_model_gets_the_integer_first_layer(tmp_path):
+    """quantize_static (QDQ, uint8 activations with a calibrated zero point, per-channel int8
+    weights, int32 bias) of a float-first-layer BAM chain: the first conv becomes the int8
+    conv too, and main_int8 takes uint8."""
+    from tests import binary_models as bm
+
+    float_path = bm.chain_model(tmp_path / "f.onnx", [{"c_out": 16}, {"pool": (2, 2, 0)}, {"c_out": 32}],
+                                x_shape=(1, 1, 12, 14), seed=3)
+    path = bm.ort_quantize_static(float_path, tmp_path / "qs.onnx", (1, 1, 12, 14))
+    ctx, mod = _rewritten(path)
+    first = next(layer for layer in ctx.layers if layer.op == "Conv")
+    assert (first.act_bits, first.float_reason) == (8, None)
+    assert ctx.binary.int8_input is not None and ctx.binary.int8_input.dtype == "uint8"
+    x = _x((1, 1, 12, 14), 6)
+    assert np.array_equal(run_module(mod, ctx, x), onnxruntime_outputs(path, x))
