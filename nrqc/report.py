@@ -45,7 +45,10 @@ def compile_report(manifest: dict) -> str:
             st = layer["strategy"]
             cand = st.get("candidates_ms") or st.get("cost_model_cycles")
             acc = layer.get("accumulator")
+            inp = st.get("input")  # an int8-input layer (the all-integer first layer)
             lines.append(f"  {layer['name']}: {st.get('strategy')} by {st.get('method')}"
+                         + (f"; {inp['dtype']} input (scale {inp['scale']:g}, zero point {inp['zero_point']}, "
+                            f"{inp['quantize']})" if inp else "")
                          + (f"; candidates {cand}" if cand else "")
                          + (f"; int32 accumulator, worst case |acc| {acc['worst_case_abs']:,} "
                             f"({acc['bits_needed']} bits)" if acc else ""))
