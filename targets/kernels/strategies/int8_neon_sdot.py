@@ -15,10 +15,11 @@ from nrqc.targets.kernels import packing as pk
 from nrqc.targets.kernels.strategies import int8_avx2, int8_vnni, neon_unpacked, vnni
 
 NAME = "int8_neon_sdot"
-# Estimated Cortex-A76 cycles per 16x4 update, all included: the same rate as the binary
-# sdot kernel (strategies/neon_sdot.py), whose inner loop this one shares but for the
-# operand's sign; the load (and quantization) of the input rows is counted apart.
-CYCLES_PER_16x4 = 6.0
+# Estimated Cortex-A76 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a76) of the
+# executed blocks of this kernel on the zoo vad_tiny BAM's first conv (80 -> 32, 1x3, 100
+# frames, float source quantized in the kernel: 12,000 updates) came to 113,720 cycles,
+# i.e. 8.8 per update after the input rows' share (input_rows_cost).
+CYCLES_PER_16x4 = 8.8
 
 
 def available(target) -> bool:
