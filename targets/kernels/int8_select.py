@@ -62,7 +62,8 @@ def _choose_cached(g: ic.Int8ConvGeom, target_name: str, mcpu: str | None, measu
         why = "the only strategy for this layer"
     else:
         why = why_not
-    return {"strategy": min(est, key=est.get), "method": f"cost model from the target's peak figures ({why})",
+    return {"strategy": min(est, key=est.get),
+            "method": f"cost model: estimates from peak figures or measured rates ({why})",
             "cost_model_cycles": cycles}
 
 

@@ -35,7 +35,8 @@ def strategies_for(g: bo.ConvGeom, target, encoding: str | None = None) -> tuple
 
 
 def cost_model(g: bo.ConvGeom, target, encoding: str | None = None) -> dict:
-    """Cycles estimated from op counts and the target's peak figures, per strategy."""
+    """Cycles estimated per strategy: op counts over the target's peak figures, or (aarch64)
+    llvm-mca cycles per unit of work measured on the Pi's core (strategies/neon_unpacked.py)."""
     return {s.NAME: s.cost(g, target) for s in _candidates(g, target, encoding)}
 
 
@@ -89,7 +90,7 @@ def _choose_cached(g: bo.ConvGeom, target_name: str, mcpu: str | None, on_host: 
     best = min(est, key=est.get)
     why = ("target cannot run here" if not on_host or not runs_here(target)
            else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time")
-    return {"strategy": best, "method": f"cost model from the target's peak figures ({why})",
+    return {"strategy": best, "method": f"cost model: estimates from peak figures or measured rates ({why})",
             "cost_model_cycles": {k: round(v) for k, v in est.items()}}
 
 
