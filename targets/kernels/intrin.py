@@ -14,17 +14,26 @@ from tvm.script import tirx as T
 VNNI_16x4 = "nrqc_dot_16x4_u8i8i32_vnni"
 
 
-@T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def dot_16x4_desc(a_dtype: str):
+    """The 16x4 dot product's description: 16 int32 lanes, each += 4 `a_dtype` x 4 s8
+    products ("uint8": vpdpbusd's u8 x s8; "int8": the int8-input strategies' s8 x s8)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), a_dtype, offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+_desc = dot_16x4_desc("uint8")
 
 
 @T.prim_func(s_tir=True)

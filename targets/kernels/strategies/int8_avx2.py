@@ -15,6 +15,7 @@ import functools
 from tvm.script import tirx as T
 
 from nrqc.targets.kernels import int8_conv as ic
+from nrqc.targets.kernels import intrin
 from nrqc.targets.kernels import packing as pk
 from nrqc.targets.kernels.strategies import int8_vnni, vnni
 from nrqc.targets.kernels.strategies.estimates import taps
@@ -49,19 +50,6 @@ def build(g, out: str, target, pool=None, strict: bool = False):
 
 
 @T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
 def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
           C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
     with T.sblock("root"):
@@ -90,5 +78,5 @@ def signed_16x4() -> str:
     """The AVX2 s8 x s8 16x4 dot product (sign moved onto the weights), registered once."""
     from tvm.s_tir import TensorIntrin
 
-    TensorIntrin.register(SIGNED_16x4, _desc, _impl, override=True)
+    TensorIntrin.register(SIGNED_16x4, intrin.dot_16x4_desc("int8"), _impl, override=True)
     return SIGNED_16x4
