@@ -33,22 +33,22 @@ def nibble_groups(c_in: int) -> int:
     return (c_in + 3) // 4
 
 
-def pair_words(wq: np.ndarray) -> np.ndarray:
-    """int8 [Co, C, kh, kw] -> int32 [Q, P, 4]: word (q, p, k) = w[2p][c] + 65536 * w[2p+1][c]
-    (mod 2^32) for channel c = 4 * c4 + k of group q = (r * kw + s) * Q4 + c4; zero past C, Co."""
+def pair_weights(wq: np.ndarray) -> np.ndarray:
+    """int8 [Co, C, kh, kw] -> int8 [Q, P, 4, 2]: (q, p, k) = (w[2p][c], w[2p+1][c]) for channel
+    c = 4 * c4 + k of group q = (r * kw + s) * Q4 + c4; zero past C and Co. The kernel builds
+    its table words w[2p][c] + 65536 * w[2p+1][c] from them (int8 in flash, not int32)."""
     co, c, kh, kw = wq.shape
     q4, p = nibble_groups(c), (co + 1) // 2
-    w = np.zeros((2 * p, kh, kw, q4 * 4), np.int64)
-    w[:co, :, :, :c] = np.transpose(wq.astype(np.int64), (0, 2, 3, 1))
-    w = w.reshape(p, 2, kh * kw * q4, 4)
-    words = (w[:, 0] + 65536 * w[:, 1]) % (1 << 32)  # [P, Q, 4]
-    return np.ascontiguousarray(np.transpose(words, (1, 0, 2))).astype(np.uint32).view(np.int32)
+    w = np.zeros((2 * p, kh, kw, q4 * 4), np.int8)
+    w[:co, :, :, :c] = np.transpose(wq.astype(np.int8), (0, 2, 3, 1))
+    w = w.reshape(p, 2, kh * kw * q4, 4)  # [P, 2, Q, 4]
+    return np.ascontiguousarray(np.transpose(w, (2, 0, 3, 1)))
 
 
-def nibble_tables(words: np.ndarray) -> np.ndarray:
-    """Pair words [Q, P, 4] -> uint32 tables [Q, 16, P]: entry i = bias + sum of the words
-    whose bit is set in i (the layout of the flash-resident tables)."""
-    w = words.view(np.uint32).astype(np.int64)
+def nibble_tables(pairs: np.ndarray) -> np.ndarray:
+    """Pair weights [Q, P, 4, 2] -> uint32 tables [Q, 16, P]: entry i = bias + the sum, over the
+    bits set in i, of the words w_even + 65536 * w_odd (the flash-resident tables)."""
+    w = pairs[..., 0].astype(np.int64) + 65536 * pairs[..., 1].astype(np.int64)  # [Q, P, 4]
     bits = (np.arange(16)[:, None] >> np.arange(4)[None, :]) & 1  # [16, 4]
     t = np.einsum("ik,qpk->qip", bits, w) + (BIAS | (BIAS << 16))
     return (t % (1 << 32)).astype(np.uint32)
@@ -149,7 +149,7 @@ def nibble_plan(op: dict, wq: np.ndarray, config: dict) -> NibblePlan | None:
     q4 = nibble_groups(g.c_in)
     p = (g.c_out + 1) // 2
     pb = max(d for d in range(1, min(int(config["pairs_per_block"]), p) + 1) if p % d == 0)  # divides P
-    words = pair_words(wq)
+    words = pair_weights(wq)
     flash = config["table"] == "flash"
     warr = nibble_tables(words) if flash else words
     q = g.kh * g.kw * q4
@@ -175,7 +175,7 @@ def binary_conv_kernel(op: dict, wq: np.ndarray, config: dict):
     if plan is None:
         return None
     co = op["g"]["c_out"]
-    wdt = "uint32" if plan.flash else "int32"
+    wdt = "uint32" if plan.flash else "int8"
     make = _conv_float_func if plan.out_float else _conv_pack_func
     func = make(plan.x_shape, plan.weights.shape, wdt, co, plan.y_shape, max(plan.table_words, 1), plan.flash,
                 plan.consts)

@@ -37,20 +37,22 @@ NRQC_INLINE int32_t nrqc_popcount32(uint32_t x) {
  * the lanes into 32-bit accumulators before that). Per 4 input channels and 2*PB output
  * channels: one bit-field extract, one address add, PB loads, PB adds.
  *
- * Weights (wpair) are pair words [Q][P][4]: wpair[(q*P + p)*4 + k] = w[2p][c] + 65536*w[2p+1][c]
- * (two's complement, exact mod 2^32) for channel c = 4*c4 + k of group q = (r*KW + s)*Q4 + c4.
+ * Weights (wpair) are int8 pairs [Q][P][4][2]: (w[2p][c], w[2p+1][c]) for channel c = 4*c4 + k
+ * of group q = (r*KW + s)*Q4 + c4; the table build makes the words w[2p][c] + 65536*w[2p+1][c]
+ * (two's complement, exact mod 2^32).
  * Tables: [Q][16][TP] entries for TP pairs. In flash (ftable, TP = P, built at compile time)
  * or built per block of PB pairs in the workspace `table` (TP = PB).
  * ------------------------------------------------------------------------------------- */
 #define NRQC_NIB_BIAS 512u
 #define NRQC_NIB_BIAS2 (NRQC_NIB_BIAS | (NRQC_NIB_BIAS << 16))
 
-NRQC_INLINE void nrqc_nib_build(uint32_t *t, const int32_t *wpair, int32_t Q, int32_t P, int32_t pb0, int32_t PB) {
+#define NRQC_NIB_WORD(w, k) ((uint32_t)(int32_t)(w)[2 * (k)] + ((uint32_t)(int32_t)(w)[2 * (k) + 1] << 16))
+NRQC_INLINE void nrqc_nib_build(uint32_t *t, const int8_t *wpair, int32_t Q, int32_t P, int32_t pb0, int32_t PB) {
   for (int32_t q = 0; q < Q; q++) {
     for (int32_t p = 0; p < PB; p++) {
-      const int32_t *w = wpair + ((q * P) + pb0 + p) * 4;
+      const int8_t *w = wpair + ((q * P) + pb0 + p) * 8;
       uint32_t *e = t + q * 16 * PB + p;
-      uint32_t w0 = (uint32_t)w[0], w1 = (uint32_t)w[1], w2 = (uint32_t)w[2], w3 = (uint32_t)w[3];
+      uint32_t w0 = NRQC_NIB_WORD(w, 0), w1 = NRQC_NIB_WORD(w, 1), w2 = NRQC_NIB_WORD(w, 2), w3 = NRQC_NIB_WORD(w, 3);
       uint32_t e0 = NRQC_NIB_BIAS2, e1 = e0 + w0, e2 = e0 + w1, e3 = e2 + w0;
       uint32_t e4 = e0 + w2, e5 = e4 + w0, e6 = e4 + w1, e7 = e6 + w0;
       e[0 * PB] = e0; e[1 * PB] = e1; e[2 * PB] = e2; e[3 * PB] = e3;
@@ -159,7 +161,7 @@ NRQC_INLINE void nrqc_nib_pixel(int32_t *v, const uint32_t *x, const uint32_t *t
  * stride PSH/PSW, padding PPT/PPL; 1x1 windows = no pool). out_float 1: Y float32
  * [N, Co, HO, WO] = v * scale[o]. table_mem: Q * 16 * PB words of scratch (NULL with ftable).
  * PB (pairs per block) divides the pair count (Co + 1) / 2. */
-NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int32_t *wpair, const uint32_t *ftable,
+NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int8_t *wpair, const uint32_t *ftable,
                                      void *table_mem, const int32_t *sigma, const int32_t *thr,
                                      const float *scale, void *y, int32_t N, int32_t H, int32_t W, int32_t Wi,
                                      int32_t Co, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
