@@ -6,11 +6,11 @@ One command reproduces the table of docs/training.md (issue 15 item 4):
     python bench/bench_bam_vs_float.py --tasks quality,vad --samples quality=2000,vad=3000 \\
         --epochs quality=15,vad=60 --seeds 3 --out /tmp/bvf15 --json /tmp/bvf15.json
 
-and a reduced size that finishes in about 25 min on 2 shared cores (the figures labelled
-"reduced" in docs/training.md):
+and the reduced size of the figures labelled "reduced" in docs/training.md (5.7 min of
+CPU; 38 min wall on 2 cores shared with other jobs at load 9-14):
 
-    nice python bench/bench_bam_vs_float.py --tasks quality,vad --samples quality=160,vad=300 \\
-        --epochs quality=4,vad=15 --seeds 3 --out /tmp/bvf15r --json /tmp/bvf15r.json
+    nice python bench/bench_bam_vs_float.py --tasks vad,quality --samples quality=120,vad=400 \\
+        --epochs quality=5,vad=20 --seeds 3 --out /tmp/bvf15r --json /tmp/bvf15r.json
 
 Options: [--variants float,bam-float-first,bam] [--data TASK=DIR,...] [--bam-recipe
 scratch|warm] [--lr-schedule constant|cosine].  `--samples`/`--epochs` take one number
