@@ -90,7 +90,14 @@ def _quantized(float_path: Path, work: Path) -> Path:
     out = work / (float_path.stem + "_qdq.onnx")
     if out.exists():
         return out
-    specs = graph_inputs(onnx.load(str(float_path)), {}, float_path)
+    model = onnx.load(str(float_path))
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 13:  # per-channel DequantizeLinear (its axis attribute) needs opset 13 (model_v8 is older)
+        from onnx import version_converter
+
+        float_path = work / (float_path.stem + "_opset13.onnx")
+        onnx.save(version_converter.convert_version(model, 13), str(float_path))
+    specs = graph_inputs(model, {}, float_path)
     rng = np.random.default_rng(1)
 
     class Reader(CalibrationDataReader):
