@@ -177,6 +177,13 @@ class ArtifactSession:
                 raise NrqcError(f"input '{name}' has shape {list(arr.shape)}; the artifact was compiled for "
                                 f"{spec['shape']}")
             dtype = quant["dtype"] if quant and quant["input"] == name else spec["dtype"]
+            if str(arr.dtype) in ("int8", "uint8") and dtype.startswith("float"):
+                # quantized features fed to a float input would be read as floats: refuse
+                q = self.manifest.get("int8_input")
+                raise NrqcError(f"input '{name}' is {arr.dtype}, but the artifact takes {spec['dtype']} there" + (
+                    f" or {q['dtype']} already quantized (scale {q['scale']:g}, zero point {q['zero_point']})"
+                    if q and q["input"] == name else " (its model does not quantize that input, so there is no "
+                    "int8 entry point)"))
             args.append(tvm.runtime.tensor(arr.astype(dtype, copy=False), self.dev))
         return args
 

@@ -132,6 +132,9 @@ def test_compiled_uint8_model_matches_onnxruntime_from_disk(tmp_path, mcpu):
     np.save(tmp_path / "q.npy", q)
     run_cli("run", out, "--input", f"x={tmp_path / 'q.npy'}", "-o", tmp_path / "y.npy")
     assert np.array_equal(np.load(tmp_path / "y.npy"), onnxruntime_outputs(path, x))
+    np.save(tmp_path / "wrong.npy", q.astype(np.int8))  # the model's QuantizeLinear makes uint8
+    bad = run_cli("run", out, "--input", f"x={tmp_path / 'wrong.npy'}", check_exit=2)
+    assert "input 'x' is int8, but the artifact takes float32 there or uint8 already quantized" in bad.stderr
     if mcpu is None:  # nrqc profile times main_int8 on the quantized input as well
         prof = json.loads(run_cli("profile", out, "--repeat", "3", "--json").stdout)
         assert prof["int8_input_latency_ms"]["runs"] == 3 and prof["latency_ms"]["runs"] == 3
