@@ -1,7 +1,7 @@
 """nrqc against onnxruntime on a Raspberry Pi core, without a Pi: instructions and estimated cycles.
 
-    python bench/bench_arm.py [--models vad,dnsmos_bam,helper_bam,model_v8] [--cpus cortex-a72,cortex-a76]
-                              [--work DIR] [--json out.json]
+    python bench/bench_arm.py [--models vad,helper_bam,dnsmos_bam,model_v8] [--cpus cortex-a72,cortex-a76]
+                              [--work DIR] [--json out.json] [--report]
 
 Every figure is counted on the emulated board (qemu-aarch64 user mode under `-cpu` the Pi's
 core, the cached Debian arm64 root file system) the same way for both engines: aarch64
@@ -185,6 +185,7 @@ def main(argv=None):
     ap.add_argument("--cpus", default="cortex-a72,cortex-a76")
     ap.add_argument("--work", default="/tmp/nrqc-bench-arm")
     ap.add_argument("--json", default=None, help="results file (also read: a rerun skips what it holds)")
+    ap.add_argument("--report", action="store_true", help="only print the table of what --json holds")
     a = ap.parse_args(argv)
     names, cpus = a.models.split(","), a.cpus.split(",")
     work = Path(a.work)
@@ -192,8 +193,8 @@ def main(argv=None):
     js = Path(a.json) if a.json else work / "results.json"
     results = json.loads(js.read_text()) if js.exists() else {}
     log = lambda m: print(f"  {m}", file=sys.stderr, flush=True)  # noqa: E731
-    paths = models(work, names)
-    for cpu in cpus:
+    paths = {} if a.report else models(work, names)
+    for cpu in [] if a.report else cpus:
         target = TARGET_OF_CPU[cpu]
         for name in names:
             p = paths[name]
