@@ -12,7 +12,7 @@ from tvm.script import tirx as T
 
 from nrqc.targets.kernels import int8_conv as ic
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.strategies import int8_avx2, int8_vnni, neon_unpacked, vnni
+from nrqc.targets.kernels.strategies import int8_vnni, neon_unpacked, vnni
 
 NAME = "int8_neon_sdot"
 # Estimated Cortex-A76 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a76) of the
@@ -65,8 +65,4 @@ def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8
 
 @functools.lru_cache(maxsize=1)
 def sdot_s8_16x4() -> str:
-    from tvm.s_tir import TensorIntrin
-
-    # the s8 x s8 description is the AVX2 int8 strategy's
-    TensorIntrin.register("nrqc_dot_16x4_i8i8i32_neon_sdot", int8_avx2._desc, _impl, override=True)
-    return "nrqc_dot_16x4_i8i8i32_neon_sdot"
+    return neon_unpacked.register("nrqc_dot_16x4_i8i8i32_neon_sdot", _impl, "int8")

@@ -12,7 +12,7 @@ import functools
 
 from tvm.script import tirx as T
 
-from nrqc.targets.kernels.strategies import int8_avx2, int8_neon_sdot, int8_vnni, neon_unpacked, vnni
+from nrqc.targets.kernels.strategies import int8_neon_sdot, int8_vnni, neon_unpacked, vnni
 
 NAME = "int8_neon_smull"
 # Estimated Cortex-A72 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a72) of the
@@ -63,7 +63,4 @@ def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8
 
 @functools.lru_cache(maxsize=1)
 def smull_16x4() -> str:
-    from tvm.s_tir import TensorIntrin
-
-    TensorIntrin.register("nrqc_dot_16x4_i8i8i32_neon_smull", int8_avx2._desc, _impl, override=True)
-    return "nrqc_dot_16x4_i8i8i32_neon_smull"
+    return neon_unpacked.register("nrqc_dot_16x4_i8i8i32_neon_smull", _impl, "int8")

@@ -34,12 +34,13 @@ def build(g, out: str, target, pool, strict: bool, dot_16x4: str):
                          dot_16x4=dot_16x4, channel_blocks_outside=True)
 
 
-def register(name: str, impl) -> str:
-    """Register a 16x4 u8 x s8 -> s32 implementation under its own name (the description
-    is the VNNI one, so the VNNI schedule tensorizes with it)."""
+def register(name: str, impl, a_dtype: str = "uint8") -> str:
+    """Register a 16x4 (`a_dtype` input x s8 weights -> s32) implementation under its own
+    name (the description is the VNNI one for u8 inputs, so the VNNI schedule tensorizes
+    with it; "int8" for the int8-input strategies)."""
     from tvm.s_tir import TensorIntrin
 
-    TensorIntrin.register(name, intrin._desc, impl, override=True)
+    TensorIntrin.register(name, intrin.dot_16x4_desc(a_dtype), impl, override=True)
     return name
 
 
