@@ -49,5 +49,5 @@ def test_cnn48_fits_m4_under_one_instruction_per_mac(tmp_path):
 
     man = _compile(cnn48_model(tmp_path / "cnn48.onnx"), tmp_path / "out")
     assert man["flash_bytes"] <= 256 * 1024 and man["ram_bytes"] + man["stack_bytes"] <= 64 * 1024
-    assert man["instructions"] <= man["macs"], (man["instructions"], man["macs"])  # measured 0.68 per MAC
+    assert man["instructions"] <= man["macs"], (man["instructions"], man["macs"])  # measured 15,137,120 for 22,312,152 (0.68)
     assert sum("nibble" in str(layer["kernel"]) for layer in man["layers"]) == 3
