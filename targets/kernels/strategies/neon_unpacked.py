@@ -2,8 +2,10 @@
 neon_sadalp on the Pi 4's Cortex-A72): the VNNI strategy's workload, weight layout and
 schedule (strategies/vnni.py: the {0,1} bytes of the input rows an output row reads are
 unpacked from the packed words, and 16 output channels of a pixel are updated per
-(tap, 4 input channels)) with the 16x4 update tensorized by a NEON intrinsic, and the
-cost estimate from that intrinsic's measured instruction rate."""
+(tap, 4 input channels)) with the 16x4 update tensorized by a NEON intrinsic, one block of
+16 output channels at a time; the count of 16x4 updates a layer makes (the unit of the
+estimates), and how the aarch64 estimates were measured (MEASURED_ON). The int8-input
+(first layer) NEON strategies, int8_neon_smull and int8_neon_sdot, use the same pieces."""
 from __future__ import annotations
 
 from nrqc.targets.kernels import binary_ops as bo
