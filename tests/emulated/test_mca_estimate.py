@@ -190,3 +190,15 @@ def test_thumb_estimate_equals_llvm_mca_run_directly(tmp_path, monkeypatch):
     ref = int(re.search(r"^Total Cycles:\s+(\d+)", out, re.M).group(1)) / 100 * 7
     got = estimate_cycles([((0x3a01, 0x1a12, 0xf0220203, 0x3204), 7)], "cortex-m4")
     assert got["cycles"] == round(ref) and got["cycles"] > 0
+
+
+@needs_llvm
+def test_an_lse_atomic_is_modelled_as_the_plain_load(tmp_path, monkeypatch):
+    """LLVM 14's A57 model (used for the A72/A76) has no ldadd; onnxruntime runs it on the A76."""
+    from nrqc.emulator.mca import estimate_cycles
+
+    monkeypatch.setenv("NRQC_CACHE", str(tmp_path))
+    add = 0x8b030041  # add x1, x2, x3
+    atomic = estimate_cycles([((0xb8200020, add), 10)], "cortex-a76")["cycles"]  # ldadd w0, w0, [x1]
+    plain = estimate_cycles([((0xb9400020, add), 10)], "cortex-a76", use_cache=False)["cycles"]  # ldr w0, [x1]
+    assert atomic == plain > 0
