@@ -33,15 +33,20 @@ def input_quant_of(x, defs) -> tuple[InputQuant | None, str | None]:
     reason) when it is one in a form the int8 kernels do not take, (None, None) otherwise."""
     from tvm import relax
 
-    v, layout = x, []
-    for _ in range(3):
-        value = defs.get(v)
-        name = op_name(value)
-        if name in LAYOUT_OPS and isinstance(value.args[0], relax.Var):
-            layout.append((name, value))
-            v = value.args[0]
-            continue
-        break
+    def walk(v, layout):
+        """Back from v over layout ops (appended outermost first) to the var they read."""
+        for _ in range(3):
+            value = defs.get(v)
+            name = op_name(value)
+            if name in LAYOUT_OPS and isinstance(value.args[0], relax.Var):
+                layout.append((name, value))
+                v = value.args[0]
+                continue
+            break
+        return v
+
+    layout = []
+    v = walk(x, layout)
     value = defs.get(v)
     if op_name(value) != "relax.dequantize" or not isinstance(value.args[0], relax.Var):
         return None, None
@@ -63,8 +68,10 @@ def input_quant_of(x, defs) -> tuple[InputQuant | None, str | None]:
         if str(qv.args[0].ty.dtype) != "float32":
             return None, f"input QuantizeLinear reads {qv.args[0].ty.dtype}, not float32"
         src, src_dtype = qv.args[0], "float32"
-    elif qv is not None:
+    elif qv is not None and op_name(qv) not in LAYOUT_OPS:
         return None, f"the int8 input is computed by {op_name(qv) or 'a non-call'} in the model"
+    # an elementwise quantize commutes with layout ops before it: read through those too
+    src = walk(src, layout)
     # layout ops, innermost (closest to the source) first: [permute_dims] then reshapes
     perm = None
     ops = list(reversed(layout))

@@ -160,10 +160,13 @@ def test_onnxruntime_quantize_static_qdq(reference, tmp_path):
     manifest = _compile(path, tmp_path / "out")
     convs_pools = ("Conv", "MaxPool", "GlobalMaxPool", "ReduceMax")
     got, want = _signature(manifest, convs_pools), _signature(reference["manifest"], convs_pools)
-    # the first conv's weights are int8 here too (quantize_static quantizes every weight);
-    # it still reads float features, so it stays the fused float conv + threshold + pack
-    assert got[0][3] == 8 and [g[:3] + g[4:] for g in got] == [w[:3] + w[4:] for w in want], (got, want)
-    assert got[1:] == want[1:]
+    # the first conv's weights are int8 here too (quantize_static quantizes every weight), and
+    # its input is QuantizeLinear -> DequantizeLinear (uint8, calibrated zero point): it becomes
+    # the int8 x int8 conv (quantize fused into its load) emitting the same packed bits, with
+    # its max-pool fused, where nrqc's own float-first export has the float conv kernel
+    assert got[0] == ("Conv", "int8conv_int8_pack_orpool", 8, 8, True) and got[1][1] == got[0][1], (got, want)
+    assert [g[0] for g in got[:2]] == [w[0] for w in want[:2]] and got[2:] == want[2:], (got, want)
+    assert manifest["int8_input"]["dtype"] == "uint8" and manifest["check"]["int8_entry_point"]["passed"]
     first_dense = next(layer for layer in manifest["layers"] if layer["op"] == "Gemm")
     assert first_dense["act_bits"] == 1 and first_dense["weight_bits"] == 8
     assert str(first_dense["kernel"]).startswith("nrqc:nrqc_bconv_int8")  # int8 dense on the packed vector
