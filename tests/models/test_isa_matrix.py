@@ -28,7 +28,8 @@ LEVELS = ("x86-64-v2", "haswell", "skylake-avx512", "icelake-server", "sapphirer
 HOST_LEVELS = [m for m in LEVELS if x86.mcpu_flags(m) <= x86.host_cpu_flags()]
 # What each level must not use (a strategy or instruction set beyond it).
 _STRATEGY_NEEDS = {"vnni": {"avx512_vnni"}, "lut": {"avx512_vnni", "avx512vbmi"}, "amx": {"amx_int8"},
-                   "avx2_maddubs": {"avx2"}, "avx2_lut": {"avx2"}, "avx2_xnor": {"avx2"}}
+                   "avx2_maddubs": {"avx2"}, "avx2_lut": {"avx2"}, "avx2_xnor": {"avx2"},
+                   "int8_vnni": {"avx512_vnni"}, "int8_avx2": {"avx2"}}  # int8-input first layers
 
 
 def _unnamed(path):
