@@ -71,7 +71,13 @@ def make_manifest(m, ctx, weights: dict[str, int], lib_path: Path, build_seconds
         "tuning": {"tuned": bool(ctx.schedule.database), "database": ctx.schedule.database},
         "layers": ctx.layers,
         "notes": ctx.notes,
+        # how the input is computed from audio, when the ONNX file records it (`nrqc run --stream x.wav`)
+        "frontend": _metadata(m.onnx_model, "nrqc.frontend"),
     }
+
+
+def _metadata(model, key: str) -> str | None:
+    return next((p.value for p in getattr(model, "metadata_props", ()) if p.key == key), None)
 
 
 def _cpu_record(target: TargetDescription) -> dict:

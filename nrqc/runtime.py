@@ -171,6 +171,9 @@ class ArtifactSession:
             if name not in inputs:
                 raise NrqcError(f"missing input '{name}' (the model's inputs: "
                                 f"{', '.join(s['name'] for s in self.manifest['inputs'])})")
+            if isinstance(inputs[name], tvm.runtime.Tensor):  # a handle from step(): already on the device
+                args.append(inputs[name])
+                continue
             # (not np.ascontiguousarray, which turns a 0-d array into shape [1])
             arr = np.asarray(inputs[name], order="C")
             if list(arr.shape) != list(spec["shape"]):
@@ -188,21 +191,33 @@ class ArtifactSession:
         return args
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.numpy(h) for h in self.step(inputs)]
+
+    def step(self, inputs: dict) -> list:
+        """One call; the outputs stay on the device (handles a later `step` takes as inputs,
+        as a stream carries its state), in the manifest's output order."""
         with rpc_deadline(self.rpc, "running the model") if self.rpc else contextlib.nullcontext():
-            out = self.vm[self.entry_for(inputs)](*self.to_device(inputs))
-            return flatten_outputs(out)
+            return flatten_outputs(self.vm[self.entry_for(inputs)](*self.to_device(inputs)), keep=True)
+
+    def numpy(self, handle) -> np.ndarray:
+        if not hasattr(handle, "numpy"):
+            return np.asarray(handle)
+        with rpc_deadline(self.rpc, "reading an output") if self.rpc else contextlib.nullcontext():
+            return handle.numpy()
 
 
-def flatten_outputs(out) -> list[np.ndarray]:
+def flatten_outputs(out, keep: bool = False) -> list:
+    """The VM's (nested) result as a flat list: numpy arrays, or with `keep` the device
+    tensors themselves (a static Shape output is always an array)."""
     import tvm_ffi
 
     if hasattr(out, "numpy"):
-        return [out.numpy()]
+        return [out if keep else out.numpy()]
     if isinstance(out, tvm_ffi.Shape):  # a static ONNX Shape output: the VM returns the shape itself
         return [np.asarray(tuple(out), dtype=np.int64)]
     result = []
     for o in out:
-        result.extend(flatten_outputs(o))
+        result.extend(flatten_outputs(o, keep))
     return result
 
 

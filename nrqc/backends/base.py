@@ -43,6 +43,13 @@ class Backend(abc.ABC):
     def run(self, out: Path, manifest: dict, feeds: dict[str, np.ndarray], rpc: str | None) -> list[np.ndarray]:
         """The artifact's outputs on `feeds` (in the manifest's output order)."""
 
+    def open_session(self, out: Path, manifest: dict, rpc: str | None):
+        """A session for many calls (`nrqc run --stream`): `step(feeds) -> handles` (feeds may
+        hold handles of earlier outputs) and `numpy(handle)`. By default each step is one
+        `run`; a back end that can keep the model loaded (and its outputs on the device)
+        returns its own."""
+        return _RunPerStep(self, out, manifest, rpc)
+
     @abc.abstractmethod
     def profile(self, out: Path, manifest: dict, *, repeat: int, threads: int, rpc: str | None,
                 instructions: bool | None, against: Path | None, log) -> dict:
@@ -51,3 +58,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def format_profile(self, result: dict) -> str:
         """The profile as the text `nrqc profile` prints."""
+
+
+class _RunPerStep:
+    """`Backend.open_session` for a back end that runs one call at a time (numpy in and out)."""
+
+    def __init__(self, backend: Backend, out: Path, manifest: dict, rpc: str | None):
+        self.backend, self.out, self.manifest, self.rpc = backend, out, manifest, rpc
+
+    def step(self, feeds: dict) -> list:
+        return self.backend.run(self.out, self.manifest, feeds, self.rpc)
+
+    def numpy(self, handle) -> np.ndarray:
+        return np.asarray(handle)

@@ -86,6 +86,11 @@ class LibraryBackend(Backend):
 
         return ArtifactSession(out, manifest, rpc=rpc).run(feeds)
 
+    def open_session(self, out, manifest, rpc):
+        from nrqc.runtime import ArtifactSession
+
+        return ArtifactSession(out, manifest, rpc=rpc)  # loaded once; outputs stay on the device
+
     def profile(self, out, manifest, *, repeat, threads, rpc, instructions, against, log) -> dict:
         from nrqc.profiler import add_comparison
 
