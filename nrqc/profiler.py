@@ -507,3 +507,88 @@ def format_bare_metal_cycles(p: dict) -> str:
         lines.append(f"    {cpu.replace('cortex-m', 'Cortex-M')}: {c:,}")
     lines += [f"    {n}" for n in est["notes"]]
     return "\n".join(lines)
+
+
+def profile_stream(out: str | Path, frames: int, *, threads: int = 1, rpc: str | None = None,
+                   explicit_states: tuple[str, ...] = (), time_axis: int | None = None,
+                   frame_ms: float | None = None, hop_ms: float | None = None, seed: int = 0) -> dict:
+    """`nrqc profile OUT --stream N`: N seeded frames streamed with the state carried (as
+    `nrqc run --stream` does), the wall time of each call, the same stream through
+    onnxruntime on the source model timed alike (its outputs compared), and the real-time
+    factor at the model's frame rate (per-frame latency / audio per frame)."""
+    from nrqc.artifact import read_manifest
+    from nrqc.backends import backend_of_manifest
+    from nrqc.check import compare_outputs
+    from nrqc.streaming import frame_ms_of, initial_states, plan_stream, run_stream, stream_onnxruntime
+
+    manifest = read_manifest(out)
+    plan = plan_stream(manifest, None, explicit_states, (), time_axis)
+    rng = np.random.default_rng(seed)
+    data = [random_inputs([TensorSpec(plan.stream_input, plan.shape, plan.dtype)],
+                          seed=int(rng.integers(1 << 31)))[plan.stream_input] for _ in range(frames + 1)]
+    warm, frames_in = data[0][None], np.stack(data[1:])
+    session = backend_of_manifest(manifest).open_session(out, manifest, rpc)
+    states = initial_states(plan)
+    run_stream(session, manifest, plan, warm, states)  # warm-up: the first call pays lazy initialisation
+    mine = run_stream(session, manifest, plan, frames_in, states)
+    ms, source = frame_ms_of(manifest, plan, frame_ms, hop_ms)
+    result = {"artifact": str(out), "target": manifest["target"],
+              "where": f"board at {rpc}" if rpc else "this host", "threads": threads,
+              "stream_input": plan.stream_input, "shape": list(plan.shape), "time_axis": plan.time_axis,
+              "chunk": plan.chunk, "states": [{"input": p.input, "output": p.output} for p in plan.states],
+              "frames": frames, "frame_ms": ms, "frame_ms_source": source,
+              "latency_ms": _per_frame(mine.seconds), "onnxruntime_latency_ms": None}
+    src = manifest.get("source_model")
+    if src and Path(src).exists() and not rpc:
+        ort_warm = stream_onnxruntime(src, manifest, plan, warm, states, threads=threads)
+        del ort_warm
+        ref = stream_onnxruntime(src, manifest, plan, frames_in, states, threads=threads)
+        result["onnxruntime_latency_ms"] = _per_frame(ref.seconds)
+        result["speedup_vs_onnxruntime"] = result["onnxruntime_latency_ms"]["median"] / result["latency_ms"]["median"]
+        names = list(mine.outputs)
+        chk = compare_outputs([mine.outputs[n] for n in names], [ref.outputs[n] for n in names], names,
+                              1e-5, 1e-5, seed)
+        result["stream_check"] = {"passed": chk["passed"], "max_abs_error": chk["max_abs_error"]}
+    else:
+        result["onnxruntime_note"] = ("not measured: onnxruntime runs on this host, the model on the board"
+                                      if rpc else f"source model {src} not found")
+    for key in ("latency_ms", "onnxruntime_latency_ms"):
+        lat = result[key]
+        if lat and ms:
+            lat["real_time_factor"] = lat["median"] / ms
+    return result
+
+
+def _per_frame(seconds: list[float]) -> dict:
+    return {**_stats(seconds), "max": float(np.max(seconds) * 1e3)} if seconds else {}
+
+
+def format_stream_profile(p: dict) -> str:
+    states = ", ".join(f"{s['input']} <- {s['output']}" for s in p["states"]) or "none"
+    lines = [f"streaming profile of {p['artifact']} ({p['target']}, {p['where']}), {p['threads']} thread(s)",
+             f"  {p['frames']} frames of '{p['stream_input']}' {p['shape']} ({p['chunk']} steps along axis "
+             f"{p['time_axis']}), state carried: {states}",
+             f"  audio per frame: " + (f"{p['frame_ms']:g} ms ({p['frame_ms_source']})" if p["frame_ms"]
+                                       else p["frame_ms_source"]),
+             "", "per-frame latency (ms)   median       p90       min       max  frames   real-time factor"]
+
+    def row(label, lat):
+        rtf = lat.get("real_time_factor")
+        rtf_text = f"{rtf:.4f} ({1 / rtf:,.0f}x faster than real time)" if rtf else "-"
+        return (f"  {label:<18}{lat['median']:>11.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['max']:>9.3f}"
+                f" {lat['runs']:>7}   {rtf_text}")
+
+    lines.append(row("nrqc", p["latency_ms"]))
+    ort = p.get("onnxruntime_latency_ms")
+    if ort:
+        lines.append(row("onnxruntime", ort))
+        s = p["speedup_vs_onnxruntime"]
+        lines.append(f"  speedup vs onnxruntime: {s:.2f}x" + (f" (nrqc takes {1 / s:.1f}x onnxruntime's time)" if s < 1 else ""))
+        chk = p["stream_check"]
+        lines.append(f"  streamed outputs and states vs onnxruntime's stream: max abs error {chk['max_abs_error']:.3g} "
+                     f"({'match' if chk['passed'] else 'MISMATCH'})")
+    else:
+        lines.append(f"  onnxruntime       {p.get('onnxruntime_note', 'not measured')}")
+    lines.append("  (wall time of each call: frame in, outputs read, next state kept on the device; "
+                 "real-time factor = median latency / audio per frame, < 1 keeps up)")
+    return "\n".join(lines)

@@ -38,18 +38,32 @@ import click
 @click.option("--estimate-cycles", is_flag=True,
               help="Cortex-M artifacts: also estimate cycles (llvm-mca -mcpu=cortex-m4, and cortex-m7 for an M7 "
                    "build, over the blocks one run executes, from a second QEMU run with TB logging).")
+@click.option("--stream", "stream_frames", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Stream N seeded frames with the state carried (as `nrqc run --stream`) and report the latency "
+                   "of each call and the real-time factor, beside onnxruntime streaming the source model.")
+@click.option("--frame-ms", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="With --stream: milliseconds of audio one call covers (for the real-time factor).")
+@click.option("--hop-ms", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="With --stream: milliseconds per step of the input's time axis (e.g. 0.0625 for 16 kHz "
+                   "samples, 10 for 10 ms feature frames); the audio per call is the chunk length times this.")
+@click.option("--state", "states", multiple=True, metavar="IN=OUT",
+              help="With --stream: the output OUT is the next value of the state input IN (default: by name).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(subject, target, shapes, repeat, threads, rpc, rpc_timeout, instructions, against, against_ort,
-            estimate_cycles, as_json):
+            estimate_cycles, stream_frames, frame_ms, hop_ms, states, as_json):
     """Profile SUBJECT: an artifact directory from `nrqc compile`, or an ONNX model (compiled first)."""
     from nrqc.runtime import set_rpc_timeout
 
     set_rpc_timeout(rpc_timeout)
     # The TVM thread pool reads this once, when it starts.
     os.environ["TVM_NUM_THREADS"] = str(threads)
+    if stream_frames is None and (frame_ms or hop_ms or states):
+        raise click.UsageError("--frame-ms, --hop-ms and --state go with --stream N")
 
     with tempfile.TemporaryDirectory(prefix="nrqc-profile-") as tmp:
         path = _artifact(Path(subject), target, shapes, Path(tmp) / "subject")
+        if stream_frames is not None:
+            return _profile_stream(path, stream_frames, threads, rpc, frame_ms, hop_ms, states, as_json)
         if against is not None:
             from nrqc.artifact import read_manifest
 
@@ -96,6 +110,21 @@ def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models
         add_onnxruntime_counts(result, path, ort_models, log=log)
         text = None if as_json else text + "\n\n" + format_onnxruntime_counts(result)
     click.echo(json.dumps(result, indent=2, default=_plain) if as_json else text)
+
+
+def _profile_stream(path: Path, frames, threads, rpc, frame_ms, hop_ms, states, as_json):
+    from nrqc.artifact import read_manifest
+    from nrqc.manifest import target_of
+    from nrqc.profiler import format_stream_profile, profile_stream
+
+    manifest = read_manifest(path)
+    if not rpc and not target_of(manifest).backend.runs_on_host:
+        raise click.UsageError(f"--stream: per-frame latency is measured on this host or a --rpc board; "
+                               f"{manifest['target']} builds do not run here (one call is one frame: the profile "
+                               f"without --stream counts one call's instructions)")
+    result = profile_stream(path, frames, threads=threads, rpc=rpc, explicit_states=tuple(states),
+                            frame_ms=frame_ms, hop_ms=hop_ms)
+    click.echo(json.dumps(result, indent=2, default=_plain) if as_json else format_stream_profile(result))
 
 
 def _plain(v):

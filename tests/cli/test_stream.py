@@ -1,0 +1,146 @@
+"""`nrqc run --stream` / `nrqc profile --stream` (issue 19 item 3): a model with state inputs
+and outputs run frame by frame, the state carried between calls.
+
+Default tests: the plan (state pairs, stream input, chunking) on hand-written manifests, and
+the one-line refusals through the CLI. Slow: the LSTM VAD of tests/onnx/test_lstm_vad.py
+compiled for x86 with --const sr=16000, streamed from disk by `nrqc run --stream` in a fresh
+process, against onnxruntime streaming the source model with the same state carrying.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from nrqc.errors import NrqcError
+from nrqc.streaming import frames_of, plan_stream
+from tests.conftest import run_cli
+
+
+def _spec(name, shape, dtype="float32"):
+    return {"name": name, "shape": list(shape), "dtype": dtype}
+
+
+def _manifest(inputs, outputs):
+    return {"target": "x86", "inputs": [_spec(*i) for i in inputs], "outputs": [_spec(*o) for o in outputs]}
+
+
+VAD = _manifest([("input", (1, 512)), ("state", (2, 1, 128))], [("output", (1, 1)), ("stateN", (2, 1, 128))])
+
+
+def test_state_pairs_by_name_and_shape():
+    plan = plan_stream(VAD)
+    assert plan.stream_input == "input" and plan.time_axis == 1 and plan.chunk == 512
+    assert [(p.input, p.output) for p in plan.states] == [("state", "stateN")]
+    # h0/c0 -> hn/cn, x_in -> x_out, new_*; an output of another shape is no state
+    m = _manifest([("feats", (1, 10, 40)), ("h0", (1, 1, 16)), ("c0", (1, 1, 16)), ("cache_in", (1, 8, 3))],
+                  [("prob", (1, 10)), ("hn", (1, 1, 16)), ("new_c0", (1, 1, 16)), ("cache_out", (1, 8, 3))])
+    plan = plan_stream(m)
+    assert plan.stream_input == "feats" and plan.time_axis == 1 and plan.chunk == 10
+    assert sorted((p.input, p.output) for p in plan.states) == [("c0", "new_c0"), ("cache_in", "cache_out"),
+                                                                ("h0", "hn")]
+
+
+def test_ambiguous_or_missing_pairs_refused():
+    two = _manifest([("input", (1, 512)), ("state", (2, 1, 128))],
+                    [("state_out", (2, 1, 128)), ("new_state", (2, 1, 128))])
+    with pytest.raises(NrqcError, match="several outputs \\(state_out, new_state\\).*--state state=OUTPUT"):
+        plan_stream(two)
+    assert [(p.input, p.output) for p in plan_stream(two, explicit=("state=new_state",)).states] == [
+        ("state", "new_state")]
+    # no output named after `mem`: two inputs left, neither fixed nor state
+    odd = _manifest([("input", (1, 512)), ("mem", (1, 4))], [("y", (1, 4))])
+    with pytest.raises(NrqcError, match="cannot tell which input to stream: input, mem"):
+        plan_stream(odd)
+    assert plan_stream(odd, explicit=("mem=y",)).stream_input == "input"
+    with pytest.raises(NrqcError, match="input 'state' is \\[2, 1, 128\\] float32 but output 'output' is"):
+        plan_stream(VAD, explicit=("state=output",))
+
+
+def test_frames_cut_along_the_time_axis():
+    plan = plan_stream(VAD)
+    signal = np.arange(3 * 512 + 7, dtype=np.float32)
+    frames, left = frames_of(signal, plan, "x")
+    assert frames.shape == (3, 1, 512) and left == 7
+    np.testing.assert_array_equal(frames[2, 0], signal[1024:1536])
+    framed, left = frames_of(signal[:1536].reshape(3, 512), plan, "x")
+    assert left == 0 and np.array_equal(framed, frames)
+    # features [1, 10, 40] with time on axis 1: a [T, 40] matrix is cut every 10 rows
+    feats = plan_stream(_manifest([("f", (1, 10, 40))], [("y", (1, 2))]))
+    mat = np.random.default_rng(0).standard_normal((25, 40)).astype(np.float32)
+    got, left = frames_of(mat, feats, "x")
+    assert got.shape == (2, 1, 10, 40) and left == 5
+    np.testing.assert_array_equal(got[1, 0], mat[10:20])
+    with pytest.raises(NrqcError, match="shape \\[25, 41\\] is neither frames"):
+        frames_of(np.zeros((25, 41), np.float32), feats, "x")
+
+
+def test_cli_refusals_are_one_line(tmp_path):
+    """Refused before anything is loaded: a wav for a model that records no frontend, an
+    ambiguous state, a missing stream file."""
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps(VAD))
+    np.save(tmp_path / "x.npy", np.zeros((2, 512), np.float32))
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+
+    def fails(*args, match):
+        proc = run_cli("run", out, *args, check_exit=2)
+        assert match in proc.stderr and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, \
+            proc.stderr
+    fails("--stream", tmp_path / "a.wav", match="the model does not record how to turn audio into its input 'input'")
+    fails("--stream", tmp_path / "x.npy", "--state", "state=output",
+          match="--state state=output: input 'state' is [2, 1, 128] float32 but output 'output' is [1, 1] float32")
+    fails("--stream", tmp_path / "nope.npy", match="--stream")
+    fails("--initial-state", "state=x.npy", match="--state, --initial-state and --time-axis go with --stream")
+
+
+@pytest.mark.slow  # ~60 s: compiling the LSTM VAD (STFT conv, 128-unit LSTM) and its check
+def test_lstm_vad_streams_from_disk_like_onnxruntime(tmp_path):
+    from tests.onnx.test_lstm_vad import HIDDEN, TOL, lstm_vad
+
+    from nrqc.reference import ort_session
+
+    model = tmp_path / "lstm_vad.onnx"
+    onnx.save(lstm_vad(), str(model))
+    out = tmp_path / "vad"
+    run_cli("compile", model, "-t", "x86", "--const", "sr=16000", "-o", out)
+    rng = np.random.default_rng(7)
+    K = 9
+    signal = rng.standard_normal(K * 512 + 100).astype(np.float32)  # one long signal, 100 samples left over
+    np.save(tmp_path / "signal.npy", signal)
+    start = (rng.standard_normal((2, 1, HIDDEN)) * 0.3).astype(np.float32)
+    np.save(tmp_path / "start.npy", start)
+
+    def onnxruntime_stream(state):
+        sess, probs, states = ort_session(model), [], []
+        for k in range(K):
+            prob, state = sess.run(None, {"input": signal[None, k * 512:(k + 1) * 512], "state": state,
+                                          "sr": np.array(16000, np.int64)})
+            probs.append(prob)
+            states.append(state)
+        return np.stack(probs), np.stack(states)
+
+    for extra, state0 in (((), np.zeros((2, 1, HIDDEN), np.float32)),
+                          (("--initial-state", f"state={tmp_path / 'start.npy'}"), start)):
+        proc = run_cli("run", out, "--stream", tmp_path / "signal.npy", *extra, "-o", tmp_path / "got.npz",
+                       timeout=300)
+        assert f"{K} frame(s) from {tmp_path / 'signal.npy'} (100 trailing step(s)" in proc.stderr, proc.stderr
+        got = np.load(tmp_path / "got.npz")
+        probs, states = onnxruntime_stream(state0)
+        assert got["output"].shape == (K, 1, 1) and got["stateN"].shape == (K, 2, 1, HIDDEN)
+        for k in range(K):  # frame by frame
+            np.testing.assert_allclose(got["output"][k], probs[k], atol=TOL, rtol=TOL, err_msg=f"frame {k}")
+            np.testing.assert_allclose(got["stateN"][k], states[k], atol=TOL, rtol=TOL, err_msg=f"frame {k}")
+        assert np.abs(states[-1] - states[0]).max() > 0.01  # the state really moves from frame to frame
+
+    prof = run_cli("profile", out, "--stream", "20", "--hop-ms", "0.0625", "--json", timeout=300)
+    p = json.loads(prof.stdout)
+    assert p["frames"] == 20 and p["frame_ms"] == pytest.approx(32.0) and p["states"] == [
+        {"input": "state", "output": "stateN"}]
+    assert p["stream_check"]["passed"], p["stream_check"]
+    for key in ("latency_ms", "onnxruntime_latency_ms"):
+        assert p[key]["runs"] == 20
+        assert p[key]["real_time_factor"] == pytest.approx(p[key]["median"] / 32.0)
