@@ -76,7 +76,9 @@ def test_available_on_arm_and_cortex_m(name):
     # the NEON unpack-to-bytes kernel on the 64-bit Pi (tests/kernels/test_neon_strategies.py)
     neon = ["neon_sadalp"] if name == "arm_cpu" else []
     assert [s.NAME for s in strategies.for_target(t)] == ["bitserial", "masked", *neon]
-    assert [s.NAME for s in strategies.for_target(t, "binary")] == ["and", "xnor"]
+    # and the NEON +-1 x +-1 popcount kernels there (tests/kernels/test_neon_popcount.py)
+    pm1 = ["neon_and", "neon_xnor"] if name == "arm_cpu" else []
+    assert [s.NAME for s in strategies.for_target(t, "binary")] == ["and", "xnor", *pm1]
 
 
 def test_binary_strategies_on_x86():

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from nrqc.errors import NrqcError
 from nrqc.targets.kernels.strategies import amx, and_popcount, avx2_lut, avx2_maddubs, avx2_xnor, bitserial, cortex_m_smlad, int8_avx2, int8_generic, \
-    int8_neon_sdot, int8_neon_smull, int8_vnni, lut, masked, neon_sadalp, neon_sdot, vnni, xnor_popcount
+    int8_neon_sdot, int8_neon_smull, int8_vnni, lut, masked, neon_and, neon_sadalp, neon_sdot, neon_xnor, vnni, xnor_popcount
 
-REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, neon_sadalp, neon_sdot, vnni, lut, amx, and_popcount, xnor_popcount, avx2_xnor)
+REGISTRY = (bitserial, masked, avx2_maddubs, avx2_lut, neon_sadalp, neon_sdot, vnni, lut, amx, and_popcount, xnor_popcount, avx2_xnor, neon_and, neon_xnor)
 
 # Int8-input convolutions (int8/uint8 activations x int8 weights: the all-integer first
 # layer, ``kernels/int8_conv.py``). Same interface, with `g` an ``int8_conv.Int8ConvGeom``

@@ -1,0 +1,25 @@
+"""+-1 x +-1 XNOR popcount on NEON ({-1,+1} maps; Cortex-A72, the Pi 4): ``eor`` with the
+negated weights, ``and`` with the group mask, ``cnt``, byte adds widened by ``uaddlp``,
+16 output channels per register block (strategies/neon_popcount.py)."""
+from __future__ import annotations
+
+from nrqc.targets.kernels.strategies import neon_popcount as common
+
+NAME = "neon_xnor"
+WEIGHTS = "binary"
+ENCODING = "pm1"  # the input encoding it computes on ({-1,+1} map)
+MODE = "xnor"
+available = common.available
+supports = common.supports
+
+
+def cost(g, target) -> float:
+    return common.cost(g, target, MODE)
+
+
+def weight_args(g, wq):
+    return common.weight_args(g, wq, MODE)
+
+
+def build(g, out: str, target, pool=None, strict: bool = False):
+    return common.build(g, out, target, pool, strict, MODE)
