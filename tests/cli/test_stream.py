@@ -97,7 +97,7 @@ def test_cli_refusals_are_one_line(tmp_path):
     fails("--initial-state", "state=x.npy", match="--state, --initial-state and --time-axis go with --stream")
 
 
-@pytest.mark.slow  # ~60 s: compiling the LSTM VAD (STFT conv, 128-unit LSTM) and its check
+@pytest.mark.slow  # 97 s here under load: compiling the LSTM VAD (STFT conv, 128-unit LSTM), its check, 3 CLI runs
 def test_lstm_vad_streams_from_disk_like_onnxruntime(tmp_path):
     from tests.onnx.test_lstm_vad import HIDDEN, TOL, lstm_vad
 
@@ -144,3 +144,44 @@ def test_lstm_vad_streams_from_disk_like_onnxruntime(tmp_path):
     for key in ("latency_ms", "onnxruntime_latency_ms"):
         assert p[key]["runs"] == 20
         assert p[key]["real_time_factor"] == pytest.approx(p[key]["median"] / 32.0)
+
+
+@pytest.mark.slow  # 80 s here under load: compiling a small model, streaming a .wav through its recorded frontend
+def test_wav_through_the_recorded_frontend(tmp_path):
+    """A model whose ONNX metadata records its log-mel frontend (as `nrqc export` writes it)
+    streams a .wav: features computed as recorded, cut into windows of the model's 10 frames,
+    each window equal to onnxruntime on the same features."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nrqc.data.audio import write_wav
+    from nrqc.data.features import FRONTEND, log_mel
+    from nrqc.reference import ort_session
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((40, 3)) * 0.2).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["logmel", "w"], ["y"]), helper.make_node("Tanh", ["y"], ["output"])], "g",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, [1, 10, 40])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10, 3])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.metadata_props.add(key="nrqc.frontend",
+                             value=json.dumps({**FRONTEND, "n_mels": 40, "bands_kept": 40, "frames": 10}))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "art"
+    run_cli("compile", path, "-t", "x86", "-o", out)
+    audio = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+    write_wav(tmp_path / "a.wav", audio)
+    proc = run_cli("run", out, "--stream", tmp_path / "a.wav", "-o", tmp_path / "got.npy", timeout=300)
+    feats = log_mel(np.round(audio * 32768).clip(-32768, 32767).astype(np.float32) / 32768, 40)  # the wav's PCM
+    k = len(feats) // 10
+    assert f"{k} frame(s)" in proc.stderr and k == 9
+    got = np.load(tmp_path / "got.npy")
+    sess = ort_session(path)
+    assert got.shape == (k, 1, 10, 3)
+    for i in range(k):
+        ref = sess.run(None, {"logmel": feats[None, i * 10:(i + 1) * 10]})[0]
+        np.testing.assert_allclose(got[i], ref, atol=1e-5, rtol=1e-5, err_msg=f"window {i}")
+    # the real-time factor comes from the recorded frontend: 10 frames x 10 ms
+    p = json.loads(run_cli("profile", out, "--stream", "5", "--json", timeout=300).stdout)
+    assert p["frame_ms"] == pytest.approx(100.0) and p["stream_check"]["passed"]
