@@ -509,25 +509,22 @@ def format_bare_metal_cycles(p: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_stream(out: str | Path, frames: int, *, threads: int = 1, rpc: str | None = None,
-                   explicit_states: tuple[str, ...] = (), time_axis: int | None = None,
+def profile_stream(out: str | Path, manifest: dict, session, frames: int, *, threads: int = 1,
+                   rpc: str | None = None, explicit_states: tuple[str, ...] = (), time_axis: int | None = None,
                    frame_ms: float | None = None, hop_ms: float | None = None, seed: int = 0) -> dict:
-    """`nrqc profile OUT --stream N`: N seeded frames streamed with the state carried (as
-    `nrqc run --stream` does), the wall time of each call, the same stream through
-    onnxruntime on the source model timed alike (its outputs compared), and the real-time
-    factor at the model's frame rate (per-frame latency / audio per frame)."""
-    from nrqc.artifact import read_manifest
-    from nrqc.backends import backend_of_manifest
+    """`nrqc profile OUT --stream N`: N seeded frames streamed through `session` (the back
+    end's `open_session`) with the state carried (as `nrqc run --stream` does), the wall time
+    of each call, the same stream through onnxruntime on the source model timed alike (its
+    outputs compared), and the real-time factor at the model's frame rate (per-frame latency
+    / audio per frame)."""
     from nrqc.check import compare_outputs
     from nrqc.streaming import frame_ms_of, initial_states, plan_stream, run_stream, stream_onnxruntime
 
-    manifest = read_manifest(out)
     plan = plan_stream(manifest, None, explicit_states, (), time_axis)
     rng = np.random.default_rng(seed)
     data = [random_inputs([TensorSpec(plan.stream_input, plan.shape, plan.dtype)],
                           seed=int(rng.integers(1 << 31)))[plan.stream_input] for _ in range(frames + 1)]
     warm, frames_in = data[0][None], np.stack(data[1:])
-    session = backend_of_manifest(manifest).open_session(out, manifest, rpc)
     states = initial_states(plan)
     run_stream(session, manifest, plan, warm, states)  # warm-up: the first call pays lazy initialisation
     mine = run_stream(session, manifest, plan, frames_in, states)
@@ -540,8 +537,7 @@ def profile_stream(out: str | Path, frames: int, *, threads: int = 1, rpc: str |
               "latency_ms": _per_frame(mine.seconds), "onnxruntime_latency_ms": None}
     src = manifest.get("source_model")
     if src and Path(src).exists() and not rpc:
-        ort_warm = stream_onnxruntime(src, manifest, plan, warm, states, threads=threads)
-        del ort_warm
+        stream_onnxruntime(src, manifest, plan, warm, states, threads=threads)  # warm-up, as for nrqc
         ref = stream_onnxruntime(src, manifest, plan, frames_in, states, threads=threads)
         result["onnxruntime_latency_ms"] = _per_frame(ref.seconds)
         result["speedup_vs_onnxruntime"] = result["onnxruntime_latency_ms"]["median"] / result["latency_ms"]["median"]

@@ -114,6 +114,7 @@ def _profile(path: Path, repeat, threads, rpc, instructions, against, ort_models
 
 def _profile_stream(path: Path, frames, threads, rpc, frame_ms, hop_ms, states, as_json):
     from nrqc.artifact import read_manifest
+    from nrqc.backends import backend_of_manifest
     from nrqc.manifest import target_of
     from nrqc.profiler import format_stream_profile, profile_stream
 
@@ -122,7 +123,8 @@ def _profile_stream(path: Path, frames, threads, rpc, frame_ms, hop_ms, states, 
         raise click.UsageError(f"--stream: per-frame latency is measured on this host or a --rpc board; "
                                f"{manifest['target']} builds do not run here (one call is one frame: the profile "
                                f"without --stream counts one call's instructions)")
-    result = profile_stream(path, frames, threads=threads, rpc=rpc, explicit_states=tuple(states),
+    session = backend_of_manifest(manifest).open_session(path, manifest, rpc)
+    result = profile_stream(path, manifest, session, frames, threads=threads, rpc=rpc, explicit_states=tuple(states),
                             frame_ms=frame_ms, hop_ms=hop_ms)
     click.echo(json.dumps(result, indent=2, default=_plain) if as_json else format_stream_profile(result))
 
