@@ -225,30 +225,34 @@ class StreamResult:
 
 
 def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, states: dict[str, np.ndarray],
-               fixed: dict[str, np.ndarray] | None = None, progress=None) -> StreamResult:
+               fixed: dict[str, np.ndarray] | None = None, progress=None, every_state: bool = True) -> StreamResult:
     """Run `frames` ([K, *chunk]) through `session` one call per frame, each call's state
     outputs fed to the next call. `session` has `step(feeds) -> handles` (feeds may hold
-    handles) and `numpy(handle)` (nrqc.runtime.ArtifactSession; see Backend.open_session)."""
+    handles) and `numpy(handle)` (nrqc.runtime.ArtifactSession; see Backend.open_session).
+
+    Each frame reads the outputs that are not state; the states are read every frame with
+    `every_state` (to save them), else only after the last frame (as a deployed caller would)."""
     out_names = [o["name"] for o in manifest["outputs"]]
     index = {n: k for k, n in enumerate(out_names)}
+    state_outs = {p.output for p in plan.states}
+    read = [n for n in out_names if every_state or n not in state_outs]
     carried = dict(states)
-    collected: dict[str, list] = {n: [] for n in out_names}
+    collected: dict[str, list] = {n: [] for n in read}
     seconds = []
     fixed = dict(fixed or {})
     for frame in frames:
         t0 = time.perf_counter()
         handles = session.step({**fixed, **carried, plan.stream_input: frame})
-        values = [session.numpy(h) for h in handles]  # what a caller reads each frame
+        values = [session.numpy(handles[index[n]]) for n in read]  # what the caller reads each frame
         seconds.append(time.perf_counter() - t0)
-        for n, v in zip(out_names, values):
+        for n, v in zip(read, values):
             collected[n].append(v)
         carried = {p.input: handles[index[p.output]] for p in plan.states}
         if progress is not None:
             progress.update(1)
-    outputs = {n: (np.stack(v) if v else np.zeros((0, *next(o["shape"] for o in manifest["outputs"]
-                                                            if o["name"] == n)), np.float32))
-               for n, v in collected.items()}
-    final = {p.input: (outputs[p.output][-1] if len(frames) else states[p.input]) for p in plan.states}
+    shapes = {o["name"]: o["shape"] for o in manifest["outputs"]}
+    outputs = {n: (np.stack(v) if v else np.zeros((0, *shapes[n]), np.float32)) for n, v in collected.items()}
+    final = {name: session.numpy(h) for name, h in carried.items()}
     return StreamResult(outputs, seconds, final)
 
 
