@@ -153,7 +153,7 @@ def _include_dirs() -> list[Path]:
 
 
 def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
-    from nrqc.cortex_m import emit, firmware
+    from nrqc.cortex_m import emit, firmware, memory_report
     from nrqc.layer_table import resolve_tvm_kernels
     from nrqc.pipeline import run_pipeline
 
@@ -211,6 +211,8 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         if foreign:
             ctx.notes.append("cortex-m: the library calls " + ", ".join(foreign) + " (libm/libgcc)")
         sizes = firmware.library_sizes(objs, build)
+        per_layer = memory_report.table(memory_report.per_call(plan, ctx.layers, firmware.symbol_sizes(objs),
+                                                               sizes["frames"]), sizes["flash_bytes"])
         build_seconds = time.perf_counter() - t0
         log(f"built C library for {target.name} in {build_seconds:.1f} s: flash {sizes['flash_bytes']:,} B "
             f"(text+rodata {sizes['text']:,} + data {sizes['data']:,}), RAM {sizes['ram_bytes']:,} B "
@@ -245,7 +247,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
                             "dtype": quant.dtype, "scale": quant.scale, "zero_point": quant.zero_point}),
             "cortex_m": {**lib_info, "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
                          "firmware_sizes": firmware.firmware_sizes(elf), "library_calls": foreign,
-                         "seed": options.seed},
+                         "seed": options.seed, "per_layer": per_layer},
         })
         check = {"ran": False, "reason": "--no-check"}
         if options.check:
@@ -290,6 +292,10 @@ def compile_report(manifest: dict) -> str:
     ]
     if manifest.get("instructions") is not None:
         lines.append(f"  executed instructions per inference (QEMU -icount): {manifest['instructions']:,}")
+    if cm.get("per_layer"):
+        from nrqc.cortex_m.memory_report import format_lines
+
+        lines += format_lines(cm["per_layer"], manifest["arena_bytes"])
     return base(manifest) + "\n".join(lines) + "\n"
 
 

@@ -231,7 +231,18 @@ def library_sizes(objs: list[Path], build: Path) -> dict:
     kernel_frame = max([v for k, v in frames.items() if k.startswith("__tvm_ffi_")] + [0])
     stub_frame = max([frames.get(k, 0) for k in ("TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace")] + [0])
     return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data, "ram_bytes": data + bss,
-            "stack_bytes": run_frame + kernel_frame + stub_frame, "size_output": out.strip()}
+            "stack_bytes": run_frame + kernel_frame + stub_frame, "size_output": out.strip(), "frames": frames}
+
+
+def symbol_sizes(objs: list[Path]) -> dict[str, int]:
+    """Bytes of every defined function and object of the library objects (arm-none-eabi-nm -S)."""
+    out = _run([_require("arm-none-eabi-nm"), "-S", "--defined-only", *map(str, objs)], "arm-none-eabi-nm")
+    sizes = {}
+    for ln in out.splitlines():
+        parts = ln.split()
+        if len(parts) == 4:  # address size type name (symbols without a size have 3 fields)
+            sizes[parts[3]] = int(parts[1], 16)
+    return sizes
 
 
 def write_firmware_sources(fw: Path, inputs, outputs, stored: dict[str, np.ndarray], quant=None) -> None:

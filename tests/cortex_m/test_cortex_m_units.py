@@ -76,3 +76,30 @@ def test_arena_plan_of_small_model(tmp_path):
     assert b1 <= a0 or b0 >= a1
     assert plan.storage_bytes >= 4 * 4 * 16 * 20 + 4 * 4 * 8 * 10
     assert sum(w.size for w in plan.weights) == 36 + 4 + 320 * 3
+
+
+def test_per_layer_memory_counts_shared_code_and_weights_once():
+    """compile report's per-layer flash/RAM (issue 18 item 2), hand-counted on a two-call plan:
+    the second call of the same kernel adds no code, a weight shared by both calls counts at
+    its first reader, overlapping arena views count once, and the remainder row makes the
+    flash add up to the library's."""
+    from types import SimpleNamespace
+
+    from nrqc.cortex_m.emit import Buf, CallerPlan
+    from nrqc.cortex_m.memory_report import per_call, table
+
+    w = [np.zeros((4, 8), np.int8), np.zeros(4, np.int32), np.zeros(3, np.float32)]
+    calls = [("k", [Buf("input", 0, (1, 10), "float32"), Buf("weight", 0, (4, 8), "int8"),
+                    Buf("weight", 1, (4,), "int32"), Buf("arena", 0, (10,), "uint32")]),
+             ("k", [Buf("arena", 0, (10,), "uint32"), Buf("weight", 1, (4,), "int32"),
+                    Buf("arena", 48, (6,), "float32"), Buf("arena", 64, (4,), "float32")]),
+             ("h", [Buf("arena", 64, (4,), "float32"), Buf("weight", 2, (3,), "float32"),
+                    Buf("output", 0, (1, 3), "float32")])]
+    layers = [SimpleNamespace(kernel="nrqc:k", name="conv_a", op="Conv"),
+              SimpleNamespace(kernel="tvm:h", name="", op="Gemm")]
+    rows = per_call(CallerPlan(calls, w, 64, []), layers, {"__tvm_ffi_k": 100, "__tvm_ffi_h": 20},
+                    {"__tvm_ffi_k": 40})
+    assert [(r["code_bytes"], r["weight_bytes"], r["arena_bytes"], r["stack_bytes"]) for r in rows] == [
+        (100, 32 + 16, 40, 40), (0, 0, 40 + 24 + 8, 40), (20, 12, 16, 0)]  # [48, 72) and [64, 80) overlap
+    assert rows[0]["layers"] == ["conv_a"] and rows[2]["layers"] == ["Gemm"]
+    assert table(rows, 500)["caller_runtime_flash_bytes"] == 500 - 148 - 0 - 32
