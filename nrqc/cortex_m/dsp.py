@@ -161,7 +161,7 @@ def nibble_plan(op: dict, wq: np.ndarray, config: dict) -> NibblePlan | None:
         pool = (1, 1, 1, 1, 0, 0, g.ho, g.wo)
     out_float = op["out"] != "pack"
     consts = (g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw, *g.stride, g.pad[0], g.pad[1], *g.dilation,
-              g.ho, g.wo, q4, pb, int(out_float), *pool)
+              g.ho, g.wo, q4, pb, int(out_float), *pool, int(flash))
     y_shape = (g.n, g.c_out, g.ho, g.wo) if out_float else (g.n, pool[6], pool[7], g.words_out)
     table = 0 if flash else q * 16 * pb
     what = (f"cortex-m nibble tables ({2 * pb} output channels per block, "

@@ -160,6 +160,7 @@ NRQC_INLINE void nrqc_nib_pixel(int32_t *v, const uint32_t *x, const uint32_t *t
  * of the pool window's extreme (max where sigma >= 0, else min; the window PKH x PKW,
  * stride PSH/PSW, padding PPT/PPL; 1x1 windows = no pool). out_float 1: Y float32
  * [N, Co, HO, WO] = v * scale[o]. table_mem: Q * 16 * PB words of scratch (NULL with ftable).
+ * in_flash: 1 = tables precomputed in ftable (wpair, table_mem unused), 0 = built from wpair.
  * PB (pairs per block) divides the pair count (Co + 1) / 2. */
 NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int8_t *wpair, const uint32_t *ftable,
                                      void *table_mem, const int32_t *sigma, const int32_t *thr,
@@ -167,15 +168,19 @@ NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int8_t *wpair, con
                                      int32_t Co, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
                                      int32_t PL, int32_t DH, int32_t DW, int32_t HO, int32_t WO, int32_t Q4,
                                      int32_t PB, int32_t out_float, int32_t PKH, int32_t PKW, int32_t PSH,
-                                     int32_t PSW, int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO) {
+                                     int32_t PSW, int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO,
+                                     int32_t in_flash) {
   const int32_t P = (Co + 1) / 2, Q = KH * KW * Q4, Wo32 = (Co + 31) / 32;
-  const int32_t TP = ftable ? P : PB;
+  /* placement as a constant argument, not `ftable != NULL`: in the TIR wrapper the table
+   * pointer is a run-time DLTensor field, and TP must be a constant at the call site (the
+   * nibble asm takes its shift and offsets as immediates) */
+  const int32_t TP = in_flash ? P : PB;
   uint32_t *table = (uint32_t *)table_mem;  /* a tensor of the static plan (any dtype) */
   int32_t v[2 * NRQC_NIB_MAX_PB], ext_hi[2 * NRQC_NIB_MAX_PB], ext_lo[2 * NRQC_NIB_MAX_PB];
   for (int32_t pb0 = 0; pb0 < P; pb0 += PB) {
     const uint32_t *t = ftable;
     int32_t toff = pb0;
-    if (!ftable) {
+    if (!in_flash) {
       nrqc_nib_build(table, wpair, Q, P, pb0, PB);
       t = table;
       toff = 0;
