@@ -84,6 +84,12 @@ def build(g, out: str, target, pool=None, strict: bool = False, mode: str = "xno
     return bo.hand_written(popcount_conv(g, mode, out, pool))
 
 
+def bind(mode: str):
+    """(cost, weight_args, build) of the strategy computing `mode` ("xnor" or "and")."""
+    return (lambda g, target: cost(g, target, mode), lambda g, wq: weight_args(g, wq, mode),
+            lambda g, out, target, pool=None, strict=False: build(g, out, target, pool, strict, mode))
+
+
 def _cnt(v):
     """uint8x16: the bit count of every byte of 4 uint32 lanes (NEON ``cnt v.16b``)."""
     return T.popcount(T.reinterpret(v, dtype="uint8x16"))
@@ -131,6 +137,9 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
         return T.broadcast(X[n, (py * ps[0] + rr - pp[0]) * sh + step // Wi // kw * dh - pt,
                              (px * ps[1] + ss - pp[1]) * sw + step // Wi % kw * dw - pl, step % Wi], LANES)
 
+    def wvec(Wb, step, blk):  # the weight words of 4 output channels (block `blk`) at a step
+        return Wb.vload([step // Wi // kw, step // Wi % kw, step % Wi, T.min(blk * LANES, cp - LANES)], "uint32x4")
+
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer((N, H, Wd, Wi), "uint32"), W1: T.Buffer((kh, kw, Wi, cp), "uint32"),
                W2: T.Buffer(w2_shape, "uint32"), P: T.Buffer(p_shape, "int32"),
@@ -174,24 +183,14 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
                                                         a8[T.ramp(b * 16, 1, 16)] = a8.vload([b * 16], "uint8x16") + _cnt(
                                                             T.bitwise_and(T.bitwise_xor(
                                                                 xword(X, n, py, px, rr, ss, c * chunk + sc),
-                                                                W1.vload([(c * chunk + sc) // Wi // kw, (c * chunk + sc) // Wi % kw,
-                                                                          (c * chunk + sc) % Wi,
-                                                                          T.min((ob * nob + b) * LANES, cp - LANES)], "uint32x4")),
+                                                                wvec(W1, c * chunk + sc, ob * nob + b)),
                                                                 W2.vload([(c * chunk + sc) % Wi,
                                                                           T.min((ob * nob + b) * LANES, cp - LANES)], "uint32x4")))
-                                                    else:
-                                                        a8[T.ramp(b * 16, 1, 16)] = a8.vload([b * 16], "uint8x16") + _cnt(
-                                                            T.bitwise_and(
-                                                                xword(X, n, py, px, rr, ss, c * chunk + sc),
-                                                                W1.vload([(c * chunk + sc) // Wi // kw, (c * chunk + sc) // Wi % kw,
-                                                                          (c * chunk + sc) % Wi,
-                                                                          T.min((ob * nob + b) * LANES, cp - LANES)], "uint32x4")))
-                                                        b8[T.ramp(b * 16, 1, 16)] = b8.vload([b * 16], "uint8x16") + _cnt(
-                                                            T.bitwise_and(
-                                                                xword(X, n, py, px, rr, ss, c * chunk + sc),
-                                                                W2.vload([(c * chunk + sc) // Wi // kw, (c * chunk + sc) // Wi % kw,
-                                                                          (c * chunk + sc) % Wi,
-                                                                          T.min((ob * nob + b) * LANES, cp - LANES)], "uint32x4")))
+                                                    else:  # the counts under +1 weights and under -1 weights
+                                                        a8[T.ramp(b * 16, 1, 16)] = a8.vload([b * 16], "uint8x16") + _cnt(T.bitwise_and(
+                                                            xword(X, n, py, px, rr, ss, c * chunk + sc), wvec(W1, c * chunk + sc, ob * nob + b)))
+                                                        b8[T.ramp(b * 16, 1, 16)] = b8.vload([b * 16], "uint8x16") + _cnt(T.bitwise_and(
+                                                            xword(X, n, py, px, rr, ss, c * chunk + sc), wvec(W2, c * chunk + sc, ob * nob + b)))
                                         for b in T.unroll(nob):
                                             if xnor:
                                                 a32[T.ramp(b * LANES, 1, LANES)] = a32.vload([b * LANES], "int32x4") + _widen(

@@ -8,18 +8,6 @@ from nrqc.targets.kernels.strategies import neon_popcount as common
 NAME = "neon_xnor"
 WEIGHTS = "binary"
 ENCODING = "pm1"  # the input encoding it computes on ({-1,+1} map)
-MODE = "xnor"
 available = common.available
 supports = common.supports
-
-
-def cost(g, target) -> float:
-    return common.cost(g, target, MODE)
-
-
-def weight_args(g, wq):
-    return common.weight_args(g, wq, MODE)
-
-
-def build(g, out: str, target, pool=None, strict: bool = False):
-    return common.build(g, out, target, pool, strict, MODE)
+cost, weight_args, build = common.bind("xnor")
