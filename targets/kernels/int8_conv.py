@@ -32,6 +32,7 @@ import numpy as np
 from tvm import te, tirx
 
 from nrqc.targets.kernels import binary_ops as bo
+from nrqc.targets.kernels import packing as pk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +168,63 @@ def acc_dot4(g: Int8ConvGeom, X, W4, offset: int, dtype: str):
         lambda i, oh, ow, o: te.sum(
             U[i, oh * c.stride[0] + r * c.dilation[0], ow * c.stride[1] + s * c.dilation[1], cq * 4 + ci].astype("int32")
             * W4[r, s, cq, o, ci].astype("int32"), axis=[r, s, cq, ci]),
+        name="acc")
+
+
+def row_taps(g: Int8ConvGeom) -> int | None:
+    """K4, the reduction length of one kernel row when its taps go on the dot products'
+    reduction axis (kw x C_in contiguous bytes of a padded row, rounded up to 4), for a layer
+    whose input channels are not a multiple of 4 (the first layer: 1 channel x 3x3 taps
+    would fill 1 byte of each 4-byte dot with the channel-padded layout, 3 of 4 with this
+    one); None where the channel-padded layout wastes nothing or the row is not contiguous."""
+    c = g.conv
+    if c.groups != 1 or c.dilation[1] != 1 or c.c_in % 4 == 0:
+        return None
+    return (c.kw * c.c_in + 3) // 4 * 4
+
+
+def row_tap_weights(wq: np.ndarray) -> np.ndarray:
+    """int8 [Co, C, kh, kw] (groups 1) -> int8 [kh, K4/4, Co16, 4]: byte k of a kernel row
+    is tap k // C, channel k % C (zero past kw x C and past Co)."""
+    co, c, kh, kw = wq.shape
+    k4 = (kw * c + 3) // 4 * 4
+    co16 = (co + 15) // 16 * 16
+    w = np.zeros((co16, kh, k4), np.int8)
+    w[:co, :, :kw * c] = np.transpose(wq, (0, 2, 3, 1)).reshape(co, kh, kw * c)
+    return np.ascontiguousarray(np.transpose(w.reshape(co16, kh, k4 // 4, 4), (1, 2, 0, 3)))
+
+
+def acc_row4(g: Int8ConvGeom, X, W4, offset: int, dtype: str):
+    """Dot-product accumulator with a kernel row's taps on the reduction axis (groups 1,
+    dilation 1 across the row; `row_taps`): "unpacked" is the padded map with each row
+    flattened, U[n, y, x * C + ci] (in `dtype`, +offset), so the kw x C bytes one output
+    pixel reads from a row are contiguous and 4 of them make one dot product. W4 int8
+    [kh, K4/4, Co16, 4] (`row_tap_weights`); output channels padded to 16 as acc_dot4."""
+    c = g.conv
+    k4 = row_taps(g)
+    co16 = pk.vnni_padded_channels(c.c_in, c.c_out)[1]
+    at = _source_at(g, X)
+    hp, wp = c.h + c.pad[0] + c.pad[2], c.w + c.pad[1] + c.pad[3]
+    # the last pixel's 4-byte groups may read past the padded row: those bytes meet zero weights
+    flat = max(wp * c.c_in, (c.wo - 1) * c.stride[1] * c.c_in + k4)
+
+    def unpack(i, y, j):
+        x, ci = (j, 0) if c.c_in == 1 else (j // c.c_in, j % c.c_in)
+        yy, xx = y - c.pad[0], x - c.pad[1]
+        inb = tirx.all(yy >= 0, yy < c.h, xx >= 0, xx < c.w)
+        v = quantized_s8(g, at(i, ci, bo._clamp(yy, c.h), bo._clamp(xx, c.w)))
+        val = tirx.Select(inb, v, tirx.const(g.pad_s8, "int8"))
+        return (val.astype("int32") + offset).astype(dtype) if offset else val
+
+    U = te.compute((c.n, hp, flat), unpack, name="unpacked")
+    r = te.reduce_axis((0, c.kh), "r")
+    cq = te.reduce_axis((0, k4 // 4), "cq")
+    ci = te.reduce_axis((0, 4), "ci")
+    return te.compute(
+        (c.n, c.ho, c.wo, co16),
+        lambda i, oh, ow, o: te.sum(
+            U[i, oh * c.stride[0] + r * c.dilation[0], ow * c.stride[1] * c.c_in + cq * 4 + ci].astype("int32")
+            * W4[r, cq, o, ci].astype("int32"), axis=[r, cq, ci]),
         name="acc")
 
 

@@ -38,6 +38,11 @@ GEOMS = [
     (bo.ConvGeom(1, 3, 9, 10, 16, 3, 2, (2, 1), (1, 0, 2, 1), (1, 2)), ("uint8", "uint8", 131), None, None),
     (bo.ConvGeom(1, 7, 1, 17, 20, 1, 3, (1, 1), (0, 1, 0, 1)), ("float32", "uint8", 120), (1, 17, 7), (0, 2, 1)),
     (bo.ConvGeom(1, 1, 12, 9, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)), ("int8", "int8", -7), (1, 12, 9), None),
+    # a kernel row's taps on the reduction axis (int8_conv.row_taps): 2 channels x 3 taps =
+    # 6 bytes -> two 4-byte groups, stride 2 across the row, 1 channel x 5 taps (the first
+    # layer's 1 x 3x3 is geometry 0)
+    (bo.ConvGeom(1, 2, 9, 15, 20, 3, 3, (2, 2), (1, 1, 1, 1)), ("uint8", "uint8", 100), None, None),
+    (bo.ConvGeom(1, 1, 7, 12, 17, 2, 5, (1, 1), (0, 2, 1, 2)), ("float32", "int8", 3), (1, 7, 12), None),
 ]
 
 
@@ -69,7 +74,7 @@ def _run(func, target, arrays, out_shape, out_dtype):
 
 
 @pytest.mark.parametrize("level,name", _cases())
-@pytest.mark.parametrize("gi", [2] + [pytest.param(i, marks=pytest.mark.slow) for i in (0, 1, 3)])
+@pytest.mark.parametrize("gi", [2] + [pytest.param(i, marks=pytest.mark.slow) for i in (0, 1, 3, 4, 5)])
 def test_float_epilogue_exact(level, name, gi):
     s = strategies.int8_input_lookup(name)
     target = get_target("x86", level)
@@ -86,7 +91,8 @@ def test_float_epilogue_exact(level, name, gi):
 @pytest.mark.parametrize("level,name", _cases())
 @pytest.mark.parametrize("gi,pool", [(3, ((2, 2), (2, 2), (0, 0, 0, 0)))] + [
     pytest.param(gi, pool, marks=pytest.mark.slow) for gi, pool in ((3, None), (0, ((2, 2), (2, 2), (0, 0, 0, 0))),
-                                                                   (2, ((1, 3), (1, 2), (0, 1, 0, 1))), (1, None))])
+                                                                   (2, ((1, 3), (1, 2), (0, 1, 0, 1))), (1, None),
+                                                                   (4, ((2, 2), (2, 2), (0, 0, 0, 0))), (5, None))])
 def test_packed_epilogue_with_pool_exact(level, name, gi, pool):
     s = strategies.int8_input_lookup(name)
     target = get_target("x86", level)
@@ -139,3 +145,28 @@ def test_avx2_strategy_refuses_a_minus_128_weight():
     assert strategies.int8_input_lookup("int8_avx2").supports(_geom(3, wq))
     wq[3, 0, 1, 1] = -128
     assert not strategies.int8_input_lookup("int8_avx2").supports(_geom(3, wq))
+
+
+@pytest.mark.parametrize("gi", [0, 2, 4, 5])
+def test_row_tap_layout_is_the_conv(gi):
+    """The row-tap weight layout (int8_conv.row_tap_weights) with the flattened padded rows
+    acc_row4 reads gives numpy's conv: checked in numpy, independent of TVM."""
+    c = GEOMS[gi][0]
+    rng = np.random.default_rng(gi)
+    wq = rng.integers(-127, 128, (c.c_out, c.c_in, c.kh, c.kw)).astype(np.int8)
+    x = rng.integers(-128, 128, (1, c.c_in, c.h, c.w)).astype(np.int64)
+    k4 = ic.row_taps(_geom(gi, wq))
+    assert k4 == (c.kw * c.c_in + 3) // 4 * 4
+    w4 = ic.row_tap_weights(wq).astype(np.int64)  # [kh, K4/4, Co16, 4]
+    assert w4.shape == (c.kh, k4 // 4, (c.c_out + 15) // 16 * 16, 4)
+    xp = np.pad(x, ((0, 0), (0, 0), (c.pad[0], c.pad[2]), (c.pad[1], c.pad[3])))
+    rows = np.moveaxis(xp[0], 0, -1).reshape(xp.shape[2], -1)  # U[y, x * C + ci]
+    rows = np.pad(rows, ((0, 0), (0, k4)))
+    got = np.zeros((c.c_out, c.ho, c.wo), np.int64)
+    for oh in range(c.ho):
+        for ow in range(c.wo):
+            for r in range(c.kh):
+                j = ow * c.stride[1] * c.c_in
+                seg = rows[oh * c.stride[0] + r * c.dilation[0], j:j + k4]
+                got[:, oh, ow] += (w4[r].transpose(1, 0, 2).reshape(-1, k4) @ seg)[:c.c_out]
+    np.testing.assert_array_equal(got[None], ic.ref_int8_conv_acc(x, 0, wq, c))

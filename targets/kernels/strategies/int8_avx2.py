@@ -16,7 +16,6 @@ from tvm.script import tirx as T
 
 from nrqc.targets.kernels import int8_conv as ic
 from nrqc.targets.kernels import intrin
-from nrqc.targets.kernels import packing as pk
 from nrqc.targets.kernels.strategies import int8_vnni, vnni
 from nrqc.targets.kernels.strategies.estimates import taps
 
@@ -36,17 +35,16 @@ def cost(g, target) -> float:
     32 MACs, as strategies/avx2_maddubs.py), 256-bit whatever the target's width; plus the
     input rows' load (and quantize)."""
     c = g.conv
-    c4 = pk.vnni_padded_channels(c.c_in, c.c_out)[0]
-    return taps(c) * c4 / 14 + c.n * c.ho * c.kh * c.w * c4 / 8
+    return taps(c) * int8_vnni.dot4_depth(g) / 14 + c.n * c.ho * c.kh * c.w * max(c.c_in, 4) / 8
 
 
 def weight_args(g, wq):
-    return [pk.vnni_weights(wq), ic.s8_correction(g, wq)]
+    return [int8_vnni.dot4_weights(g, wq), ic.s8_correction(g, wq)]
 
 
 def build(g, out: str, target, pool=None, strict: bool = False):
-    return vnni.schedule(int8_vnni.dot4_conv(g, out, pool, 0, "int8"), g.conv, out, target, pool, strict,
-                         dot_16x4=signed_16x4())
+    func, how = int8_vnni.dot4_form(g, out, pool, 0, "int8")
+    return vnni.schedule(func, g.conv, out, target, pool, strict, dot_16x4=signed_16x4(), **how)
 
 
 @T.prim_func(s_tir=True)

@@ -37,22 +37,27 @@ def build(g, out: str, target, pool=None, strict: bool = False):
 
 @keeps_workload
 def schedule(func, g, out: str, target, pool=None, strict: bool = False, dot_16x4=None,
-             channel_blocks_outside: bool = False):
+             channel_blocks_outside: bool = False, reduction=None, unroll_taps: bool = False):
     """The VNNI schedule; on failure the kernel runs as plain loops (an error if strict).
     `dot_16x4` names the registered 16x4 u8*s8 dot-product intrinsic the inner update is
     tensorized with (default vpdpbusd; strategies/avx2_maddubs.py passes its AVX2 one).
     `channel_blocks_outside`: the blocks of 16 output channels loop outside the taps, so
     only one block's accumulators (x the pixels of a tile or pool window) and weights are
-    live at once (NEON: 32 registers of 4 int32 lanes; strategies/neon_unpacked.py)."""
+    live at once (NEON: 32 registers of 4 int32 lanes; strategies/neon_unpacked.py).
+    `reduction`: the accumulator's reduction loops as ((name, extent), ...) ending with
+    ("ci", 4) when they are not the conv's (r, s, cq, ci) (int8_conv.acc_row4: (r, cq, ci));
+    `unroll_taps` unrolls them all but ci (straight-line updates: the accumulators stay
+    in registers across the taps)."""
     try:
-        return _schedule(func, g, out, target, pool, dot_16x4, channel_blocks_outside)
+        return _schedule(func, g, out, target, pool, dot_16x4, channel_blocks_outside, reduction, unroll_taps)
     except Exception as e:
         if strict:
             raise
         return unscheduled(func, "VNNI conv", e)
 
 
-def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None, channel_blocks_outside=False):
+def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None, channel_blocks_outside=False,
+              reduction=None, unroll_taps=False):
     """Unpack-to-u8 + vpdpbusd: the u8 rows one output row reads are unpacked at that row
     (vectorized), the accumulators of one output pixel (16 channels per vector) are
     updated with one vpdpbusd per (tap, 4 input channels, 16 output channels)."""
@@ -91,7 +96,8 @@ def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None, 
     sch.compute_at(acc, acc_at)
     inner = sch.get_loops(acc)[pos:]
     pix = [f"p{i}" for i, e in enumerate(pixel_extents) if e > 1]
-    present = pix + [n for n, e in (("o", co16), ("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4)) if e > 1]
+    reduction = reduction or (("r", g.kh), ("s", g.kw), ("cq", c4 // 4), ("ci", 4))
+    present = pix + [n for n, e in (("o", co16), *reduction) if e > 1]
     if len(inner) != len(present):
         raise ValueError(f"unexpected loop nest {len(inner)} vs {present}")
     L = dict(zip(present, inner))
@@ -114,6 +120,6 @@ def _schedule(func, g: bo.ConvGeom, out: str, target, pool=None, dot_16x4=None, 
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(oi, dot_16x4 or vnni_16x4())
     for lp in [L[p] for p in pix] + ([] if channel_blocks_outside else [oo]) + \
-            ([L["s"]] if "s" in L and knobs.VNNI_UNROLL_TAPS else []):
+            ([L["s"]] if "s" in L and knobs.VNNI_UNROLL_TAPS else []) + (taps_ if unroll_taps else []):
         sch.unroll(lp)
     return sch.mod["main"]
