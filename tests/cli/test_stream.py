@@ -185,3 +185,39 @@ def test_wav_through_the_recorded_frontend(tmp_path):
     # the real-time factor comes from the recorded frontend: 10 frames x 10 ms
     p = json.loads(run_cli("profile", out, "--stream", "5", "--json", timeout=300).stdout)
     assert p["frame_ms"] == pytest.approx(100.0) and p["stream_check"]["passed"]
+
+
+@pytest.mark.slow  # 34 s here: a cortex-m4 build and its check, then one QEMU run per frame
+def test_cortex_m_firmware_streams_one_run_per_frame(tmp_path):
+    """A back end without a session of its own (the firmware under QEMU) streams through
+    Backend.open_session's default, numpy state in and out each frame: a small RNN cell
+    (h -> h_out by name) equal to onnxruntime's state-carried stream."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nrqc.reference import ort_session
+
+    rng = np.random.default_rng(0)
+    w = {k: numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), k)
+         for k, s in (("W", (4, 8)), ("U", (8, 8)), ("V", (8, 2)))}
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["a"]), helper.make_node("MatMul", ["h", "U"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Tanh", ["c"], ["h_out"]),
+             helper.make_node("MatMul", ["h_out", "V"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                       helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2]),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 8])], list(w.values()))
+    path = tmp_path / "rnn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    out = tmp_path / "rnn-m4"
+    run_cli("compile", path, "-t", "cortex-m4", "-o", out)
+    frames = rng.standard_normal((4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", frames)
+    proc = run_cli("run", out, "--stream", tmp_path / "x.npy", "-o", tmp_path / "got.npz", timeout=600)
+    assert "state: h <- h_out [1, 8]; 4 frame(s)" in proc.stderr, proc.stderr
+    got = np.load(tmp_path / "got.npz")
+    sess, h = ort_session(path), np.zeros((1, 8), np.float32)
+    for k, f in enumerate(frames):
+        y, h = sess.run(None, {"x": f[None], "h": h})
+        np.testing.assert_allclose(got["y"][k], y, atol=1e-5, rtol=1e-5, err_msg=f"frame {k}")
+        np.testing.assert_allclose(got["h_out"][k], h, atol=1e-5, rtol=1e-5, err_msg=f"frame {k}")
