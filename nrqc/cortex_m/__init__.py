@@ -154,6 +154,7 @@ def _include_dirs() -> list[Path]:
 
 def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
     from nrqc.cortex_m import emit, firmware, memory_report
+    from nrqc.cortex_m.dsp import relabel_fused_layers
     from nrqc.layer_table import resolve_tvm_kernels
     from nrqc.pipeline import run_pipeline
 
@@ -184,6 +185,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
         raise NrqcError(f"{m.path}: compilation failed in the pass pipeline (after {last}): "
                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
     resolve_tvm_kernels(ctx.layers, ctx.kernels_in_order)
+    relabel_fused_layers(mod, ctx.layers)
     weights = constant_bytes_by_dtype(mod)
     plan = emit.plan_caller(mod, m.inputs, m.outputs)
     entries = [("nrqc_run", plan, m.inputs)]

@@ -210,6 +210,7 @@ def hand_kernels_step(mod, ctx):
 
     if not available(ctx.target):
         return mod
+    mod = fuse_float_head(mod, ctx)
     tagged = {gv: bo.op_of(f) for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
     tagged = {gv: op for gv, op in tagged.items() if op is not None}
     main_gv = next((gv for gv in mod.functions if gv.name_hint == "main"), None)
@@ -255,6 +256,182 @@ def hand_kernels_step(mod, ctx):
     out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
                                   main.attrs)
     _record(ctx, {gv.name_hint: (new_gv.name_hint, what, config, op) for gv, (new_gv, _, what, config, op) in made.items()})
+    return out
+
+
+def _head_func_fused(x_shape, w_shape, o, o2, y_shape, consts):
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=False)
+    def kernel(X: T.Buffer(x_shape, "uint32"), Wt: T.Buffer(w_shape, "float32"), B1: T.Buffer((o,), "float32"),
+               W2: T.Buffer((o2, o), "float32"), B2: T.Buffer((o2,), "float32"), Y: T.Buffer(y_shape, "float32")):
+        T.evaluate(_call("nrqc_bits_head_f32", X.data, Wt.data, B1.data, W2.data, B2.data, Y.data, *consts))
+
+    return kernel
+
+
+def _runs_like(func, inputs: list, expected: np.ndarray) -> bool:
+    """Does the TIR kernel compute `expected` from `inputs` (built for the host and run on them)?"""
+    import tvm
+
+    try:
+        lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
+        out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32), dev)
+        lib["main"](*args, out)
+    except Exception:  # noqa: not a kernel of that form (arity, shapes)
+        return False
+    return bool(np.allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5))
+
+
+def _head_tail(mod, a_var, users, bindings, o: int, hw: int):
+    """The two calls after a float 1x1 head conv, when they are bias + ReLU and a 1x1 conv
+    + bias (O -> O2 channels): (index of each, b1, w2 [O2, O], b2). What they compute is
+    checked by running them on random values against numpy, not read from their names."""
+    from tvm import relax
+
+    def const(a):
+        return a.value.numpy() if hasattr(a, "value") and hasattr(a.value, "numpy") else None
+
+    def single_call_user(var):
+        idx = users.get(var, [])
+        if len(idx) != 1:
+            return None
+        v = bindings[idx[0]].value
+        if not (isinstance(v, relax.Call) and getattr(v.op, "name", "") == "relax.call_tir"):
+            return None
+        return idx[0], list(v.args[1].fields), mod[v.args[0]], [int(d) for d in bindings[idx[0]].var.ty.shape]
+
+    rng = np.random.default_rng(0)
+    bias = single_call_user(a_var)
+    if bias is None or len(bias[1]) != 2 or not bias[1][0].same_as(a_var) or const(bias[1][1]) is None:
+        return None
+    j, (_, b1a), bfunc, bshape = bias
+    b1 = const(b1a)
+    if b1.dtype != np.float32 or b1.size != o:
+        return None
+    y1 = rng.standard_normal([int(d) for d in a_var.ty.shape]).astype(np.float32)
+    h = np.maximum(y1.reshape(-1, o, hw) + b1.reshape(1, o, 1), 0)
+    if not _runs_like(bfunc, [y1, b1], h.reshape(bshape)):
+        return None
+    conv = single_call_user(bindings[j].var)
+    if conv is None or len(conv[1]) != 3 or not conv[1][0].same_as(bindings[j].var):
+        return None
+    k, (_, w2a, b2a), cfunc, cshape = conv
+    w2, b2 = const(w2a), const(b2a)
+    if w2 is None or b2 is None or w2.dtype != np.float32 or b2.dtype != np.float32 or w2.size % o:
+        return None
+    o2 = w2.size // o
+    if b2.size != o2 or int(np.prod(cshape)) != h.shape[0] * o2 * hw:
+        return None
+    x2 = rng.standard_normal(bshape).astype(np.float32)
+    ref = np.einsum("pk,nkt->npt", w2.reshape(o2, o), x2.reshape(-1, o, hw)) + b2.reshape(1, o2, 1)
+    if not _runs_like(cfunc, [x2, w2, b2], ref.reshape(cshape)):
+        return None
+    return j, k, b1.reshape(o), w2.reshape(o2, o), b2.reshape(o2)
+
+
+def fused_head_consts(op: dict, o2: int) -> tuple:
+    """nrqc_bits_head_f32's constant arguments (after its 6 pointers)."""
+    return (op["n"], op["h"], op["w"], pk.n_words(op["c"]), op["c"], op["o"], o2, int(op["signed_input"]))
+
+
+FUSES_ATTR = "nrqc.cortex_m.fuses"  # on a fused head kernel: the TVM kernel it replaces
+
+
+def relabel_fused_layers(mod, layers) -> None:
+    """After the layer table resolved TVM kernels (by fusion order): a layer computed by a
+    kernel that a fused head replaced names the head kernel."""
+    from tvm import tirx
+
+    for gv, f in mod.functions.items():
+        if isinstance(f, tirx.PrimFunc) and f.attrs is not None and FUSES_ATTR in f.attrs:
+            head = next((layer.name for layer in layers if str(layer.kernel or "") == f"nrqc:{gv.name_hint}"), None)
+            for layer in layers:
+                if str(layer.kernel or "") == f"tvm:{f.attrs[FUSES_ATTR]}":
+                    layer.kernel = f"nrqc:{gv.name_hint}"
+                    layer.fused_into = head
+
+
+def fuse_float_head(mod, ctx):
+    """Fuse a float 1x1 conv on a packed map (binary_conv1x1_float, up to 16 outputs) with the
+    bias + ReLU and the 1x1 conv + bias that follow it into one nrqc_bits_head_f32 call: the
+    two float maps between them leave the static plan (the VAD head: 2 x 6.4 KB of arena)."""
+    import tvm
+    from tvm import relax, tirx
+
+    main_gv = next((gv for gv in mod.functions if gv.name_hint == "main"), None)
+    if main_gv is None:
+        return mod
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    main = mod[main_gv]
+    bb = relax.BlockBuilder(mod)
+    blocks, fused = [], []
+    for block in main.body.blocks:
+        bindings = list(block.bindings)
+        users: dict = {}
+        for i, b in enumerate(bindings):
+            for var in relax.analysis.free_vars(b.value):
+                users.setdefault(var, []).append(i)
+        for var in relax.analysis.free_vars(main.body.body):
+            users.setdefault(var, []).append(len(bindings))
+        drop, replace = set(), {}
+        for i, b in enumerate(bindings):
+            v = b.value
+            if not (isinstance(v, relax.Call) and v.op.same_as(call_tir)):
+                continue
+            f = mod[v.args[0]]
+            op = bo.op_of(f) if isinstance(f, tirx.PrimFunc) else None
+            if op is None or op["op"] != "binary_conv1x1_float" or op["o"] > 16 or op["c"] > 4096:
+                continue
+            tail = _head_tail(mod, b.var, users, bindings, op["o"], op["h"] * op["w"])
+            if tail is None:
+                continue
+            j, k, b1, w2, b2 = tail
+            o2 = w2.shape[0]
+            consts = fused_head_consts(op, o2)
+            x_arg, w_arg = list(v.args[1].fields)
+            func = _head_func_fused((op["n"], op["h"], op["w"], pk.n_words(op["c"])), (op["o"], op["c"]), op["o"],
+                                    o2, (op["n"], o2, op["h"], op["w"]), consts)
+            name = v.args[0].name_hint.replace("bconv1x1_float", "bconv1x1_float_head") + f"_to{o2}"
+            func = bo.hand_written(func).with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True,
+                                                     "tirx.is_scheduled": True,
+                                                     FUSES_ATTR: bindings[k].value.args[0].name_hint})
+            gv = bb.add_func(func, name)
+            out_var = bindings[k].var
+            call = relax.call_tir(gv, [x_arg, w_arg, relax.const(b1), relax.const(w2), relax.const(b2)],
+                                  relax.TensorType((op["n"], o2, op["h"], op["w"]), "float32"))
+            # the result keeps the old output's shape (a reshape view of the same bytes)
+            new_var_kind = relax.DataflowVar if isinstance(block, relax.DataflowBlock) else relax.Var
+            raw = new_var_kind(f"{out_var.name}_head", relax.TensorType((op["n"], o2, op["h"], op["w"]), "float32"))
+            replace[k] = [relax.VarBinding(raw, call),
+                          relax.VarBinding(out_var, relax.op.reshape(raw, [int(d) for d in out_var.ty.shape]))]
+            drop |= {i, j}
+            fused.append((v.args[0].name_hint, bindings[k].value.args[0].name_hint, name, op["o"], o2))
+        new = []
+        for i, b in enumerate(bindings):
+            if i in replace:
+                new += replace[i]
+            elif i not in drop:
+                new.append(b)
+        blocks.append(relax.DataflowBlock(new) if isinstance(block, relax.DataflowBlock) else relax.BindingBlock(new))
+    if not fused:
+        return mod
+    added = bb.get()
+    out = tvm.IRModule({gv: f for gv, f in added.functions.items() if gv != main_gv}, attrs=mod.attrs)
+    out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
+                                  main.attrs)
+    for head, tail_kernel, name, o, o2 in fused:
+        for layer in ctx.layers:
+            kernel = str(layer.kernel or "")
+            if kernel in (f"nrqc:{head}", f"tvm:{tail_kernel}"):
+                layer.kernel = f"nrqc:{name}"
+                layer.strategy = {"strategy": f"cortex-m fused float head: set-bit walk into {o} float accumulators, "
+                                              f"bias + ReLU, 1x1 {o}->{o2} conv + bias per pixel (no float map)",
+                                  "method": "cortex-m hand-written C kernel (nrqc_dsp.h), semantics of the fused "
+                                            "bias/ReLU and 1x1 conv kernels checked on random values"}
+        ctx.notes.append(f"cortex-m: {head} + bias/ReLU + {tail_kernel} fused into {name} (nrqc_bits_head_f32)")
     return out
 
 

@@ -136,6 +136,26 @@ def test_bits_conv1x1_float(m4, c, o, signed):
     np.testing.assert_allclose(got.outputs["y"], want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("c,o,o2,signed", [(37, 5, 2, True), pytest.param(32, 16, 1, False, marks=pytest.mark.slow)])
+def test_fused_float_head(m4, c, o, o2, signed):
+    """nrqc_bits_head_f32: the 1x1 conv on the packed map, bias, NaN-keeping ReLU and the
+    second 1x1 conv with bias, per pixel, against numpy in float64."""
+    rng = np.random.default_rng(5)
+    n, h, w = 1, 2, 9
+    x01 = rng.random((n, c, h, w)) < 0.5
+    wt = rng.standard_normal((o, c)).astype(np.float32)
+    b1, w2, b2 = (rng.standard_normal(s).astype(np.float32) for s in ((o,), (o2, o), (o2,)))
+    xv = np.where(x01, 1.0, -1.0 if signed else 0.0)
+    hid = np.maximum(np.einsum("nchw,oc->nohw", xv, wt.astype(np.float64)) + b1[None, :, None, None], 0)
+    want = np.einsum("nohw,po->nphw", hid, w2.astype(np.float64)) + b2[None, :, None, None]
+    op = {"op": "binary_conv1x1_float", "n": n, "c": c, "h": h, "w": w, "o": o, "signed_input": signed}
+    consts = dsp.fused_head_consts(op, o2)
+    got = _run(m4, f"nrqc_bits_head_f32(x, wt, b1, w2, b2, y, {', '.join(map(str, consts))})",
+               {"x": pk.pack_channels(np.moveaxis(x01, 1, -1)), "wt": wt, "b1": b1, "w2": w2, "b2": b2},
+               {"y": ((n, o2, h, w), "float32")})
+    np.testing.assert_allclose(got.outputs["y"], want, rtol=1e-5, atol=1e-5)
+
+
 def test_popcount_is_inline_and_exact(m4):
     vals = np.array([0, 1, 0xFFFFFFFF, 0x80000000, 0x12345678, 0xF0F0F0F0, 0x7FFFFFFF, 0xDEADBEEF], np.uint32)
     call = "({ for (int i = 0; i < 8; i++) y[i] = nrqc_popcount32(v[i]); 0; })"

@@ -281,6 +281,58 @@ NRQC_INLINE int32_t nrqc_bits_conv1x1_f32(const uint32_t *x, const float *w, flo
 }
 
 /* ---------------------------------------------------------------------------------------
+ * The whole float head after a packed map, per output pixel (e.g. the VAD's 1x1 32->16 conv
+ * + bias + ReLU + 1x1 16->1 conv + bias): the set-bit walk of nrqc_bits_conv1x1_f32 into O
+ * (<= 16) float accumulators in registers, then h = max(acc + b1, 0) (NaN kept, as the
+ * model's NaN-propagating ReLU) and y[o2] = b2[o2] + sum_k w2[o2][k] * h[k]. No O-channel
+ * float map exists. W1 float [O][C], b1 [O], W2 [O2][O], b2 [O2]; Y float [N, O2, H, W].
+ * ------------------------------------------------------------------------------------- */
+NRQC_INLINE int32_t nrqc_bits_head_f32(const uint32_t *x, const float *w, const float *b1, const float *w2,
+                                       const float *b2, float *y, int32_t N, int32_t H, int32_t W, int32_t Wi,
+                                       int32_t C, int32_t O, int32_t O2, int32_t signed_input) {
+  const int32_t HW = H * W;
+  float rowsum[16];
+#pragma GCC unroll 16
+  for (int32_t k = 0; k < O; k++) {
+    float s = 0.0f;
+    if (signed_input)
+      for (int32_t c = 0; c < C; c++) s += w[k * C + c];
+    rowsum[k] = s;
+  }
+  for (int32_t n = 0; n < N; n++) {
+    for (int32_t i = 0; i < HW; i++) {
+      float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+      float a8 = 0, a9 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0, a14 = 0, a15 = 0;
+      const uint32_t *xp = x + (n * HW + i) * Wi;
+      for (int32_t j = 0; j < Wi; j++) {
+        uint32_t m = xp[j];
+        while (m) {
+          const float *wc = w + j * 32 + __builtin_ctz(m);
+          m &= m - 1u;
+#define NRQC_ACC(k) if (O > k) a##k += wc[k * C]
+          NRQC_ACC(0); NRQC_ACC(1); NRQC_ACC(2); NRQC_ACC(3); NRQC_ACC(4); NRQC_ACC(5); NRQC_ACC(6); NRQC_ACC(7);
+          NRQC_ACC(8); NRQC_ACC(9); NRQC_ACC(10); NRQC_ACC(11); NRQC_ACC(12); NRQC_ACC(13); NRQC_ACC(14);
+          NRQC_ACC(15);
+#undef NRQC_ACC
+        }
+      }
+      float a[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+      for (int32_t o2 = 0; o2 < O2; o2++) {
+        float acc = b2[o2];
+#pragma GCC unroll 16
+        for (int32_t k = 0; k < O; k++) {
+          float h = (signed_input ? 2.0f * a[k] - rowsum[k] : a[k]) + b1[k];
+          h = h < 0.0f ? 0.0f : h;  /* a NaN compares false and stays */
+          acc += w2[o2 * O + k] * h;
+        }
+        y[(n * O2 + o2) * HW + i] = acc;
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
  * int8 (or uint8, or float quantized on load) input x int8 weights: SMLAD (the all-integer
  * first layer). Per output pixel the receptive field is gathered once into int16 pairs in
  * s8 domain (x_s8 = q, or q - 128 for uint8; padding = pad_s8), then per block of 4 output
