@@ -189,11 +189,17 @@ def load_stream_file(path: str | Path, manifest: dict, plan: StreamPlan) -> tupl
             arr = np.load(p, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - any unreadable file: one line
             raise NrqcError(f"--stream {path}: not a .npy file ({type(e).__name__})") from None
-    if str(arr.dtype) != plan.dtype:
+    quant = manifest.get("int8_input") or {}
+    already_quantized = quant.get("input") == plan.stream_input and str(arr.dtype) == quant.get("dtype")
+    if str(arr.dtype) != plan.dtype and not already_quantized:  # (quantized frames run main_int8)
         if not (np.issubdtype(arr.dtype, np.floating) and plan.dtype.startswith("float")):
             raise NrqcError(f"--stream {path}: {arr.dtype} data for input '{plan.stream_input}', which is {plan.dtype}")
         arr = arr.astype(plan.dtype)
-    return frames_of(arr, plan, f"--stream {path}")
+    frames, left = frames_of(arr, plan, f"--stream {path}")
+    if not len(frames):
+        raise NrqcError(f"--stream {path}: {left} time step(s), fewer than one chunk of {plan.chunk} along axis "
+                        f"{plan.time_axis} of input '{plan.stream_input}' {list(plan.shape)}: nothing to run")
+    return frames, left
 
 
 def initial_states(plan: StreamPlan, options: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

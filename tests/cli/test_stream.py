@@ -94,6 +94,8 @@ def test_cli_refusals_are_one_line(tmp_path):
     fails("--stream", tmp_path / "x.npy", "--state", "state=output",
           match="--state state=output: input 'state' is [2, 1, 128] float32 but output 'output' is [1, 1] float32")
     fails("--stream", tmp_path / "nope.npy", match="--stream")
+    np.save(tmp_path / "short.npy", np.zeros(300, np.float32))
+    fails("--stream", tmp_path / "short.npy", match="300 time step(s), fewer than one chunk of 512 along axis 1")
     fails("--initial-state", "state=x.npy", match="--state, --initial-state and --time-axis go with --stream")
 
 
