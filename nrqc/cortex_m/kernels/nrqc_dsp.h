@@ -231,6 +231,44 @@ NRQC_INLINE int32_t nrqc_b01_i8_conv(const uint32_t *x, const int8_t *wpair, con
   return 0;
 }
 
+/* The set-bit walk over one pixel's Wi packed words: each set bit c adds weight column c
+ * (wbase[k * C + c], k < NACC <= 16) to 16 named float accumulators (GCC keeps an unrolled
+ * array of 16 on the stack; the ones past NACC are dead code once NACC is a constant), then
+ * declares `float NAME[16]` holding them. */
+#define NRQC_BITWALK_ACC(NACC, k) if ((NACC) > k) a##k += wc_[k * (C_)]
+#define NRQC_BITWALK16(NAME, XP, WBASE, WI, C, NACC)                                                 \
+  float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;                              \
+  float a8 = 0, a9 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0, a14 = 0, a15 = 0;                        \
+  {                                                                                                  \
+    const uint32_t *xp_ = (XP);                                                                      \
+    const int32_t C_ = (C);                                                                          \
+    for (int32_t j_ = 0; j_ < (WI); j_++) {                                                          \
+      uint32_t m_ = xp_[j_];                                                                         \
+      while (m_) {                                                                                   \
+        const float *wc_ = (WBASE) + j_ * 32 + __builtin_ctz(m_);                                    \
+        m_ &= m_ - 1u;                                                                               \
+        NRQC_BITWALK_ACC(NACC, 0); NRQC_BITWALK_ACC(NACC, 1); NRQC_BITWALK_ACC(NACC, 2);             \
+        NRQC_BITWALK_ACC(NACC, 3); NRQC_BITWALK_ACC(NACC, 4); NRQC_BITWALK_ACC(NACC, 5);             \
+        NRQC_BITWALK_ACC(NACC, 6); NRQC_BITWALK_ACC(NACC, 7); NRQC_BITWALK_ACC(NACC, 8);             \
+        NRQC_BITWALK_ACC(NACC, 9); NRQC_BITWALK_ACC(NACC, 10); NRQC_BITWALK_ACC(NACC, 11);           \
+        NRQC_BITWALK_ACC(NACC, 12); NRQC_BITWALK_ACC(NACC, 13); NRQC_BITWALK_ACC(NACC, 14);          \
+        NRQC_BITWALK_ACC(NACC, 15);                                                                  \
+      }                                                                                              \
+    }                                                                                                \
+  }                                                                                                  \
+  float NAME[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15}
+
+/* Row sums of NACC weight rows (the {-1,+1} reading of bits: 2 * sum(set) - rowsum), or 0. */
+NRQC_INLINE void nrqc_rowsums(float *rowsum, const float *w, int32_t C, int32_t NACC, int32_t signed_input) {
+#pragma GCC unroll 16
+  for (int32_t k = 0; k < NACC; k++) {
+    float s = 0.0f;
+    if (signed_input)
+      for (int32_t c = 0; c < C; c++) s += w[k * C + c];
+    rowsum[k] = s;
+  }
+}
+
 /* ---------------------------------------------------------------------------------------
  * Full-precision 1x1 conv on a packed map (e.g. the VAD head after its last binary layer):
  * per pixel, the set bits are walked (count-trailing-zeros, clear lowest) and each adds its
@@ -244,33 +282,10 @@ NRQC_INLINE int32_t nrqc_bits_conv1x1_f32(const uint32_t *x, const float *w, flo
   const int32_t HW = H * W;
   for (int32_t ob = 0; ob < O; ob += OB) {
     float rowsum[16];
-#pragma GCC unroll 16
-    for (int32_t k = 0; k < OB; k++) {
-      float s = 0.0f;
-      if (signed_input)
-        for (int32_t c = 0; c < C; c++) s += w[(ob + k) * C + c];
-      rowsum[k] = s;
-    }
+    nrqc_rowsums(rowsum, w + ob * C, C, OB, signed_input);
     for (int32_t n = 0; n < N; n++) {
       for (int32_t i = 0; i < HW; i++) {
-        /* 16 named accumulators (GCC keeps an unrolled array of 16 on the stack); the ones
-         * past OB are dead code once OB is a constant */
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        float a8 = 0, a9 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0, a14 = 0, a15 = 0;
-        const uint32_t *xp = x + (n * HW + i) * Wi;
-        for (int32_t j = 0; j < Wi; j++) {
-          uint32_t m = xp[j];
-          while (m) {
-            const float *wc = w + ob * C + j * 32 + __builtin_ctz(m);
-            m &= m - 1u;
-#define NRQC_ACC(k) if (OB > k) a##k += wc[k * C]
-            NRQC_ACC(0); NRQC_ACC(1); NRQC_ACC(2); NRQC_ACC(3); NRQC_ACC(4); NRQC_ACC(5); NRQC_ACC(6); NRQC_ACC(7);
-            NRQC_ACC(8); NRQC_ACC(9); NRQC_ACC(10); NRQC_ACC(11); NRQC_ACC(12); NRQC_ACC(13); NRQC_ACC(14);
-            NRQC_ACC(15);
-#undef NRQC_ACC
-          }
-        }
-        float a[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+        NRQC_BITWALK16(a, x + (n * HW + i) * Wi, w + ob * C, Wi, C, OB);
         float *yp = y + (n * O + ob) * HW + i;
 #pragma GCC unroll 16
         for (int32_t k = 0; k < OB; k++) yp[k * HW] = signed_input ? 2.0f * a[k] - rowsum[k] : a[k];
@@ -292,31 +307,10 @@ NRQC_INLINE int32_t nrqc_bits_head_f32(const uint32_t *x, const float *w, const 
                                        int32_t C, int32_t O, int32_t O2, int32_t signed_input) {
   const int32_t HW = H * W;
   float rowsum[16];
-#pragma GCC unroll 16
-  for (int32_t k = 0; k < O; k++) {
-    float s = 0.0f;
-    if (signed_input)
-      for (int32_t c = 0; c < C; c++) s += w[k * C + c];
-    rowsum[k] = s;
-  }
+  nrqc_rowsums(rowsum, w, C, O, signed_input);
   for (int32_t n = 0; n < N; n++) {
     for (int32_t i = 0; i < HW; i++) {
-      float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-      float a8 = 0, a9 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0, a14 = 0, a15 = 0;
-      const uint32_t *xp = x + (n * HW + i) * Wi;
-      for (int32_t j = 0; j < Wi; j++) {
-        uint32_t m = xp[j];
-        while (m) {
-          const float *wc = w + j * 32 + __builtin_ctz(m);
-          m &= m - 1u;
-#define NRQC_ACC(k) if (O > k) a##k += wc[k * C]
-          NRQC_ACC(0); NRQC_ACC(1); NRQC_ACC(2); NRQC_ACC(3); NRQC_ACC(4); NRQC_ACC(5); NRQC_ACC(6); NRQC_ACC(7);
-          NRQC_ACC(8); NRQC_ACC(9); NRQC_ACC(10); NRQC_ACC(11); NRQC_ACC(12); NRQC_ACC(13); NRQC_ACC(14);
-          NRQC_ACC(15);
-#undef NRQC_ACC
-        }
-      }
-      float a[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+      NRQC_BITWALK16(a, x + (n * HW + i) * Wi, w, Wi, C, O);
       for (int32_t o2 = 0; o2 < O2; o2++) {
         float acc = b2[o2];
 #pragma GCC unroll 16
