@@ -104,11 +104,55 @@ def layer_counts(m4, pairs: int, table: str) -> dict:
                  None if fl else {"tab": (plan.table_words, "uint32")})
     out["conv2 32->32 k3"] = out["conv3 32->32 k3"] = (r.instructions, 307_200, plan.what)
     hop = {"op": "binary_conv1x1_float", "n": 1, "c": 32, "h": 1, "w": 100, "o": 16, "signed_input": False}
-    consts = dsp.head_consts(hop, {"out_block": 16})
-    r = run_call(m4, f"nrqc_bits_conv1x1_f32(x, w, y, {', '.join(map(str, consts))})",
+    consts = dsp.fused_head_consts(hop, 1)
+    r = run_call(m4, f"nrqc_bits_head_f32(x, w, b1, w2, b2, y, {', '.join(map(str, consts))})",
                  {"x": pk.pack_channels(rng.random((1, 1, 100, 32)) < 0.5),
-                  "w": rng.standard_normal((16, 32)).astype(np.float32)}, {"y": ((1, 16, 1, 100), "float32")})
-    out["head 1x1 32->16"] = (r.instructions, 51_200, "set-bit walk")
+                  "w": rng.standard_normal((16, 32)).astype(np.float32), "b1": np.zeros(16, np.float32),
+                  "w2": rng.standard_normal((1, 16)).astype(np.float32), "b2": np.zeros(1, np.float32)},
+                 {"y": ((1, 1, 1, 100), "float32")})
+    out["head 1x1 32->16"] = (r.instructions, 51_200, "fused head: set-bit walk + bias/ReLU + 1x1 16->1 (1,600 MACs more)")
+    return out
+
+
+def _asm_step(k: int, wide: bool) -> str:
+    """One output channel's 4 MACs of the SMLAD dot product: int16 pair weights (today's
+    layout) or int8 weights sign-extended at load with SXTB16 (bytes 0/2, then ROR 8: 1/3)."""
+    if wide:
+        return ""  # the int16 variant is the kernel's own nrqc_s8_smlad_pixel_block
+    return (f"ldr %[q], [%[wp]], #4\\n\\tsxtb16 %[t], %[q]\\n\\tsmlad %[a{k}], %[x0], %[t], %[a{k}]\\n\\t"
+            f"sxtb16 %[t], %[q], ror #8\\n\\tsmlad %[a{k}], %[x1], %[t], %[a{k}]\\n\\t")
+
+
+def smlad_weight_storage(m4) -> dict:
+    """The first layer's dot products (vad conv1: 100 pixels x 32 channels x 240 taps) with the
+    SMLAD weights stored as int16 pairs (nrqc_s8_smlad_pixel_block, 15,360 B) or as int8 expanded
+    with SXTB16 at load (7,680 B), one pixel at a time, both checked against numpy."""
+    from nrqc.cortex_m.microbench import run_call
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, 240).astype(np.int16)
+    w8 = rng.integers(-127, 128, (32, 240)).astype(np.int8)
+    r = w8.astype(np.int64).reshape(8, 4, 60, 4)  # [block, k, i, tap]
+    lo = lambda a, b: ((a & 0xFFFF) | ((b & 0xFFFF) << 16)).astype(np.uint32).view(np.int32)  # noqa: E731
+    w16 = np.stack([lo(r[..., 0], r[..., 1]), lo(r[..., 2], r[..., 3])], -1).transpose(0, 2, 1, 3)  # [8, 60, 4, 2]
+    b = [r[..., 0], r[..., 2], r[..., 1], r[..., 3]]  # SXTB16 pairs (b0, b2) = (x0, x1), ROR 8: (x2, x3)
+    w8w = sum((v & 0xFF).astype(np.uint32) << np.uint32(8 * j) for j, v in enumerate(b)).transpose(0, 2, 1)
+    want = (w8.astype(np.int64) @ x.astype(np.int64)).astype(np.int32)
+    loop = "({ for (int32_t p = 0; p < 100; p++) for (int32_t ob = 0; ob < 32; ob += 4) { %s } 0; })"
+    wide = loop % "nrqc_s8_smlad_pixel_block((const uint32_t *)x, w + ob * 120, 240, y + ob);"
+    narrow = loop % (
+        "int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0; const uint32_t *xr = (const uint32_t *)x, *wp = w + ob * 60; "
+        "_Pragma(\"GCC unroll 4\") for (int32_t i = 0; i < 60; i++) { uint32_t x0, x1, q, t; "
+        "__asm__(\"ldrd %[x0], %[x1], [%[xr]], #8\\n\\t" + "".join(_asm_step(k, False) for k in range(4)) + "\" "
+        ": [a0] \"+r\"(a0), [a1] \"+r\"(a1), [a2] \"+r\"(a2), [a3] \"+r\"(a3), [xr] \"+r\"(xr), [wp] \"+r\"(wp), "
+        "[x0] \"=&r\"(x0), [x1] \"=&r\"(x1), [q] \"=&r\"(q), [t] \"=&r\"(t) : : \"memory\"); } "
+        "y[ob] = a0; y[ob + 1] = a1; y[ob + 2] = a2; y[ob + 3] = a3;")
+    out = {}
+    for name, call, warr in (("int16 pairs", wide, w16), ("int8 + SXTB16", narrow, np.ascontiguousarray(w8w))):
+        got = run_call(m4, call, {"x": x.view(np.uint32), "w": np.ascontiguousarray(warr)}, {"y": ((32,), "int32")})
+        if not np.array_equal(got.outputs["y"], want):
+            raise SystemExit(f"SMLAD weight-storage experiment ({name}): wrong dot products")
+        out[name] = (got.instructions, warr.nbytes)
     return out
 
 
@@ -142,6 +186,12 @@ def main() -> None:
         for name, (instr, lmacs, what) in layer_counts(m4, args.pairs, args.table).items():
             ref = CMSIS_VAD_LAYERS[name]
             print(f"  {name:<18} {instr:>10,} {instr / lmacs:>8.2f} {ref:>10,} {ref / instr:>10.2f}x  {what}")
+        print("\nfirst layer's SMLAD dot products only (100 x 32 x 240 MACs), by weight storage")
+        base = None
+        for name, (instr, nbytes) in smlad_weight_storage(m4).items():
+            base = base or instr
+            print(f"  {name:<16} {instr:>10,} instructions ({instr / 768_000:.2f} per MAC, {instr - base:+,}), "
+                  f"weights {nbytes:,} B flash")
         if not args.skip_cnn:
             path = cnn48_model(tmp / "cnn48.onnx")
             man = compile_for(path, tmp / "cnn48", fail=False)
