@@ -312,7 +312,7 @@ def require_tools(estimate_cycles: bool) -> None:
 
 def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray] | None = None,
                          seed: int = 0, timeout: float = 3600, log=lambda m: None,
-                         estimate_cycles: bool = False) -> dict:
+                         estimate_cycles: bool = False, code_ranges: dict[str, tuple[int, int]] | None = None) -> dict:
     """Count the aarch64 instructions one inference executes in the artifact's model.so,
     under ``qemu -cpu`` the target's core.
 
@@ -320,7 +320,9 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
     "log_bytes", "what", "emulator", "cpu"}``; ``outputs`` are the counted run's outputs
     (check them against a reference to know the count belongs to a correct run). With
     ``estimate_cycles``, also ``"cycles"``: :func:`nrqc.emulator.mca.estimate_cycles` of the
-    executed TBs for the target's core.
+    executed TBs for the target's core. With ``code_ranges`` (name -> (address, size) in the
+    library's own address space, e.g. a kernel's symbol), also ``"by_range"``: the
+    instructions (and cycles) of the TBs starting in each range.
     """
     from nrqc.artifact import LIBRARY, read_manifest
     from nrqc.onnx_model import TensorSpec
@@ -357,7 +359,17 @@ def measure_instructions(artifact_dir: str | Path, inputs: dict[str, np.ndarray]
 
             log(f"estimating {cpu} cycles of {len(run.counter.tb_len)} translation blocks with llvm-mca")
             estimate = _estimate(run.counter.executed_blocks(), cpu)
+        by_range = {}
+        if code_ranges:
+            base = run.ranges[0][0] - exec_segment(lib)[0]  # the library's load address
+            for name, (addr, size) in code_ranges.items():
+                where = (base + addr, size)
+                row = {"instructions": int(run.counter.total(where=where)[0])}
+                if estimate_cycles:
+                    row["cycles"] = _estimate(run.counter.executed_blocks(where=where), cpu)["cycles"]
+                by_range[name] = row
         return {
+            **({"by_range": by_range} if code_ranges else {}),
             "instructions": int(insns),
             "tb_executions": int(execs),
             "distinct_tbs": len(run.counter.tb_len),

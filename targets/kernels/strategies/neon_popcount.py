@@ -36,14 +36,17 @@ BLOCK = 4  # q accumulators live per output pixel (16 output channels)
 STEPS_PER_WIDEN = 31  # 31 x 8 (the most bits of a byte) < 256
 
 # Estimated Cortex-A72 cycles per (tap visit, input word, 4 output channels), everything
-# included (broadcast, eor/and, cnt, byte add, widening, threshold and pack), measured with
-# llvm-mca on the emulated board (how: MEASURED_ON below); AND makes two counts per step.
-CYCLES_PER_STEP = {"xnor": 1.55, "and": 2.25}
+# included (broadcast, eor/and, cnt, byte adds, widening, the per-step padding test,
+# threshold and pack), measured (how: MEASURED_ON): XNOR 2,830,776 cycles / 331,776 steps,
+# AND 1,605,750 / 165,888 (two counts per step). The generic TE kernels measured the same
+# way: 39.8 (xnor) and 36.8 (and) per step (strategies/and_popcount.py).
+CYCLES_PER_STEP = {"xnor": 8.53, "and": 9.68}
 
-# How: bench/bench_neon_strategies.py --model pm1 (a {-1,+1} chain model of tests/binary_models
-# with two +-1 x +-1 3x3 convs, 64 -> 64 channels on 24x24 maps, and one {0,1} x +-1 conv)
-# compiled for arm_cpu with each +-1 strategy forced, `nrqc profile`-style count under
-# -cpu cortex-a72, llvm-mca cycles of the executed blocks inside each kernel's symbol.
+# How: `python bench/bench_neon_strategies.py --model pm1 --cpus cortex-a72`: a chain model
+# (tests/binary_models.py, seed 0, 24x24) with one +-1 3x3 conv 64 -> 64 on a {0,1} map and
+# two on Sign maps, compiled for arm_cpu with each kind of kernel forced, counted on the
+# emulated board under -cpu cortex-a72; llvm-mca cycles of the executed blocks inside each
+# kernel's symbols in model.so.
 MEASURED_ON = "llvm-mca cycles (-mcpu=cortex-a72) of the kernels' own blocks, bench_neon_strategies.py --model pm1"
 
 
