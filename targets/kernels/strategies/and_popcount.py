@@ -20,8 +20,8 @@ def supports(g) -> bool:
 
 
 # aarch64 (Pi 4/5): measured, not derived: estimated Cortex-A72 cycles per (tap visit,
-# input word), everything included, of this TE kernel as LLVM compiles it (a scalar
-# popcount is a NEON cnt + addv round trip): AND 36.8 and XNOR 39.8 cycles per 4 output
+# input word), everything included, of this TE kernel as LLVM compiles it (cnt + two
+# uaddlp widenings per word at every step): AND 36.8 and XNOR 39.8 cycles per 4 output
 # channels' step on bench/bench_neon_strategies.py --model pm1 (llvm-mca of the kernels' own
 # blocks, -mcpu=cortex-a72); the peak-popcount formula below said 0.75, 12x too optimistic
 # against the NEON kernels (strategies/neon_popcount.py). XNOR shares this estimate.
