@@ -18,12 +18,12 @@ kernels do.
 """
 from __future__ import annotations
 
-import numpy as np
 from tvm.script import tirx as T
 
 from nrqc.targets.kernels import binary_ops as bo
-from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param
+from nrqc.targets.kernels import popcount_blocks as pb
+from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param
+from nrqc.targets.kernels.popcount_blocks import count_taps_inside, inside, reset_extremes, write_pixel
 from nrqc.targets.kernels.strategies.avx2_lut import _in_map
 from nrqc.targets.kernels.strategies.estimates import taps
 
@@ -45,7 +45,7 @@ def supports(g) -> bool:
 
 
 def cop(g: ConvGeom) -> int:
-    return (g.c_out + LANES - 1) // LANES * LANES
+    return pb.padded_channels(g, LANES)
 
 
 def cost(g, target) -> float:
@@ -55,14 +55,7 @@ def cost(g, target) -> float:
 
 
 def weight_args(g, wq):
-    wp, m = pk.binary_weights(wq, g.groups)  # [Co, kh, kw, Wi], [Co, Wi]
-    c = cop(g)
-    wn = np.zeros((c, g.kh, g.kw, g.words_in), np.uint32)
-    wn[:g.c_out] = ~wp
-    mk = np.zeros((c, g.words_in), np.uint32)
-    mk[:g.c_out] = m
-    popm = np.array([sum(bin(int(v)).count("1") for v in row) for row in mk], np.int32)
-    return [np.ascontiguousarray(np.transpose(wn, (1, 2, 3, 0))), np.ascontiguousarray(mk.T), popm]
+    return pb.xnor_weights(g, wq, cop(g))
 
 
 def build(g, out: str, target, pool=None, strict: bool = False):
@@ -74,24 +67,8 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
     when pool); out "float": (X, Wn, M, PM, scale float32 [Co], Y float32 [N, Co, Ho, Wo])."""
     if out == "float" and pool is not None:
         raise ValueError("a pooled XNOR conv has a packed output")
-    pk_, ps, pp, pho, pwo = bo.pooled_output(g, pool)
-    N, H, Wd, Wi, Co, kh, kw = g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw
-    sh, sw = g.stride
-    dh, dw = g.dilation
-    pt, pl = g.pad[0], g.pad[1]
-    ho, wo, wout = g.ho, g.wo, pk.n_words(Co)
-    cp = cop(g)
-    nob = min(BLOCK, cp // LANES)  # vectors per channel block
-    nblk = (cp // LANES + nob - 1) // nob
-    cpb = nblk * nob * LANES  # channels padded to whole blocks (the loads clamp to cp)
-    nsteps = kh * kw * Wi
-    chunk = min(STEPS_PER_WIDEN, nsteps)
-    nchunk = (nsteps + chunk - 1) // chunk
-    nr, nc = pk_[0], pk_[1]
-    lo, hi = -(2 ** 31), 2 ** 31 - 1
-    pack = out == "pack"
-    y_shape = (N, pho, pwo, wout) if pack else (N, Co, ho, wo)
-    y_dtype = "uint32" if pack else "float32"
+    (N, H, Wd, Wi, Co, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, wout, cp, nob, nblk, cpb, nsteps, chunk, nchunk,
+     nr, nc, ps, pp, pho, pwo, pack, y_shape, y_dtype) = pb.plan(g, out, pool, LANES, BLOCK, STEPS_PER_WIDEN)
 
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer((N, H, Wd, Wi), "uint32"), Wn: T.Buffer((kh, kw, Wi, cp), "uint32"),
@@ -107,18 +84,13 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
         for n in range(N):
             for py in range(pho):
                 for px in range(pwo):
-                    for i in T.vectorized(cpb):
-                        mx[i] = lo
-                        mn[i] = hi
+                    reset_extremes(mx, mn, cpb)
                     for rr in T.unroll(nr):
                         for ss in T.unroll(nc):
                             if _in_map(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], ho, wo):
-                                # taps inside the map (each subtracts popcount(M) once)
                                 nin[0] = 0
-                                for tp in range(kh * kw):
-                                    if _inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], tp // kw, tp % kw,
-                                               sh, sw, dh, dw, pt, pl, H, Wd):
-                                        nin[0] = nin[0] + 1
+                                count_taps_inside(nin, py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
+                                                  kh, kw, sh, sw, dh, dw, pt, pl, H, Wd)
                                 for ob in range(nblk):
                                     for i in T.vectorized(nob * LANES):
                                         a32[i] = 0
@@ -126,7 +98,7 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
                                         for i in T.vectorized(nob * 32):
                                             a8[i] = T.uint8(0)
                                         for sc in range(T.min(chunk, nsteps - c * chunk)):
-                                            if _inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
+                                            if inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
                                                        (c * chunk + sc) // Wi // kw, (c * chunk + sc) // Wi % kw,
                                                        sh, sw, dh, dw, pt, pl, H, Wd):
                                                 for b in T.unroll(nob):
@@ -153,24 +125,11 @@ def xnor_conv(g: ConvGeom, out: str, pool=None):
                                             mn[(ob * nob + b) * LANES + i] = T.min(
                                                 mn[(ob * nob + b) * LANES + i],
                                                 a32[b * LANES + i] * 2 - nin[0] * PM[T.min((ob * nob + b) * LANES + i, cp - 1)])
-                    if pack:
-                        for wd in range(wout):
-                            Y[n, py, px, wd] = T.uint32(0)
-                            for j in range(T.min(WORD, Co - wd * WORD)):
-                                Y[n, py, px, wd] = T.bitwise_or(Y[n, py, px, wd], T.Select(
-                                    E0[wd * WORD + j] * T.Select(E0[wd * WORD + j] >= 0, mx[wd * WORD + j], mn[wd * WORD + j])
-                                    >= E1[wd * WORD + j], T.shift_left(T.uint32(1), T.Cast("uint32", j)), T.uint32(0)))
-                    else:
-                        for o in range(Co):
-                            Y[n, o, py, px] = T.Cast("float32", mx[o]) * E0[o]
+                    write_pixel(Y, E0, E1, mx, mn, n, py, px, Co, wout, pack)
 
     if not pack:  # float epilogue: (X, Wn, M, PM, scale, Y) -- E1 is not a parameter
         kernel = drop_param(kernel, 5)
     return kernel
-
-
-def _inside(oh, ow, r, s, sh, sw, dh, dw, pt, pl, H, Wd):
-    return _in_map(oh * sh + r * dh - pt, ow * sw + s * dw - pl, H, Wd)
 
 
 def _popcount_bytes(v):

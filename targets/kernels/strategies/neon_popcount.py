@@ -21,14 +21,14 @@ zero), then the XNOR mask M [Wi, Cop] and popcount(M) per channel.
 """
 from __future__ import annotations
 
-import numpy as np
 from tvm.script import tirx as T
 
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param
+from nrqc.targets.kernels import popcount_blocks as pb
+from nrqc.targets.kernels.binary_ops import ConvGeom, drop_param
+from nrqc.targets.kernels.popcount_blocks import count_taps_inside, inside, reset_extremes, write_pixel
 from nrqc.targets.kernels.strategies.avx2_lut import _in_map
-from nrqc.targets.kernels.strategies.avx2_xnor import _inside
 from nrqc.targets.kernels.strategies.estimates import taps
 
 LANES = 4  # uint32 output channels per q register
@@ -59,7 +59,7 @@ def supports(g) -> bool:
 
 
 def cop(g: ConvGeom) -> int:
-    return (g.c_out + LANES - 1) // LANES * LANES
+    return pb.padded_channels(g, LANES)
 
 
 def cost(g, target, mode: str) -> float:
@@ -67,20 +67,10 @@ def cost(g, target, mode: str) -> float:
 
 
 def weight_args(g, wq, mode: str):
+    if mode == "xnor":
+        return pb.xnor_weights(g, wq, cop(g))
     wp, m = pk.binary_weights(wq, g.groups)  # [Co, kh, kw, Wi], [Co, Wi]
-    c = cop(g)
-
-    def channels_last(a):  # [Co, kh, kw, Wi] -> [kh, kw, Wi, Cop], padded channels zero
-        full = np.zeros((c, *a.shape[1:]), np.uint32)
-        full[:g.c_out] = a
-        return np.ascontiguousarray(np.transpose(full, (1, 2, 3, 0)))
-
-    if mode == "and":
-        return [channels_last(wp), channels_last(~wp & m[:, None, None, :])]
-    mk = np.zeros((c, g.words_in), np.uint32)
-    mk[:g.c_out] = m
-    popm = np.array([sum(bin(int(v)).count("1") for v in row) for row in mk], np.int32)
-    return [channels_last(~wp), np.ascontiguousarray(mk.T), popm]
+    return [pb.channels_last(wp, cop(g)), pb.channels_last(~wp & m[:, None, None, :], cop(g))]
 
 
 def build(g, out: str, target, pool=None, strict: bool = False, mode: str = "xnor"):
@@ -113,24 +103,8 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
     if out == "float" and pool is not None:
         raise ValueError("a pooled popcount conv has a packed output")
     xnor = mode == "xnor"
-    pk_, ps, pp, pho, pwo = bo.pooled_output(g, pool)
-    N, H, Wd, Wi, Co, kh, kw = g.n, g.h, g.w, g.words_in, g.c_out, g.kh, g.kw
-    sh, sw = g.stride
-    dh, dw = g.dilation
-    pt, pl = g.pad[0], g.pad[1]
-    ho, wo, wout = g.ho, g.wo, pk.n_words(Co)
-    cp = cop(g)
-    nob = min(BLOCK, cp // LANES)  # vectors per channel block
-    nblk = (cp // LANES + nob - 1) // nob
-    cpb = nblk * nob * LANES  # channels padded to whole blocks (the loads clamp to cp)
-    nsteps = kh * kw * Wi
-    chunk = min(STEPS_PER_WIDEN, nsteps)
-    nchunk = (nsteps + chunk - 1) // chunk
-    nr, nc = pk_[0], pk_[1]
-    lo, hi = -(2 ** 31), 2 ** 31 - 1
-    pack = out == "pack"
-    y_shape = (N, pho, pwo, wout) if pack else (N, Co, ho, wo)
-    y_dtype = "uint32" if pack else "float32"
+    (N, H, Wd, Wi, Co, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, wout, cp, nob, nblk, cpb, nsteps, chunk, nchunk,
+     nr, nc, ps, pp, pho, pwo, pack, y_shape, y_dtype) = pb.plan(g, out, pool, LANES, BLOCK, STEPS_PER_WIDEN)
     # XNOR: W2 is the mask M [Wi, Cop], P the popcount(M) per channel; AND: W2 is the
     # minus-one words Wm [kh, kw, Wi, Cop] (P unused, a 1-element placeholder dropped below)
     w2_shape = (Wi, cp) if xnor else (kh, kw, Wi, cp)
@@ -158,18 +132,14 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
         for n in range(N):
             for py in range(pho):
                 for px in range(pwo):
-                    for i in T.vectorized(cpb):
-                        mx[i] = lo
-                        mn[i] = hi
+                    reset_extremes(mx, mn, cpb)
                     for rr in T.unroll(nr):
                         for ss in T.unroll(nc):
                             if _in_map(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], ho, wo):
                                 nin[0] = 0
-                                if xnor:  # taps inside the map (each subtracts popcount(M) once)
-                                    for tp in range(kh * kw):
-                                        if _inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1], tp // kw, tp % kw,
-                                                   sh, sw, dh, dw, pt, pl, H, Wd):
-                                            nin[0] = nin[0] + 1
+                                if xnor:
+                                    count_taps_inside(nin, py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
+                                                      kh, kw, sh, sw, dh, dw, pt, pl, H, Wd)
                                 for ob in range(nblk):
                                     for i in T.vectorized(nob * LANES):
                                         a32[i] = 0
@@ -178,7 +148,7 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
                                             a8[i] = T.uint8(0)
                                             b8[i] = T.uint8(0)
                                         for sc in range(T.min(chunk, nsteps - c * chunk)):
-                                            if _inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
+                                            if inside(py * ps[0] + rr - pp[0], px * ps[1] + ss - pp[1],
                                                        (c * chunk + sc) // Wi // kw, (c * chunk + sc) // Wi % kw,
                                                        sh, sw, dh, dw, pt, pl, H, Wd):
                                                 for b in T.unroll(nob):
@@ -210,16 +180,7 @@ def popcount_conv(g: ConvGeom, mode: str, out: str, pool=None):
                                                                                    a32[b * LANES + i])
                                             mn[(ob * nob + b) * LANES + i] = T.min(mn[(ob * nob + b) * LANES + i],
                                                                                    a32[b * LANES + i])
-                    if pack:
-                        for wd in range(wout):
-                            Y[n, py, px, wd] = T.uint32(0)
-                            for j in range(T.min(WORD, Co - wd * WORD)):
-                                Y[n, py, px, wd] = T.bitwise_or(Y[n, py, px, wd], T.Select(
-                                    E0[wd * WORD + j] * T.Select(E0[wd * WORD + j] >= 0, mx[wd * WORD + j], mn[wd * WORD + j])
-                                    >= E1[wd * WORD + j], T.shift_left(T.uint32(1), T.Cast("uint32", j)), T.uint32(0)))
-                    else:
-                        for o in range(Co):
-                            Y[n, o, py, px] = T.Cast("float32", mx[o]) * E0[o]
+                    write_pixel(Y, E0, E1, mx, mn, n, py, px, Co, wout, pack)
 
     if not pack:  # float epilogue: E1 is not a parameter
         kernel = drop_param(kernel, 5)
