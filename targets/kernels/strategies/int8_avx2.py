@@ -47,25 +47,24 @@ def build(g, out: str, target, pool=None, strict: bool = False):
     return vnni.schedule(func, g.conv, out, target, pool, strict, dot_16x4=signed_16x4(), **how)
 
 
-@T.prim_func(s_tir=True)
-def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        # the 4 input bytes in every dword; |a| as the u8 operand, sign(a) moved onto the weights
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 8), dtype="int8x32")
-        abs_a = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"), a, a, dtype="int8x32")
-        ones = T.broadcast(T.int16(1), 16)
-        for h in T.unroll(2):
-            C[T.ramp(h * 8, 1, 8)] = C.vload([h * 8], "int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), abs_a,
-                    T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"),
-                                            B.vload([h * 8, 0], "int8x32"), a, dtype="int8x32"),
-                    dtype="int16x16"),
-                ones, dtype="int32x8")
+@T.macro
+def _signed_update(A, B, C):
+    # the 4 input bytes in every dword; |a| as the u8 operand, sign(a) moved onto the weights
+    a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 8), dtype="int8x32")
+    abs_a = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"), a, a, dtype="int8x32")
+    ones = T.broadcast(T.int16(1), 16)
+    for h in T.unroll(2):
+        C[T.ramp(h * 8, 1, 8)] = C.vload([h * 8], "int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), abs_a,
+                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.psign.b"),
+                                        B.vload([h * 8, 0], "int8x32"), a, dtype="int8x32"),
+                dtype="int16x16"),
+            ones, dtype="int32x8")
+
+
+_impl = intrin.dot_16x4_func("int8", _signed_update)
 
 
 SIGNED_16x4 = "nrqc_dot_16x4_i8i8i32_avx2"

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import functools
 
-from tvm.script import tirx as T
-
 from nrqc.targets.kernels import int8_conv as ic
 from nrqc.targets.kernels import packing as pk
-from nrqc.targets.kernels.strategies import int8_vnni, neon_unpacked, vnni
+from nrqc.targets.kernels.strategies import int8_vnni, neon_sdot, neon_unpacked, vnni
 
 NAME = "int8_neon_sdot"
 # Estimated Cortex-A76 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a76) of the
@@ -46,21 +44,17 @@ def weight_args(g, wq):
 
 
 def build(g, out: str, target, pool=None, strict: bool = False):
+    return build_with(g, out, target, pool, strict, sdot_s8_16x4())
+
+
+def build_with(g, out: str, target, pool, strict: bool, dot_16x4: str):
+    """The VNNI loop nest on the s8 input, scheduled one block of 16 output channels at a
+    time with `dot_16x4` (a registered s8 x s8 16x4 intrinsic) as the update."""
     return vnni.schedule(int8_vnni.dot4_conv(g, out, pool, 0, "int8"), g.conv, out, target, pool, strict,
-                         dot_16x4=sdot_s8_16x4(), channel_blocks_outside=True)
+                         dot_16x4=dot_16x4, channel_blocks_outside=True)
 
 
-@T.prim_func(s_tir=True)
-def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16")
-        for h in T.unroll(4):
-            C[T.ramp(h * 4, 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([h * 4], "int32x4"), B.vload([h * 4, 0], "int8x16"), a, dtype="int32x4")
+_impl = neon_sdot.sdot_impl("int8")
 
 
 @functools.lru_cache(maxsize=1)

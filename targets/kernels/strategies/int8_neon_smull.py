@@ -12,7 +12,8 @@ import functools
 
 from tvm.script import tirx as T
 
-from nrqc.targets.kernels.strategies import int8_neon_sdot, int8_vnni, neon_unpacked, vnni
+from nrqc.targets.kernels import intrin
+from nrqc.targets.kernels.strategies import int8_neon_sdot, neon_unpacked
 
 NAME = "int8_neon_smull"
 # Estimated Cortex-A72 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a72) of the
@@ -37,28 +38,26 @@ def cost(g, target) -> float:
 
 
 def build(g, out: str, target, pool=None, strict: bool = False):
-    return vnni.schedule(int8_vnni.dot4_conv(g, out, pool, 0, "int8"), g.conv, out, target, pool, strict,
-                         dot_16x4=smull_16x4(), channel_blocks_outside=True)
+    return int8_neon_sdot.build_with(g, out, target, pool, strict, smull_16x4())
 
 
-@T.prim_func(s_tir=True)
-def _impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2), dtype="int8x8")
-        for h in T.unroll(4):
-            # weights of output channels 4h..4h+3 (4 bytes each): products of channels
-            # (4h, 4h+1) and (4h+2, 4h+3), neighbours summed, pairs into the accumulators
-            lo = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"),
-                                         B.vload([h * 4, 0], "int8x8"), a, dtype="int16x8")
-            hi = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"),
-                                         B.vload([h * 4 + 2, 0], "int8x8"), a, dtype="int16x8")
-            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v8i16"), lo, hi,
-                                            dtype="int16x8")
-            C[T.ramp(h * 4, 1, 4)] = C.vload([h * 4], "int32x4") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), pairs, dtype="int32x4")
+@T.macro
+def _smull_update(A, B, C):
+    a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2), dtype="int8x8")
+    for h in T.unroll(4):
+        # weights of output channels 4h..4h+3 (4 bytes each): products of channels
+        # (4h, 4h+1) and (4h+2, 4h+3), neighbours summed, pairs into the accumulators
+        lo = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"),
+                                     B.vload([h * 4, 0], "int8x8"), a, dtype="int16x8")
+        hi = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"),
+                                     B.vload([h * 4 + 2, 0], "int8x8"), a, dtype="int16x8")
+        pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v8i16"), lo, hi,
+                                        dtype="int16x8")
+        C[T.ramp(h * 4, 1, 4)] = C.vload([h * 4], "int32x4") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), pairs, dtype="int32x4")
+
+
+_impl = intrin.dot_16x4_func("int8", _smull_update)
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import functools
 
 from tvm.script import tirx as T
 
+from nrqc.targets.kernels import intrin
 from nrqc.targets.kernels.strategies import neon_unpacked as common
 
 NAME = "neon_sadalp"
@@ -39,20 +40,19 @@ def build(g, out: str, target, pool=None, strict: bool = False):
     return common.build(g, out, target, pool, strict, sadalp_16x4())
 
 
-@T.prim_func(s_tir=True)
-def _sadalp(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-            C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        x = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 4), dtype="int8x16")
-        mask = T.broadcast(T.int8(0), 16) - x  # 1 -> 0xff, 0 -> 0x00
-        for h in T.unroll(4):
-            C[T.ramp(h * 4, 1, 4)] = C.vload([h * 4], "int32x4") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
-                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v8i16.v16i8"),
-                                        T.bitwise_and(B.vload([h * 4, 0], "int8x16"), mask), dtype="int16x8"),
-                dtype="int32x4")
+@T.macro
+def _sadalp_update(A, B, C):
+    x = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 4), dtype="int8x16")
+    mask = T.broadcast(T.int8(0), 16) - x  # 1 -> 0xff, 0 -> 0x00
+    for h in T.unroll(4):
+        C[T.ramp(h * 4, 1, 4)] = C.vload([h * 4], "int32x4") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
+            T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v8i16.v16i8"),
+                                    T.bitwise_and(B.vload([h * 4, 0], "int8x16"), mask), dtype="int16x8"),
+            dtype="int32x4")
+
+
+_sadalp = intrin.dot_16x4_func("uint8", _sadalp_update)
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ import functools
 
 from tvm.script import tirx as T
 
+from nrqc.targets.kernels import intrin
 from nrqc.targets.kernels.strategies import neon_unpacked as common
 
 NAME = "neon_sdot"
@@ -35,17 +36,22 @@ def build(g, out: str, target, pool=None, strict: bool = False):
     return common.build(g, out, target, pool, strict, sdot_16x4())
 
 
-@T.prim_func(s_tir=True)
-def _sdot(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 4), dtype="int8x16")
+def sdot_impl(a_dtype: str):
+    """The 16x4 update as 4 ``sdot`` for `a_dtype` inputs ("uint8": {0,1} bytes, exact in
+    the signed form; "int8": the int8-input strategy's s8 bytes)."""
+
+    @T.macro
+    def update(A, B, C):
+        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], a_dtype + "x4"), dtype="int32"), 4), dtype="int8x16")
         for h in T.unroll(4):
             C[T.ramp(h * 4, 1, 4)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
                 C.vload([h * 4], "int32x4"), B.vload([h * 4, 0], "int8x16"), a, dtype="int32x4")
+
+    return intrin.dot_16x4_func(a_dtype, update)
+
+
+_sdot = sdot_impl("uint8")
 
 
 @functools.lru_cache(maxsize=1)
