@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_bam_dnsmos import _ort  # noqa: E402
-from bench_x86 import CLOCKS, _export, _median_ms, host_header  # noqa: E402
+from bench_x86 import CLOCKS, _export, add_run_options, host_header, interleaved_medians, work_dir  # noqa: E402
 
 
 def _models(work: Path) -> dict[str, Path]:
@@ -69,16 +68,10 @@ def _first_conv_ms(session, feeds, kernel: str, iters: int) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
-    ap.add_argument("--mcpu", default="haswell", help="the older x86 CPU to build for besides this host")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--workdir", default=None)
+    add_run_options(ap, iters=50)
     args = ap.parse_args(argv)
     clock = CLOCKS[args.clock]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_int8_first_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, "bench_int8_first_")
     print(host_header())
     print(f"median of {args.rounds} rounds x median of {args.iters} calls, {args.clock} clock")
     models = _models(work)
@@ -106,14 +99,7 @@ def main(argv=None) -> dict:
                 args_q = session.to_device({name: q})
                 fns[f"{key} main_int8"] = (lambda s=session, a=args_q: s.vm["main_int8"](*a))
                 first_ms[f"{key} main_int8"] = _first_conv_ms(session, {name: q}, kernel, args.iters)
-    for fn in fns.values():
-        fn()
-        fn()
-    per_round: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(args.rounds):
-        for k, fn in fns.items():
-            per_round[k].append(_median_ms(fn, args.iters, clock))
-    med = {k: float(np.median(v)) for k, v in per_round.items()}
+    per_round, med = interleaved_medians(fns, args.rounds, args.iters, clock)
     print(f"\nvad_tiny BAM, input logmel [1, 100, 80] float32 (768,000 first-conv MACs of 1,435,200)")
     print(f"  {'system':<36} {'model ms':>9} {'first conv ms':>14} {'ort/nrqc (same file)':>21}")
     for k, v in med.items():

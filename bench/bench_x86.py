@@ -141,6 +141,36 @@ def _median_ms(fn, iters: int, clock) -> float:
     return float(np.median(ts)) * 1e3
 
 
+def add_run_options(ap: argparse.ArgumentParser, iters: int) -> None:
+    """The options every x86 bench takes: rounds, calls per round, clock, the older CPU to
+    build for, a JSON report, a work directory."""
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    ap.add_argument("--mcpu", default="haswell", help="the older x86 CPU to build for besides this host")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--workdir", default=None)
+
+
+def work_dir(args, prefix: str) -> Path:
+    work = Path(args.workdir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def interleaved_medians(fns: dict, rounds: int, iters: int, clock) -> tuple[dict, dict]:
+    """(per-round medians, their median) in ms of each call in `fns`: two warm-up calls each,
+    then `rounds` rounds interleaving the systems, each the median of `iters` calls."""
+    for fn in fns.values():
+        fn()
+        fn()
+    per_round: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            per_round[k].append(_median_ms(fn, iters, clock))
+    return per_round, {k: float(np.median(v)) for k, v in per_round.items()}
+
+
 def host_header() -> str:
     import onnxruntime
 
@@ -168,17 +198,11 @@ def host_header() -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--iters", type=int, default=20)
+    add_run_options(ap, iters=20)
     ap.add_argument("--models", default="dnsmos,vad,helper")
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
-    ap.add_argument("--mcpu", default="haswell", help="the older x86 CPU to build for besides this host")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     clock = CLOCKS[args.clock]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_x86_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, "bench_x86_")
     print(host_header())
     print(f"median of {args.rounds} rounds x median of {args.iters} calls, {args.clock} clock; ratio = system / nrqc")
     try:
@@ -214,14 +238,7 @@ def main(argv=None) -> dict:
                         info[sys_name] = {"note": note}
                 except Exception as e:  # noqa: BLE001
                     info[sys_name] = {"error": " ".join(str(e).split())[-200:]}
-        for fn in fns.values():
-            fn()
-            fn()
-        per_round: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(args.rounds):
-            for k, fn in fns.items():
-                per_round[k].append(_median_ms(fn, args.iters, clock))
-        med = {k: float(np.median(v)) for k, v in per_round.items()}
+        per_round, med = interleaved_medians(fns, args.rounds, args.iters, clock)
         refs = [k for k in ("nrqc-host", f"nrqc-{args.mcpu}") if k in med]
         print(f"\n{label}: input {in_name} {list(x.shape)} {x.dtype}")
         print(f"  {'system':<14} {'ms':>8} " + " ".join(f"{'x vs ' + r:>18}" for r in refs))
