@@ -195,6 +195,7 @@ def test_m7_matches_onnxruntime(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_m4_global_max_pool_model(tmp_path):
     """Regression: the BAM architecture's float twin (MaxPool to 2x1, GlobalMaxPool, 3 dense)
     once came out wrong in C (an unrolled max reduction reused a stale load)."""

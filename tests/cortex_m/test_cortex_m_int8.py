@@ -64,6 +64,7 @@ def test_int8_entry_point(tmp_path):
     np.testing.assert_allclose(got["outputs"][0], ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_cli_with_int8_input(tmp_path):
     """`nrqc run` with an int8 .npy for the quantized input calls nrqc_run_int8."""
     model = quantized_input_model(tmp_path / "q.onnx")

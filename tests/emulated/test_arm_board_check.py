@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.onnx_builders import small_conv_model
 from tests.rpc_helpers import free_port, local_rpc_server
@@ -12,6 +14,7 @@ from tests.rpc_helpers import free_port, local_rpc_server
 SHAPE = ("--shape", "x=1,1,16,20")
 
 
+@pytest.mark.slow
 def test_compile_check_runs_on_the_rpc_board_and_matches_the_local_check(tmp_path):
     model = small_conv_model(tmp_path / "m.onnx")
     run_cli("compile", model, "-o", tmp_path / "local", *SHAPE)
@@ -60,6 +63,7 @@ def test_compile_rpc_usage_errors(tmp_path):
     assert not [q for q in tmp_path.iterdir() if q.name != "m.onnx"]
 
 
+@pytest.mark.slow
 def test_profile_of_an_arm_artifact_without_board_needs_the_emulator_or_rpc(tmp_path):
     model = small_conv_model(tmp_path / "m.onnx")
     run_cli("compile", model, "--target", "arm_cpu", "-o", tmp_path / "arm", *SHAPE, "--no-check")
