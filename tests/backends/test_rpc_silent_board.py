@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.onnx_builders import small_conv_model
 from tests.rpc_helpers import local_rpc_server
@@ -72,6 +74,7 @@ class SilencingProxy:
                 s.close()
 
 
+@pytest.mark.slow
 def test_board_silent_during_timed_runs_gives_a_message_not_a_hang(tmp_path):
     model = small_conv_model(tmp_path / "m.onnx")
     run_cli("compile", model, "-o", tmp_path / "o", "--no-check")

@@ -167,6 +167,7 @@ def _fails_after_progress(*args, match: str, out=None):
     return proc
 
 
+@pytest.mark.slow
 def test_bad_tuning_database_is_named(tmp_path):
     model = small_conv_model(tmp_path / "m.onnx")
     (tmp_path / "dbfile").write_text("{}")

@@ -103,6 +103,7 @@ def test_profile_table_text(dnsmos_x86):
     assert "nrqc" in text and "onnxruntime" in text and "peak activations" in text
 
 
+@pytest.mark.slow
 def test_compile_for_arm_cpu_gives_an_aarch64_elf(tmp_path, dnsmos_path):
     out = tmp_path / "dns-arm"
     run_cli("compile", dnsmos_path, "--target", "rasp4b", "-o", out)
