@@ -20,7 +20,7 @@ arm_cpu_a76):
 Models: the zoo VAD (`vad_tiny`, bam and float, nrqc's exporter), the zoo DNSMOS-like model
 (`dnsmos`, bam and float), a BAM model written with onnx.helper without node names (and its
 float twin, also nameless: tests/binary_models.bam_model), and DNSMOS model_v8
-(/work/shared/dnsmos/model_v8.onnx, float: nrqc float vs ort fp32 and ort int8 QDQ of it).
+(shared/dnsmos/model_v8.onnx beside the repo, float: nrqc float vs ort fp32 and ort int8 QDQ of it).
 The zoo models have untrained weights: instruction counts do not depend on the values.
 
 Every counted run's outputs are checked (nrqc's against onnxruntime here, onnxruntime's
@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,6 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.binary_models (the repository root, never tests/ itself)
 
-MODEL_V8 = Path("/work/shared/dnsmos/model_v8.onnx")
 TARGET_OF_CPU = {"cortex-a72": "arm_cpu", "cortex-a76": "arm_cpu_a76"}
 ENGINES = ("nrqc bam", "nrqc float", "ort fp32", "ort int8 QDQ")
 
@@ -124,7 +124,9 @@ def models(work: Path, names: list[str]) -> dict[str, dict[str, Path | None]]:
         elif name == "helper_bam":
             bam, flt = _helper(work)
         elif name == "model_v8":
-            bam, flt = None, MODEL_V8
+            from nrqc.shared_data import dnsmos_model
+
+            bam, flt = None, dnsmos_model()
         else:
             raise SystemExit(f"unknown model {name!r}")
         out[name] = {"bam": bam, "float": flt, "qdq": _quantized(flt, work)}
@@ -183,7 +185,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="vad,helper_bam,dnsmos_bam,model_v8")
     ap.add_argument("--cpus", default="cortex-a72,cortex-a76")
-    ap.add_argument("--work", default="/tmp/nrqc-bench-arm")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "nrqc-bench-arm"))
     ap.add_argument("--json", default=None, help="results file (also read: a rerun skips what it holds)")
     ap.add_argument("--report", action="store_true", help="only print the table of what --json holds")
     a = ap.parse_args(argv)

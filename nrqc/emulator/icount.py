@@ -266,7 +266,8 @@ def counted_guest_run(root: Path, cpu: str, guest_args: list[str], env_extra: di
     try:
         fifo_host = host_dir / "qemu.log"
         os.mkfifo(fifo_host)
-        fifo_guest = str(fifo_host) if prefix else "/tmp/" + host_dir.name + "/qemu.log"
+        # in the chroot the guest sees the rootfs as /
+        fifo_guest = str(fifo_host) if prefix else "/" + str(fifo_host.relative_to(root))
         qemu_args = ("-d", "in_asm,exec,nochain", "-dfilter", filt, "-D", fifo_guest)
         argv, env, _ = guest_python(root, {**env_extra, "NRQC_ICOUNT_MODE": "count"}, qemu_args=qemu_args, cpu=cpu)
         fd = os.open(fifo_host, os.O_RDONLY | os.O_NONBLOCK)
