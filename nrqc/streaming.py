@@ -228,6 +228,7 @@ class StreamResult:
     outputs: dict[str, np.ndarray]  # every output, stacked over frames: [K, *shape]
     seconds: list[float]  # wall time of each call (frame in, outputs and next state back)
     final_states: dict[str, np.ndarray]
+    instructions: list[int] | None = None  # per frame, where the stream runs counted (Cortex-M in QEMU)
 
 
 def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, states: dict[str, np.ndarray],
@@ -237,7 +238,19 @@ def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, st
     handles) and `numpy(handle)` (nrqc.runtime.ArtifactSession; see Backend.open_session).
 
     Each frame reads the outputs that are not state; the states are read every frame with
-    `every_state` (to save them), else only after the last frame (as a deployed caller would)."""
+    `every_state` (to save them), else only after the last frame (as a deployed caller would).
+
+    A session with `run_frames` (the Cortex-M firmware in QEMU) runs the whole stream at once,
+    the state carried inside the device, and counts each frame's instructions."""
+    if hasattr(session, "run_frames"):
+        got = session.run_frames(plan, frames, states, dict(fixed or {}), every_state)
+        if progress is not None:
+            progress.update(len(frames))
+        outs = got["outputs"]
+        final = {p.input: outs[p.output][-1] for p in plan.states}
+        if not every_state:
+            outs = {n: v for n, v in outs.items() if n not in {p.output for p in plan.states}}
+        return StreamResult(outs, [], final, got["instructions"])
     out_names = [o["name"] for o in manifest["outputs"]]
     index = {n: k for k, n in enumerate(out_names)}
     state_outs = {p.output for p in plan.states}

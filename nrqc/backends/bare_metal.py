@@ -24,6 +24,11 @@ class BareMetalBackend(Backend):
     def run(self, out, manifest, feeds, rpc):
         return cortex_m.run_artifact(Path(out), manifest, feeds)  # in QEMU, whatever `rpc` says
 
+    def open_session(self, out, manifest, rpc):
+        from nrqc.cortex_m.stream_firmware import FirmwareStreamSession
+
+        return FirmwareStreamSession(self, Path(out), manifest)  # a stream: one QEMU run, state kept in the firmware
+
     def profile(self, out, manifest, *, repeat, threads, rpc, instructions, against, log) -> dict:
         # Sizes from the build and a QEMU instruction count: no latency, no board.
         return cortex_m.profile_artifact(Path(out), manifest, against=against)

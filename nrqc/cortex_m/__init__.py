@@ -205,9 +205,17 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
                         f"#define NRQC_INPUT{quant.index}_ZERO_POINT {quant.zero_point}\n")
         log(f"input {quant.name} is quantized by the model ({quant.dtype}, scale {quant.scale:g}, "
             f"zero point {quant.zero_point}): also emitting nrqc_run_int8")
+    from nrqc.cortex_m.stream_api import state_slots, stream_api
+
+    slots = state_slots(m.inputs, m.outputs, entries)  # a streaming model: nrqc_step keeps its state
+    stream_header, stream_source = stream_api(slots, entries, m.outputs)
+    if slots:
+        log("streaming API: nrqc_step with the state held in the library ("
+            + ", ".join(f"{s.input} <- {s.output}{' in place' if s.in_place else ' ping-pong'}" for s in slots) + ")")
     source = generate_kernels(mod, {name for _, p, _ in entries for name, _ in p.calls}, target)
     with staged_directory(out) as stage:
-        lib_info = emit.write_library(stage, source, entries, m.outputs, m.path.name, _include_dirs(), extra_header)
+        lib_info = emit.write_library(stage, source, entries, m.outputs, m.path.name, _include_dirs(),
+                                      extra_header + stream_header, stream_source)
         build = stage / FIRMWARE_DIR / "build"
         objs, foreign = firmware.compile_library(stage, build, target.name)
         if foreign:
@@ -247,6 +255,7 @@ def build_artifact(m, ctx, out: Path, options, log=print) -> Path:
             "int8_input": (None if quant is None else
                            {"entry_point": "nrqc_run_int8", "input": quant.name, "index": quant.index,
                             "dtype": quant.dtype, "scale": quant.scale, "zero_point": quant.zero_point}),
+            "streaming": {"states": [x.manifest() for x in slots]} if slots else None,
             "cortex_m": {**lib_info, "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
                          "firmware_sizes": firmware.firmware_sizes(elf), "library_calls": foreign,
                          "seed": options.seed, "per_layer": per_layer},

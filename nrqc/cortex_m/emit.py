@@ -322,11 +322,12 @@ def _io_decl(specs, prefix, const) -> list[str]:
 
 
 def write_library(stage: Path, kernel_source: str, entries: list, outputs, model_name: str,
-                  include_dirs: list[Path], extra_header: str = "") -> dict:
+                  include_dirs: list[Path], extra_header: str = "", extra_source: str = "") -> dict:
     """Write the C library into `stage` and return its sizes (arena, workspace, weights).
 
     entries: [(C function name, CallerPlan, input specs)], the first being `nrqc_run`;
-    all share the kernels, the weights and the arena (they never run at the same time)."""
+    all share the kernels, the weights and the arena (they never run at the same time).
+    extra_source: C appended to nrqc_model.c (the streaming API, nrqc.cortex_m.stream_api)."""
     plan, inputs = entries[0][1], entries[0][2]
     storage = max(_align(p.storage_bytes) for _, p, _ in entries)
     ws = workspace_bytes(kernel_source)
@@ -469,7 +470,7 @@ void TVMFFIErrorSetRaisedFromCStr(const char *kind, const char *message) {{
             lines.append(f"  memcpy(out{k}, {buf.data_expr()}, {nbytes});")
         lines.append("  return 0;")
         lines.append("}")
-    (stage / "nrqc_model.c").write_text("\n".join(lines) + "\n")
+    (stage / "nrqc_model.c").write_text("\n".join(lines) + "\n" + extra_source)
 
     # The headers the sources include, copied from the wheel: the directory is self-contained.
     inc = stage / "include"
