@@ -518,14 +518,9 @@ def profile_stream(out: str | Path, manifest: dict, session, frames: int, *, thr
     outputs compared), and the real-time factor at the model's frame rate (per-frame latency
     / audio per frame)."""
     from nrqc.check import compare_outputs
-    from nrqc.streaming import frame_ms_of, initial_states, plan_stream, run_stream, stream_onnxruntime
+    from nrqc.streaming import frame_ms_of, run_stream, stream_onnxruntime
 
-    plan = plan_stream(manifest, None, explicit_states, (), time_axis)
-    rng = np.random.default_rng(seed)
-    data = [random_inputs([TensorSpec(plan.stream_input, plan.shape, plan.dtype)],
-                          seed=int(rng.integers(1 << 31)))[plan.stream_input] for _ in range(frames + 1)]
-    warm, frames_in = data[0][None], np.stack(data[1:])
-    states = initial_states(plan)
+    plan, warm, frames_in, states = _seeded_stream(manifest, frames, explicit_states, time_axis, seed)
     run_stream(session, manifest, plan, warm, states)  # warm-up: the first call pays lazy initialisation
     mine = run_stream(session, manifest, plan, frames_in, states, every_state=False)
     ms, source = frame_ms_of(manifest, plan, frame_ms, hop_ms)
@@ -555,6 +550,109 @@ def profile_stream(out: str | Path, manifest: dict, session, frames: int, *, thr
         if lat and ms:
             lat["real_time_factor"] = lat["median"] / ms
     return result
+
+
+def _seeded_stream(manifest: dict, frames: int, explicit_states, time_axis, seed: int):
+    """(plan, one warm-up frame, `frames` frames, zero states) of seeded random frames."""
+    from nrqc.streaming import initial_states, plan_stream
+
+    plan = plan_stream(manifest, None, tuple(explicit_states), (), time_axis)
+    rng = np.random.default_rng(seed)
+    data = [random_inputs([TensorSpec(plan.stream_input, plan.shape, plan.dtype)],
+                          seed=int(rng.integers(1 << 31)))[plan.stream_input] for _ in range(frames + 1)]
+    return plan, data[0][None], np.stack(data[1:]), initial_states(plan)
+
+
+def profile_stream_counted(out: str | Path, manifest: dict, session, frames: int, *,
+                           explicit_states: tuple[str, ...] = (), time_axis: int | None = None,
+                           frame_ms: float | None = None, hop_ms: float | None = None, seed: int = 0,
+                           estimate_cycles: bool = True, log=lambda m: None) -> dict:
+    """`nrqc profile OUT --stream N` for a build that runs emulated (Cortex-M in QEMU, aarch64
+    on the emulated board): N seeded frames streamed with the state carried inside the device
+    (`session.run_frames`, counted), the instructions of each frame, the estimated cycles per
+    frame (llvm-mca over the executed blocks) and from them, at the target's clock, the
+    estimated time per frame and real-time factor; every frame's outputs and the last state
+    compared with onnxruntime streaming the source model."""
+    from nrqc.check import compare_outputs
+    from nrqc.manifest import target_of
+    from nrqc.streaming import frame_ms_of, stream_onnxruntime
+
+    plan, _warm, frames_in, states = _seeded_stream(manifest, frames, explicit_states, time_axis, seed)
+    got = session.run_frames(plan, frames_in, states, {}, every_state=False, count=True,
+                             estimate_cycles=estimate_cycles, log=log)
+    ms, source = frame_ms_of(manifest, plan, frame_ms, hop_ms)
+    insns = np.asarray(got["instructions"], dtype=np.int64)
+    cycles_note = None
+    if got.get("cycles") is None and got.get("bare_metal") and estimate_cycles:
+        # the firmware's one nrqc_run (its stored input and state) is one frame: its blocks through llvm-mca
+        one: dict = {}
+        add_bare_metal_cycles(one, out, manifest, log=log)
+        est = one.get("estimated_cycles")
+        if est and est["cycles"]:
+            cpu = list(est["cycles"])[-1]  # the target's own core (cortex-m7 for an M7 build), else the M4
+            got["cycles"] = {"median": est["cycles"][cpu], "cpu": cpu,
+                             "what": "one nrqc_run of the test firmware (one frame: its stored input and state), "
+                                     "llvm-mca per executed block x executions; ignores flash wait states"}
+        cycles_note = one.get("estimated_cycles_note") or (est and "; ".join(est["notes"]))
+    result = {"artifact": str(out), "target": manifest["target"], "where": got["where"],
+              "stream_input": plan.stream_input, "shape": list(plan.shape), "time_axis": plan.time_axis,
+              "chunk": plan.chunk, "states": [{"input": p.input, "output": p.output} for p in plan.states],
+              "frames": frames, "frame_ms": ms, "frame_ms_source": source, "entry": got.get("entry"),
+              "instructions_per_frame": {"median": int(np.median(insns)), "min": int(insns.min()),
+                                         "max": int(insns.max()), "each": insns.tolist(),
+                                         "what": got["instructions_what"]},
+              "estimated_cycles_per_frame": got.get("cycles"), "onnxruntime_latency_ms": None,
+              **({"cycles_note": cycles_note} if cycles_note else {})}
+    cycles = got.get("cycles")
+    clock = target_of(manifest).figures.get("clock_ghz")
+    if cycles and clock:
+        est_ms = cycles["median"] / (clock.value * 1e6)
+        result["estimated_ms_per_frame"] = {"ms": est_ms, "clock_ghz": clock.value, "clock_source": clock.source,
+                                            "cpu": cycles["cpu"]}
+        if ms:
+            result["estimated_ms_per_frame"]["real_time_factor"] = est_ms / ms
+    src = manifest.get("source_model")
+    if src and Path(src).exists():
+        ref = stream_onnxruntime(src, manifest, plan, frames_in, states)
+        outs = {n: v for n, v in got["outputs"].items() if n not in {p.output for p in plan.states}}
+        finals = [got["outputs"][p.output][-1] for p in plan.states]
+        names = list(outs) + [f"{p.input} after the stream" for p in plan.states]
+        chk = compare_outputs([*outs.values(), *finals],
+                              [*(ref.outputs[n] for n in outs), *(ref.final_states[p.input] for p in plan.states)],
+                              names, 1e-5, 1e-5, seed)
+        result["stream_check"] = {"passed": chk["passed"], "max_abs_error": chk["max_abs_error"]}
+    else:
+        result["onnxruntime_note"] = f"source model {src} not found"
+    return result
+
+
+def format_counted_stream_profile(p: dict) -> str:
+    states = ", ".join(f"{s['input']} <- {s['output']}" for s in p["states"]) or "none"
+    ins = p["instructions_per_frame"]
+    lines = [f"streaming profile of {p['artifact']} ({p['target']}, {p['where']})",
+             f"  {p['frames']} frames of '{p['stream_input']}' {p['shape']} ({p['chunk']} steps along axis "
+             f"{p['time_axis']}), state carried on the device: {states}" + (f" ({p['entry']})" if p.get("entry") else ""),
+             "  audio per frame: " + (f"{p['frame_ms']:g} ms ({p['frame_ms_source']})" if p["frame_ms"]
+                                      else p["frame_ms_source"]),
+             f"  instructions per frame: median {ins['median']:,} (min {ins['min']:,}, max {ins['max']:,}); "
+             f"{ins['what']}"]
+    cyc = p.get("estimated_cycles_per_frame")
+    if cyc:
+        lines.append(f"  estimated cycles per frame ({cyc['cpu']}, llvm-mca over the executed blocks): "
+                     f"median {cyc['median']:,.0f}; {cyc['what']}")
+        est = p.get("estimated_ms_per_frame")
+        if est:
+            rtf = est.get("real_time_factor")
+            lines.append(f"  estimated time per frame at {est['clock_ghz'] * 1000:g} MHz ({est['clock_source']}): "
+                         f"{est['ms']:.3f} ms" + (f"; real-time factor {rtf:.4f} ({1 / rtf:,.1f}x faster than real "
+                                                  f"time)" if rtf else "; real-time factor: audio per frame unknown"))
+    else:
+        lines.append(f"  estimated cycles per frame: {p.get('cycles_note', 'not estimated')}")
+    chk = p.get("stream_check")
+    lines.append(f"  every frame's outputs and the last state vs onnxruntime's stream: max abs error "
+                 f"{chk['max_abs_error']:.3g} ({'match' if chk['passed'] else 'MISMATCH'})" if chk else
+                 f"  onnxruntime: {p.get('onnxruntime_note')}")
+    return "\n".join(lines)
 
 
 def _per_frame(seconds: list[float]) -> dict:

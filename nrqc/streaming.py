@@ -243,7 +243,7 @@ def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, st
     A session with `run_frames` (the Cortex-M firmware in QEMU) runs the whole stream at once,
     the state carried inside the device, and counts each frame's instructions."""
     if hasattr(session, "run_frames"):
-        got = session.run_frames(plan, frames, states, dict(fixed or {}), every_state)
+        got = session.run_frames(plan, frames, states, dict(fixed or {}), every_state=every_state)
         if progress is not None:
             progress.update(len(frames))
         outs = got["outputs"]

@@ -203,9 +203,15 @@ class FirmwareStreamSession:
     def __init__(self, backend, out: Path, manifest: dict):
         self.backend, self.out, self.manifest = backend, Path(out), manifest
 
-    def run_frames(self, plan, frames: np.ndarray, states: dict, fixed: dict, every_state: bool, log=lambda m: None
-                   ) -> dict:
-        return run_stream_firmware(self.out, self.manifest, plan, frames, states, fixed, every_state, log)
+    def run_frames(self, plan, frames: np.ndarray, states: dict, fixed: dict, every_state: bool, count: bool = False,
+                   estimate_cycles: bool = False, log=lambda m: None) -> dict:
+        """The stream in one QEMU run; QEMU's instruction count comes with every run (`count`
+        changes nothing). Cycles are left to the caller (`bare_metal`: the test firmware's
+        one nrqc_run through llvm-mca is one frame's estimate)."""
+        got = run_stream_firmware(self.out, self.manifest, plan, frames, states, fixed, every_state, log)
+        return {**got, "bare_metal": True, "cycles": None,
+                "where": f"QEMU {firmware.qemu_command(target_of(self.manifest), Path('x'))[2]} firmware",
+                "instructions_what": "executed instructions of each call (QEMU -icount, SysTick around the call)"}
 
     def step(self, feeds: dict) -> list:
         return self.backend.run(self.out, self.manifest, feeds, None)
