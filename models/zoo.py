@@ -172,6 +172,29 @@ def vad_gru(variant="float", frames=100, bands=80, channels=32, hidden=32, beta=
                          output="speech logit per frame [1, frames]"), s.quantize_input)
 
 
+def vad_crnn(variant="float", frames=100, bands=80, channels=(32, 32), hidden=32, beta=5.0, bn=None,
+             first_layer=None) -> SeqNet:
+    """CRNN VAD in the shape Gómez & Bäckström train with noise reparameterization: a conv
+    front end over time (bands as channels, 3 taps per conv; binary maps with int8 weights
+    in the BAM variants, the first conv reading int8 features), a GRU over the frames and a
+    1×1 full-precision head, one logit per frame.  Unlike :func:`vad_gru` the front end has
+    a second binary conv, so the GRU reads a binary map computed from a binary map.  The
+    reparameterized variants learn the input bands, each conv's width, the GRU's hidden size
+    (gated inside the recurrence, sliced to a dense GRU at export) and the head's width."""
+    s = _Spec(variant, beta, bn, first_layer)
+    in_gate = _band_gate(s, bands)
+    layers, c_in = [], bands
+    for i, c in enumerate(channels):
+        layers.append(s.feature_block("conv1d", c_in, c, i == 0, f"conv{i + 1}"))
+        c_in = c
+    layers += [GRUBlock(c_in, hidden, s.gate("gru", hidden)),
+               s.head_block("conv1d", hidden, 16, "head1"),
+               s.head_block("conv1d", 16, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
+                  s.meta(task="vad", arch="vad_crnn", variant=variant, frames=frames, bands=bands,
+                         output="speech logit per frame [1, frames]"), s.quantize_input)
+
+
 def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), head=32, beta=5.0,
                   bn=None, first_layer=None) -> SeqNet:
     """Bona fide vs spoofed speech: three 3×3 convs with 2×2 max-pools, a global max-pool
@@ -205,7 +228,7 @@ def synthetic_mlp(variant="float", features=16, hidden=32, beta=5.0, bn=None, fi
 
 
 ARCHS = {
-    "bam4": quality_bam4, "dnsmos": quality_dnsmos, "vad_tiny": vad_tiny, "vad_gru": vad_gru,
+    "bam4": quality_bam4, "dnsmos": quality_dnsmos, "vad_tiny": vad_tiny, "vad_gru": vad_gru, "vad_crnn": vad_crnn,
     "antispoof_cnn": antispoof_cnn, "synthetic_mlp": synthetic_mlp,
 }
 _DEFAULT_ARCH = {"quality": "bam4", "vad": "vad_tiny", "antispoof": "antispoof_cnn", "synthetic": "synthetic_mlp"}
