@@ -2,15 +2,18 @@
 
 ``nrqc compile --target arm_cpu`` calls :func:`write_deploy_md` so that the artifact
 directory is a self-contained deploy bundle: ``model.so`` + ``manifest.json`` +
-``report.txt`` + ``DEPLOY.md``. The commands are exact: the runtime on the Pi is the
+``report.txt`` + ``DEPLOY.md`` (+ ``stream_model.py`` for a model with state inputs and
+outputs: it streams frames carrying the state on the device). The commands are exact: the runtime on the Pi is the
 official aarch64 ``apache-tvm`` wheel from PyPI, the same one the emulated board
 (``nrqc emulate arm_cpu``) runs.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+STREAM_RUNNER = "stream_model.py"  # nrqc/bundle_stream_runner.py, copied into bundles of models with state
 TVM_WHEEL = "apache-tvm==0.27.0.post1"
 TVM_FFI_WHEEL = "apache-tvm-ffi==0.1.14.post1"
 DEPLOY_MD = "DEPLOY.md"
@@ -104,6 +107,26 @@ for name, o in zip({output_names!r}, outs):
     a = o.numpy()
     print(name, a.shape, a.dtype, a.ravel()[:8])
 ```
+{stream_section}"""
+
+_STREAM_SECTION = """
+## 2c. Stream it on the Pi (the state carried from call to call)
+
+The model carries a state: {pairs_md}. `{runner}` (in this bundle; TVM runtime and numpy
+only) runs K frames, one call of `main` each, and passes each state output back as the next
+call's state input as the tensor the runtime returned (no copy to numpy between frames):
+
+```sh
+~/tvm-venv/bin/python ~/{bundle}/{runner} frames.npy out.npz {state_args} --frame-ms MS
+```
+
+- `frames.npy`: `[K, {shape}]` {dtype}, K frames of `{stream}` (`nrqc run {bundle} --stream
+  signal.npy` on the workstation cuts a long signal the same way and runs this same script on
+  the emulated board);
+- `--initial-state NAME=FILE.npy`: a state's first value (default zeros);
+- `out.npz`: every output that is not state, per frame, and the state after the last frame
+  (`--every-state`: every frame's); `--frame-ms` (the audio one frame covers) adds the
+  real-time factor to the printed per-frame latency.
 """
 
 _ARCH_WARNING_32 = """
@@ -172,7 +195,31 @@ def render_deploy_md(manifest: dict, bundle_name: str = "model-bundle") -> str:
         tvm_ffi_wheel=TVM_FFI_WHEEL,
         inputs_py=inputs_py,
         output_names=[s["name"] for s in outputs],
+        stream_section=_stream_section(manifest, bundle_name),
     )
+
+
+def stream_pairs(manifest: dict):
+    """The stream plan of a model with state (nrqc.streaming.plan_stream), or None."""
+    from nrqc.errors import NrqcError
+    from nrqc.streaming import plan_stream
+
+    try:
+        plan = plan_stream(manifest)
+    except NrqcError:
+        return None
+    return plan if plan.states else None
+
+
+def _stream_section(manifest: dict, bundle_name: str) -> str:
+    plan = stream_pairs(manifest)
+    if plan is None:
+        return ""
+    return _STREAM_SECTION.format(
+        pairs_md=", ".join(f"input `{p.input}` {list(p.shape)} -> output `{p.output}`" for p in plan.states),
+        runner=STREAM_RUNNER, bundle=bundle_name, state_args=" ".join(f"--state {p.input}={p.output}"
+                                                                       for p in plan.states),
+        shape=", ".join(str(d) for d in plan.shape), dtype=plan.dtype, stream=plan.stream_input)
 
 
 def write_deploy_md(out_dir: Path, manifest: dict, bundle_name: str | None = None) -> Path:
@@ -192,4 +239,6 @@ def write_deploy_md(out_dir: Path, manifest: dict, bundle_name: str | None = Non
     tmp = out_dir / f".{DEPLOY_MD}.{os.getpid()}.tmp"
     tmp.write_text(render_deploy_md(manifest, bundle_name))
     os.replace(tmp, path)
+    if stream_pairs(manifest) is not None:  # the runner section 2c names
+        shutil.copyfile(Path(__file__).with_name("bundle_stream_runner.py"), out_dir / STREAM_RUNNER)
     return path

@@ -250,7 +250,7 @@ def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, st
         final = {p.input: outs[p.output][-1] for p in plan.states}
         if not every_state:
             outs = {n: v for n, v in outs.items() if n not in {p.output for p in plan.states}}
-        return StreamResult(outs, [], final, got["instructions"])
+        return StreamResult(outs, [], final, got.get("instructions"))
     out_names = [o["name"] for o in manifest["outputs"]]
     index = {n: k for k, n in enumerate(out_names)}
     state_outs = {p.output for p in plan.states}

@@ -20,6 +20,13 @@ class CrossLibraryBackend(LibraryBackend):
     def write_extras(self, stage: Path, manifest: dict) -> None:
         write_deploy_md(stage, manifest)  # how to install and run it on the board
 
+    def open_session(self, out, manifest, rpc):
+        if rpc is None and self.spec.emulator is not None:  # no board: the emulated one, whole streams at once
+            from nrqc.emulator.stream_run import EmulatedStreamSession
+
+            return EmulatedStreamSession(Path(out), manifest)
+        return super().open_session(out, manifest, rpc)
+
     def check_without_board(self, stage: Path, m, manifest: dict, options) -> dict:
         return check_without_board(stage, m, manifest, options, self.target)
 
