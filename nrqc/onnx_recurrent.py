@@ -22,6 +22,8 @@ onnxruntime from disk in a fresh process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 
 import numpy as np
 
@@ -30,9 +32,37 @@ from nrqc.errors import NrqcError
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 # inputs that must be constants (initializers): W, R, B, sequence_lens, P (by position)
 WEIGHT_INPUTS = {"LSTM": (1, 2, 3, 4, 7), "GRU": (1, 2, 3, 4), "RNN": (1, 2, 3, 4)}
-_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_GATES = GATES
+# the placeholder attribute carrying a direction's RecurrentSpec (passes/recurrent_kernels.py)
+SPEC_ATTR = "nrqc.recurrent"
 _DEFAULT_ACTS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
 _ACTIVATIONS = ("Sigmoid", "Tanh", "Relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentSpec:
+    """One direction of a recurrent node, as the ONNX import reads it."""
+
+    op: str
+    steps: int
+    batch: int
+    inputs: int
+    hidden: int
+    reverse: bool
+    acts: tuple[str, ...]
+    clip: float | None
+    lbr: bool  # GRU linear_before_reset
+    input_forget: bool  # LSTM coupled input/forget gates
+    w_dtype: str = "float32"  # float32, int8 or uint8
+    r_dtype: str = "float32"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RecurrentSpec":
+        return cls(**{**d, "acts": tuple(d["acts"])})
 
 
 # ----------------------------------------------------------------------- load-time checks
@@ -135,19 +165,41 @@ def _numpy(expr) -> np.ndarray:
     return value.numpy()
 
 
+def _weights(bb, expr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W or R ([D, G*H, K]) as (values, scale, zero point), the last two [D, G*H]: float
+    values with scale 1 and zero 0, or the 8-bit initializer of a DequantizeLinear with its
+    per-tensor, per-direction (axis 0) or per-row (axis 1) scale and zero point broadcast
+    (check_recurrent refused every other form at load)."""
+    from tvm import relax
+
+    value = bb.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+    if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.dequantize":
+        q, scale, zero = (_numpy(a) for a in value.args[:3])
+        shape = q.shape[:2]
+        if scale.size > 1:  # per axis: its length is the axis' extent
+            scale = scale.reshape((-1, 1) if int(value.attrs.axis) == 0 else (1, -1))
+            zero = zero.reshape(scale.shape) if zero.size > 1 else zero
+        return (q, np.broadcast_to(scale.astype(np.float32), shape).copy(),
+                np.broadcast_to(zero.astype(np.float32), shape).copy())
+    w = _numpy(expr)
+    return w, np.ones(w.shape[:2], np.float32), np.zeros(w.shape[:2], np.float32)
+
+
 def convert_recurrent(op: str, bb, inputs, attr):
-    """The Relax of one ONNX recurrent node: (Y, Y_h[, Y_c])."""
+    """The Relax of one ONNX recurrent node: (Y, Y_h[, Y_c]). Each direction is a call of a
+    placeholder carrying its RecurrentSpec; passes/recurrent_kernels.py builds the kernel
+    for the target."""
     from tvm import relax
 
     a = _Attrs(op, attr)
     x = inputs[0]
     if a.layout:
         x = bb.emit(relax.op.permute_dims(x, [1, 0, 2]))
-    steps, batch, _ = (int(d) for d in x.ty.shape)
-    w, r = _numpy(inputs[1]), _numpy(inputs[2])
+    steps, batch, n_in = (int(d) for d in x.ty.shape)
+    (w, ws, wz), (r, rs, rz) = _weights(bb, inputs[1]), _weights(bb, inputs[2])
     g = _GATES[op]
     hidden = a.hidden or w.shape[1] // g
-    dtype = w.dtype
+    dtype = np.dtype("float32")
     b = _numpy(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros((a.n_dir, 2 * g * hidden), dtype)
     wb, rb = b[:, :g * hidden], b[:, g * hidden:].copy()
     rb_h = rb[:, 2 * hidden:3 * hidden].copy() if op == "GRU" else np.zeros((a.n_dir, hidden), dtype)
@@ -156,22 +208,19 @@ def convert_recurrent(op: str, bb, inputs, attr):
     peep = _numpy(inputs[7]) if op == "LSTM" and len(inputs) > 7 and inputs[7] is not None else \
         np.zeros((a.n_dir, 3 * hidden), dtype)
 
-    # every step's and direction's input projection in one product
-    w_all = np.concatenate([w[d].T for d in range(a.n_dir)], axis=1)  # [I, D*G*H]
-    xw = bb.emit(relax.op.add(relax.op.matmul(x, relax.const(w_all)), relax.const((wb + rb).reshape(-1))))
-
     ys, hs, cs = [], [], []
     n = len(_DEFAULT_ACTS[op])
     for d in range(a.n_dir):
         reverse = a.direction == "reverse" or d == 1
         h0 = _initial(bb, inputs, 5, d, a.layout, batch, hidden, dtype)
         c0 = _initial(bb, inputs, 6, d, a.layout, batch, hidden, dtype)
-        func = scan_kernel(op, steps, batch, hidden, a.n_dir * g * hidden, d * g * hidden, reverse,
-                           a.acts[d * n:(d + 1) * n], a.clip, a.lbr, a.input_forget, str(dtype))
-        gv = bb.add_func(func, f"{op.lower()}_scan")
-        out_ty = [relax.TensorType((steps, batch, hidden), str(dtype)), relax.TensorType((batch, hidden), str(dtype))]
-        res = bb.emit(relax.call_tir(gv, [xw, relax.const(np.ascontiguousarray(r[d].T)), relax.const(rb_h[d]),
-                                          relax.const(peep[d]), h0, c0], out_ty))
+        spec = RecurrentSpec(op, steps, batch, n_in, hidden, reverse, tuple(a.acts[d * n:(d + 1) * n]),
+                             a.clip, a.lbr, a.input_forget, str(w.dtype), str(r.dtype))
+        gv = bb.add_func(placeholder(spec).with_attr(SPEC_ATTR, json.dumps(spec.to_json())), f"{op.lower()}_spec")
+        out_ty = [relax.TensorType((steps, batch, hidden), "float32"), relax.TensorType((batch, hidden), "float32")]
+        consts = [w[d].T, ws[d], wz[d], wb[d] + rb[d], r[d].T, rs[d], rz[d], rb_h[d], peep[d]]
+        res = bb.emit(relax.call_tir(gv, [x] + [relax.const(np.ascontiguousarray(c)) for c in consts[:-2]]
+                                     + [relax.const(consts[-2]), relax.const(consts[-1]), h0, c0], out_ty))
         y = bb.emit(relax.TupleGetItem(res, 0))
         ys.append(relax.op.expand_dims(y, 1))  # [T, 1, B, H]
         last = 0 if reverse else steps - 1
@@ -206,116 +255,26 @@ def _initial(bb, inputs, i: int, d: int, layout: int, batch: int, hidden: int, d
     return bb.emit(relax.op.reshape(part, (batch, hidden)))
 
 
-# ----------------------------------------------------------------------- the recurrence kernel
+# ----------------------------------------------------------------------- the placeholder
 
 
-def _activation(name: str, clip, dtype: str):
-    from tvm import tirx
-
-    def f(x, clipped=True):
-        if clip is not None and clipped:
-            x = tirx.max(tirx.min(x, tirx.const(clip, dtype)), tirx.const(-clip, dtype))
-        if name == "Sigmoid":
-            return tirx.sigmoid(x)
-        if name == "Tanh":
-            return tirx.tanh(x)
-        return tirx.max(x, tirx.const(0, dtype))
-
-    return f
-
-
-def scan_kernel(op, steps, batch, hidden, width, offset, reverse, acts, clip, lbr, input_forget, dtype):
-    """The PrimFunc running one direction's recurrence over all steps:
-    (XW [T, B, width], Rt [H, G*H], Rb_h [H], P [3H], H0 [B, H], C0 [B, H]) -> (Y [T, B, H],
-    C_last [B, H]); the gates of step t read XW[t, :, offset:offset + G*H]."""
-    from tvm import tirx
+def placeholder(spec: RecurrentSpec):
+    """A PrimFunc with the call's signature and no body: (X [T, B, I], W^T [I, G*H], its
+    scale and zero [G*H], bias [G*H], R^T [H, G*H], its scale and zero, Rb_h [H], P [3H],
+    H0 [B, H], C0 [B, H]) -> (Y [T, B, H], C_last [B, H]). Replaced by the kernel before
+    legalization (passes/recurrent_kernels.py)."""
     from tvm.script import tirx as T
 
-    g = _GATES[op]
-    gh = g * hidden
-    f = _activation(acts[0], clip, dtype)
-    gg = _activation(acts[1], clip, dtype) if len(acts) > 1 else None
-    hh = _activation(acts[2], clip, dtype) if len(acts) > 2 else None
-    H = hidden
-
-    one = tirx.const(1, dtype)
-    zero = tirx.const(0, dtype)
-    zr = gh if lbr else 2 * H  # GRU: gates of the first product (all three when linear_before_reset)
-    h_later = 0 if lbr else H  # GRU: (r * h) x R_h^T as a second product
-
-    def time(s):
-        return steps - 1 - s if reverse else s
-
-    def forget(i_g, pre_f):  # LSTM: coupled input and forget gates when input_forget
-        return one - i_g if input_forget else f(pre_f)
-
-    def reset_times(r_g, acc_h, rbh, hp_j):  # GRU: r (.) (H R_h^T + Rb_h), or r (.) H
-        return r_g * (acc_h + rbh) if lbr else r_g * hp_j
-
-    def candidate_in(rh_j, acc_h):
-        return rh_j if lbr else acc_h
-
-    # per op, one step of batch row b at time t: gate pre-activations in acc, the previous
-    # hidden state in hp, the new one written to Y[t, b], the cell state kept in CL[b]
-    @T.macro
-    def lstm_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
-        for q in range(gh):
-            acc[q] = XW[t, b, offset + q]
-        for k in range(H):
-            for q in range(gh):
-                acc[q] = acc[q] + hp[k] * Rt[k, q]
-        for j in range(H):  # gate order i, o, f, c; peepholes i, o, f
-            i_g = f(acc[j] + P[j] * CL[b, j])
-            f_g = forget(i_g, acc[2 * H + j] + P[2 * H + j] * CL[b, j])
-            c_new = f_g * CL[b, j] + i_g * gg(acc[3 * H + j])
-            CL[b, j] = c_new
-            Y[t, b, j] = f(acc[H + j] + P[H + j] * c_new) * hh(c_new, False)
-
-    @T.macro
-    def gru_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
-        # gate order z, r, h: z and r (and h when linear_before_reset) from hp
-        for q in range(gh):
-            acc[q] = zero
-        for k in range(H):
-            for q in range(zr):
-                acc[q] = acc[q] + hp[k] * Rt[k, q]
-        for j in range(H):
-            rh[j] = reset_times(f(XW[t, b, offset + H + j] + acc[H + j]), acc[2 * H + j], Rbh[j], hp[j])
-        for k in range(h_later):
-            for j in range(H):
-                acc[2 * H + j] = acc[2 * H + j] + rh[k] * Rt[k, 2 * H + j]
-        for j in range(H):
-            z = f(XW[t, b, offset + j] + acc[j])
-            cand = gg(XW[t, b, offset + 2 * H + j] + candidate_in(rh[j], acc[2 * H + j]))
-            Y[t, b, j] = (one - z) * cand + z * hp[j]
-
-    @T.macro
-    def rnn_step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, t):
-        for q in range(gh):
-            acc[q] = XW[t, b, offset + q]
-        for k in range(H):
-            for q in range(gh):
-                acc[q] = acc[q] + hp[k] * Rt[k, q]
-        for j in range(H):
-            Y[t, b, j] = f(acc[j])
-
-    step = {"LSTM": lstm_step, "GRU": gru_step, "RNN": rnn_step}[op]
+    t, b, i, h = spec.steps, spec.batch, spec.inputs, spec.hidden
+    gh = GATES[spec.op] * h
+    f32 = "float32"
 
     @T.prim_func(s_tir=False)
-    def kernel(XW: T.Buffer((steps, batch, width), dtype), Rt: T.Buffer((H, gh), dtype),
-               Rbh: T.Buffer((H,), dtype), P: T.Buffer((3 * H,), dtype), H0: T.Buffer((batch, H), dtype),
-               C0: T.Buffer((batch, H), dtype), Y: T.Buffer((steps, batch, H), dtype),
-               CL: T.Buffer((batch, H), dtype)):
-        acc = T.alloc_buffer((gh,), dtype)
-        hp = T.alloc_buffer((H,), dtype)
-        rh = T.alloc_buffer((H,), dtype)
-        for b in range(batch):
-            for j in range(H):
-                hp[j] = H0[b, j]
-                CL[b, j] = C0[b, j]
-            for s in range(steps):
-                step(XW, Rt, P, Y, CL, acc, hp, rh, Rbh, b, time(s))
-                for j in range(H):
-                    hp[j] = Y[time(s), b, j]
-    # opaque: FuseOps leaves it alone (a hand-written kernel, see tvm-0.27 notes)
-    return kernel.without_attr("global_symbol").with_attrs({"op_pattern": 8, "tirx.noalias": True})
+    def func(X: T.Buffer((t, b, i), f32), W: T.Buffer((i, gh), spec.w_dtype), Ws: T.Buffer((gh,), f32),
+             Wz: T.Buffer((gh,), f32), Bias: T.Buffer((gh,), f32), R: T.Buffer((h, gh), spec.r_dtype),
+             Rs: T.Buffer((gh,), f32), Rz: T.Buffer((gh,), f32), Rbh: T.Buffer((h,), f32),
+             P: T.Buffer((3 * h,), f32), H0: T.Buffer((b, h), f32), C0: T.Buffer((b, h), f32),
+             Y: T.Buffer((t, b, h), f32), CL: T.Buffer((b, h), f32)):
+        T.evaluate(0)
+
+    return func.without_attr("global_symbol").with_attrs({"op_pattern": 8})

@@ -27,10 +27,11 @@ def binary_steps() -> list[Step]:
 
 def float_steps() -> list[Step]:
     """Steps that give float layers faster algorithms (before legalization)."""
-    from nrqc.passes import conv_winograd, nan_semantics
+    from nrqc.passes import conv_winograd, nan_semantics, recurrent_kernels
 
-    # NaN semantics after Winograd, which matches conv -> ReLU on the unrewritten graph
-    return [conv_winograd.step(), nan_semantics.step()]
+    # NaN semantics after Winograd, which matches conv -> ReLU on the unrewritten graph;
+    # recurrent layers' placeholders become their kernels before anything else sees them
+    return [recurrent_kernels.step(), conv_winograd.step(), nan_semantics.step()]
 
 
 def schedule_steps() -> list[Step]:
