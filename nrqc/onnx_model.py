@@ -242,7 +242,11 @@ def check_supported_ops(model, path: str | Path) -> None:
     used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node '{node.name or node.output[0]}'")
+            hint = (": onnxruntime's quantize_dynamic writes it; nrqc compiles LSTM/GRU with int8 weights as "
+                    "DequantizeLinear(int8 initializer) -> W, R of a standard node"
+                    if node.op_type.startswith("DynamicQuantize") and node.op_type != "DynamicQuantizeLinear" else "")
+            raise NrqcError(f"{path}: unsupported op {node.domain}::{node.op_type} at node "
+                            f"'{node.name or node.output[0]}'{hint}")
         if node.op_type not in known:
             raise NrqcError(f"{path}: unsupported op {node.op_type} at node '{node.name or node.output[0]}'")
         for i in _SHAPE_INPUTS.get(node.op_type, ()):

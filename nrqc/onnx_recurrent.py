@@ -77,12 +77,16 @@ def check_recurrent(model, path) -> None:
 
     consts = {i.name: i for i in model.graph.initializer}
     shapes = _shapes(model)
+    dequantized = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     for node in model.graph.node:
         if node.op_type not in RECURRENT_OPS:
             continue
         # named by its first output when unnamed (Y itself may be omitted: "")
         where = f"{path}: {node.op_type} node '{node.name or next((o for o in node.output if o), '')}'"
         for i in WEIGHT_INPUTS[node.op_type]:
+            if i in (1, 2) and node.input[i] in dequantized:
+                _check_dequantized(dequantized[node.input[i]], consts, where, i, node.input[i])
+                continue
             if i < len(node.input) and node.input[i] and node.input[i] not in consts:
                 raise NrqcError(f"{where} takes its input {i} ('{node.input[i]}') from a computed tensor or a graph "
                                 f"input: nrqc compiles recurrent layers whose weights, biases and sequence_lens "
@@ -101,6 +105,27 @@ def check_recurrent(model, path) -> None:
             if not np.all(lens == steps):
                 raise NrqcError(f"{where}: sequence_lens {lens.tolist()} differ from the sequence length {steps}: "
                                 f"nrqc compiles full-length sequences only")
+
+
+def _check_dequantized(dq, consts, where: str, i: int, name: str) -> None:
+    """W or R through DequantizeLinear: an int8/uint8 initializer with a per-tensor scale,
+    or per axis 0 (direction) or 1 (gate row), and initializer scale and zero point."""
+    from onnx import TensorProto
+
+    what = f"{where} takes its input {i} ('{name}') from DequantizeLinear"
+    if any(x and x not in consts for x in dq.input):
+        raise NrqcError(f"{what} of a computed tensor: nrqc compiles it when the quantized weights, scale and zero "
+                        f"point are initializers")
+    q = consts[dq.input[0]]
+    if q.data_type not in (TensorProto.INT8, TensorProto.UINT8):
+        raise NrqcError(f"{what} of {TensorProto.DataType.Name(q.data_type).lower()} values: nrqc keeps int8 or uint8 "
+                        f"recurrent weights")
+    attrs = {a.name: _attr_value(a) for a in dq.attribute}
+    scale = consts[dq.input[1]]
+    per_axis = len(scale.dims) > 0 and int(np.prod(scale.dims)) > 1
+    if attrs.get("block_size", 0) or (per_axis and int(attrs.get("axis", 1)) % 3 not in (0, 1)):
+        raise NrqcError(f"{what} with {'blocked' if attrs.get('block_size', 0) else 'per-input-column'} scales: nrqc "
+                        f"compiles per-tensor, per-direction (axis 0) and per-gate-row (axis 1) scales")
 
 
 def _attr_value(a):

@@ -208,3 +208,109 @@ def test_variants_on_boards(tmp_path, target):
     """The sample built for the emulated Pi (cortex-a72) and a Cortex-M7 firmware in QEMU,
     the board's outputs checked against onnxruntime."""
     _check_variants(tmp_path, SAMPLE, target, B=1)
+
+
+# ----------------------------------------------------------------------- int8 weights
+
+
+def quantize_weights(model, forms):
+    """The model with W and R of node k quantized as forms[k] says: (dtype, granularity)
+    with granularity "tensor" (scalar scale), "direction" (axis 0) or "row" (axis 1, per
+    gate row), uint8 with a zero point of 128 + k. They reach the node through
+    DequantizeLinear, as a QDQ exporter writes them; onnxruntime runs the same file."""
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for k, node in enumerate(model.graph.node):
+        dtype, gran = forms[k]
+        for slot in (1, 2):
+            w = numpy_helper.to_array(inits[node.input[slot]])
+            axis = {"tensor": None, "direction": 0, "row": 1}[gran]
+            amax = np.abs(w).max() if axis is None else np.abs(w).max(axis=tuple(a for a in (0, 1, 2) if a != axis))
+            scale = (amax / 127).astype(np.float32)
+            shape = [1, 1, 1]
+            if axis is not None:
+                shape[axis] = -1
+            zp = np.int64(0 if dtype == "int8" else 128 + k)
+            q = np.clip(np.round(w / scale.reshape(shape)) + zp, *((-127, 127) if dtype == "int8" else (0, 255)))
+            q = q.astype(dtype)
+            name = node.input[slot]
+            zp_arr = np.full(scale.shape, zp, dtype)
+            model.graph.initializer.remove(inits[name])
+            model.graph.initializer.extend([numpy_helper.from_array(q, name + "_q"),
+                                            numpy_helper.from_array(scale, name + "_s"),
+                                            numpy_helper.from_array(zp_arr, name + "_zp")])
+            attrs = {} if axis is None else {"axis": axis}
+            nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_s", name + "_zp"], [name], **attrs))
+    rest = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes + rest)
+    return model
+
+
+INT8_SAMPLE = [({"op": "LSTM", "direction": "bidirectional", "init": True, "peep": True}, ("int8", "row")),
+               ({"op": "GRU", "direction": "forward", "init": True, "lbr": 0}, ("uint8", "tensor")),
+               ({"op": "GRU", "direction": "bidirectional", "lbr": 1}, ("int8", "direction"))]
+
+
+def _check_int8(tmp_path, target, T=5, B=2, I=3, H=4):
+    """int8 / uint8 weights through DequantizeLinear (per row, per tensor with a zero point,
+    per direction): the artifact, from disk or on the board, matches onnxruntime on the same
+    file within TOL, and its recurrent weights stay 8-bit (the float kernel's weights would
+    be 4x the bytes)."""
+    model = quantize_weights(recurrent_model([{**s, "H": H} for s, _ in INT8_SAMPLE], T=T, B=B, I=I),
+                             [f for _, f in INT8_SAMPLE])
+    onnx.checker.check_model(model)
+    out, manifest = _compile(tmp_path, model, target)
+    check = manifest["check"]
+    assert check["ran"] and check["passed"] and check["max_abs_error"] < TOL, check["summary"]
+    ops = [layer["op"] for layer in manifest["layers"]]
+    assert ops.count("LSTM") == 1 and ops.count("GRU") == 2, ops
+    return out, manifest
+
+
+def test_int8_weights_x86(tmp_path):
+    out, manifest = _check_int8(tmp_path, "x86")
+    # every W and R value of the three nodes, 8-bit (packing pads columns to a block)
+    n8 = sum(2 * GATES[s["op"]] * 4 * (3 + 4) * (2 if s["direction"] == "bidirectional" else 1)
+             for s, _ in INT8_SAMPLE) // 2
+    weights = manifest["memory"]["weights_by_dtype"] if "weights_by_dtype" in manifest.get("memory", {}) else None
+    report = (out / "report.txt").read_text()
+    assert "int8" in report or "uint8" in report, report[:800]
+    if weights is not None:
+        assert weights.get("int8", 0) + weights.get("uint8", 0) >= n8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["arm_cpu", "cortex-m7"])
+def test_int8_weights_on_boards(tmp_path, target):
+    _check_int8(tmp_path, target, B=1)
+
+
+def test_int8_refusals_name_the_node(tmp_path):
+    """Per-input-column scales (axis 2) cannot leave the sum: refused in one line naming
+    the node; onnxruntime's quantize_dynamic form (com.microsoft DynamicQuantizeLSTM) too."""
+    model = quantize_weights(recurrent_model([{"op": "GRU", "direction": "forward", "H": 2}], T=3, B=1, I=2),
+                             [("int8", "tensor")])
+    dq = model.graph.node[0]
+    scale = next(i for i in model.graph.initializer if i.name == dq.input[1])
+    zp = next(i for i in model.graph.initializer if i.name == dq.input[2])
+    scale.CopyFrom(numpy_helper.from_array(np.full(2, 0.01, np.float32), scale.name))
+    zp.CopyFrom(numpy_helper.from_array(np.zeros(2, np.int8), zp.name))
+    dq.attribute.append(helper.make_attribute("axis", 2))
+    path = tmp_path / "axis2.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(NrqcError, match=r"GRU node 'n0_Y' takes its input 1 \('n0_W'\) from DequantizeLinear with "
+                                        r"per-input-column scales"):
+        compile_model(path, "x86", tmp_path / "o", CompileOptions(check=False), log=lambda *a: None)
+
+    node, inits, _, outs = recurrent_node("LSTM", "l", "forward", T=3, B=1, I=2, H=2)
+    dyn = helper.make_node("DynamicQuantizeLSTM", list(node.input), list(node.output), domain="com.microsoft",
+                           name="lstm_q")
+    graph = helper.make_graph([dyn], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 1, 2])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outs], inits)
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14),
+                                                       helper.make_opsetid("com.microsoft", 1)]), str(path))
+    with pytest.raises(NrqcError, match="com.microsoft::DynamicQuantizeLSTM at node 'lstm_q': onnxruntime's "
+                                        "quantize_dynamic writes it"):
+        compile_model(path, "x86", tmp_path / "o2", CompileOptions(check=False), log=lambda *a: None)
