@@ -645,7 +645,9 @@ def format_counted_stream_profile(p: dict) -> str:
             rtf = est.get("real_time_factor")
             lines.append(f"  estimated time per frame at {est['clock_ghz'] * 1000:g} MHz ({est['clock_source']}): "
                          f"{est['ms']:.3f} ms" + (f"; real-time factor {rtf:.4f} ({1 / rtf:,.1f}x faster than real "
-                                                  f"time)" if rtf else "; real-time factor: audio per frame unknown"))
+                                                  f"time)" if rtf and rtf < 1 else f"; real-time factor {rtf:.4f} "
+                                                  f"(does not keep up)" if rtf else
+                                                  "; real-time factor: audio per frame unknown"))
     else:
         lines.append(f"  estimated cycles per frame: {p.get('cycles_note', 'not estimated')}")
     chk = p.get("stream_check")
@@ -670,7 +672,8 @@ def format_stream_profile(p: dict) -> str:
 
     def row(label, lat):
         rtf = lat.get("real_time_factor")
-        rtf_text = f"{rtf:.4f} ({1 / rtf:,.0f}x faster than real time)" if rtf else "-"
+        rtf_text = "-" if not rtf else (f"{rtf:.4f} ({1 / rtf:,.0f}x faster than real time)" if rtf < 1 else
+                                        f"{rtf:.4f} ({rtf:.2f}x slower than real time: does not keep up)")
         return (f"  {label:<18}{lat['median']:>11.3f} {lat['p90']:>9.3f} {lat['min']:>9.3f} {lat['max']:>9.3f}"
                 f" {lat['runs']:>7}   {rtf_text}")
 

@@ -196,8 +196,15 @@ class ArtifactSession:
     def step(self, inputs: dict) -> list:
         """One call; the outputs stay on the device (handles a later `step` takes as inputs,
         as a stream carries its state), in the manifest's output order."""
-        with rpc_deadline(self.rpc, "running the model") if self.rpc else contextlib.nullcontext():
-            return flatten_outputs(self.vm[self.entry_for(inputs)](*self.to_device(inputs)), keep=True)
+        entry = self.entry_for(inputs)
+        if self.remote is None:
+            return flatten_outputs(self.vm[entry](*self.to_device(inputs)), keep=True)
+        with rpc_deadline(self.rpc, "running the model"):
+            # over RPC a tuple result is a remote object that cannot be iterated here: the
+            # stateful calls return each field as a remote tensor (still on the board)
+            self.vm.set_input(entry, *self.to_device(inputs))
+            self.vm.invoke_stateful(entry)
+            return flatten_outputs(self.vm.get_outputs(entry), keep=True)
 
     def numpy(self, handle) -> np.ndarray:
         if not hasattr(handle, "numpy"):

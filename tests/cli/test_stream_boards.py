@@ -5,7 +5,7 @@ deploy bundle's stream_model.py, and `nrqc run/profile --stream` on both emulate
 Default: the in-place decision and the generated C API on hand-made caller plans (no build).
 Slow: a GRU with its state as an input and an output (onnx.helper, no node names) compiled for
 cortex-m4 and arm_cpu, streamed from disk in a fresh process by `nrqc run --stream` (QEMU
-firmware; the emulated aarch64 board running the bundle's own runner), equal to onnxruntime's
+firmware; the emulated aarch64 board running the bundle's own runner, and through --rpc), equal to onnxruntime's
 state-carried stream on every frame within 1e-5; `nrqc profile --stream` per-frame counts.
 """
 from __future__ import annotations
@@ -113,6 +113,16 @@ def test_stream_api_header_and_step():
     assert stream_api([], [("nrqc_run", plan, ins)], outs) == ("", "")
 
 
+def _saved_stream(tmp_path, seed: int, k: int):
+    """(rng, k GRU frames saved as frames.npy, a non-zero first state saved as start.npy)."""
+    rng = np.random.default_rng(seed)
+    frames = rng.standard_normal((k, STEPS, 1, FEATS)).astype(np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    start = (rng.standard_normal((1, 1, HIDDEN)) * 0.3).astype(np.float32)
+    np.save(tmp_path / "start.npy", start)
+    return rng, frames, start
+
+
 def _check_frames(got, ref, names):
     for n in names:
         assert got[n].shape == ref[n].shape, (n, got[n].shape, ref[n].shape)
@@ -131,12 +141,7 @@ def test_cortex_m_streams_through_the_c_api(tmp_path):
                  "#define NRQC_STATE0_IN_PLACE 1", "int nrqc_step(const float *in0, float *out0);"):
         assert line in header, header
     assert json.loads((out / "manifest.json").read_text())["streaming"]["states"][0]["in_place"] is True
-    rng = np.random.default_rng(3)
-    K = 6
-    frames = rng.standard_normal((K, STEPS, 1, FEATS)).astype(np.float32)
-    np.save(tmp_path / "frames.npy", frames)
-    start = (rng.standard_normal((1, 1, HIDDEN)) * 0.3).astype(np.float32)
-    np.save(tmp_path / "start.npy", start)
+    rng, frames, start = _saved_stream(tmp_path, seed=3, k=6)
     ref = ort_stream(path, frames, start)
     assert np.abs(ref["stateN"][-1] - ref["stateN"][0]).max() > 0.05  # the state moves
 
@@ -175,7 +180,8 @@ def test_cortex_m_streams_through_the_c_api(tmp_path):
     _check_frames(np.load(tmp_path / "cell.npz"), ort_stream(cell, xs, np.zeros((1, 8), np.float32)), ["y", "state_out"])
 
 
-@pytest.mark.slow  # ~6 min here under load: an arm_cpu build checked on the emulated board, 2 emulated streams (one counted)
+@pytest.mark.slow  # ~10 min here under load: an arm_cpu build checked on the emulated board, 2 emulated streams
+# (one counted), an emulated RPC board started for a third
 def test_arm_cpu_streams_on_the_emulated_board_through_the_bundle_runner(tmp_path):
     from nrqc.emulator.guest_run import unavailable_reason
 
@@ -187,15 +193,23 @@ def test_arm_cpu_streams_on_the_emulated_board_through_the_bundle_runner(tmp_pat
     run_cli("compile", path, "-t", "arm_cpu", "-o", out)
     deploy = (out / "DEPLOY.md").read_text()
     assert (out / "stream_model.py").is_file() and "stream_model.py frames.npy out.npz --state state=stateN" in deploy
-    rng = np.random.default_rng(5)
-    K = 5
-    frames = rng.standard_normal((K, STEPS, 1, FEATS)).astype(np.float32)
-    np.save(tmp_path / "frames.npy", frames)
-    start = (rng.standard_normal((1, 1, HIDDEN)) * 0.3).astype(np.float32)
-    np.save(tmp_path / "start.npy", start)
+    _rng, frames, start = _saved_stream(tmp_path, seed=5, k=5)
     run_cli("run", out, "--stream", tmp_path / "frames.npy", "--initial-state", f"state={tmp_path / 'start.npy'}",
             "-o", tmp_path / "got.npz", timeout=900)
     _check_frames(np.load(tmp_path / "got.npz"), ort_stream(path, frames, start), ["prob", "stateN"])
+
+    # the same through TVM RPC on a board (a tuple result stays on the board: the state tensors
+    # come back through the VM's stateful calls and are passed back without leaving it)
+    from nrqc.emulator.board import EmulatedBoard
+
+    b = EmulatedBoard(echo_log=False)
+    host, port = b.start()
+    try:
+        run_cli("run", out, "--stream", tmp_path / "frames.npy", "--initial-state", f"state={tmp_path / 'start.npy'}",
+                "--rpc", f"{host}:{port}", "-o", tmp_path / "got_rpc.npz", timeout=900)
+    finally:
+        b.stop()
+    _check_frames(np.load(tmp_path / "got_rpc.npz"), ort_stream(path, frames, start), ["prob", "stateN"])
 
     p = json.loads(run_cli("profile", out, "--stream", "3", "--frame-ms", "40", "--json", timeout=1800).stdout)
     assert p["stream_check"]["passed"] and p["where"] == "emulated board, qemu-aarch64 -cpu cortex-a72", p
