@@ -22,6 +22,17 @@ SPACE: dict[str, dict[str, tuple]] = {
         # more registers and a larger arena table
         "pairs_per_block": ((1, 2, 4, 8), 4, "output-channel pairs accumulated together"),
     },
+    "int8_conv": {
+        # the SMLAD first layer of a 1-D stride-1 conv: output pixels per int8 weight word
+        # (targets/kernels/strategies/cortex_m_smlad.py); 0 stores int16 pairs instead (twice
+        # the weight flash, 13/16 instructions per MAC against (3 + 3 TB) / (4 TB) + loop)
+        "time_block": ((0, 4, 5, 6), 6, "output pixels per sign-extended weight word (0: int16 pairs)"),
+    },
+    "float_conv": {
+        # a float conv (+ bias, ReLU): nrqc's register-blocked C (nrqc_f32_conv) or TVM's C
+        # output; the tuner measures both per layer by the QEMU instruction count
+        "kernel": (("nrqc", "tvm"), "nrqc", "nrqc_f32_conv or TVM's C kernel"),
+    },
     "binary_conv1x1_float": {
         "out_block": ((4, 8, 16), 16, "float accumulators kept in registers per bit walk"),
     },

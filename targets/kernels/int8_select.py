@@ -75,4 +75,8 @@ def choose(g: ic.Int8ConvGeom, target) -> dict:
     measure = runs and macs >= MEASURE_MIN_MACS
     why_not = "target cannot run here" if not runs else f"layer under {MEASURE_MIN_MACS:,} MACs, too small to time"
     mcpu = target.tvm_target.get("mcpu") if target.name == "x86" else None
-    return dict(_choose_cached(g, target.name, mcpu, bool(measure), why_not))
+    choice = dict(_choose_cached(g, target.name, mcpu, bool(measure), why_not))
+    s = strategies.int8_input_lookup(choice["strategy"])
+    if hasattr(s, "knobs"):  # a strategy with tunable parameters records them (the tuner reads the key)
+        choice.update(s.knobs(g))
+    return choice

@@ -175,11 +175,24 @@ _S8_CASES = {
                               "uint8", 128, None),
     "uint8_source_pooled": ((1, 6, 8, 8), None, (1, 6, 8, 8, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)), "uint8", "uint8",
                             120, ((2, 2), (2, 2), (0, 0, 0, 0))),
+    # int8 weights, time-blocked (cortex_m_smlad.time_block): odd C (even padding), a last
+    # block shorter than TB; C 127 (TB limited to 4 by LDRD's offset range); a fused pool
+    # (the int8 weights one pixel at a time)
+    "conv1d_int8_tb_odd": ((1, 9, 1, 17), None, (1, 9, 1, 17, 11, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1)), "int8",
+                           "int8", 5, None),
+    "conv1d_float_tb4_c127": ((1, 1, 127, 10), (0, 2, 1, 3), (1, 127, 1, 10, 5, 1, 2, (1, 1), (0, 0, 0, 1), (1, 1)),
+                              "float32", "int8", 0, None),
+    # C 181: a time block of 3 at most, so int16 pairs and the per-pixel sliding window
+    "conv1d_int16_slide_c181": ((1, 181, 1, 9), None, (1, 181, 1, 9, 5, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1)), "int8",
+                                "int8", 0, None),
+    "conv1d_int8_tb_pooled": ((1, 9, 1, 17), None, (1, 9, 1, 17, 11, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1)), "int8",
+                              "int8", 5, ((1, 2), (1, 2), (0, 0, 0, 0))),
 }
 
 
 # fused pools exist only for packed outputs
-_S8_PARAMS = [pytest.param(c, o, marks=() if c in ("vad_first_float", "odd_2d_int8") and o == "pack" else
+_S8_PARAMS = [pytest.param(c, o, marks=() if c in ("vad_first_float", "odd_2d_int8", "conv1d_int8_tb_odd") and
+                           o == "pack" else
                            pytest.mark.slow)
               for c in _S8_CASES for o in ("pack", "float") if o == "pack" or _S8_CASES[c][-1] is None]
 
@@ -206,6 +219,10 @@ def test_smlad_int8_conv_bit_exact(m4, case, out):
     q_nchw = view.reshape(n, c, h, w)
     wq = rng.integers(-128, 128, (co, c, kh, kw)).astype(np.int8)
     acc = ic.ref_int8_conv_acc(q_nchw, zp, wq, g.conv)
+    # the weight layout each case is meant to exercise: int8 time-blocked (TB) or int16 pairs (0)
+    assert sm.time_block(g) == {"vad_first_float": 6, "conv1d_int8_tb_odd": 6, "conv1d_float_tb4_c127": 4,
+                                "conv1d_uint8_k5_slide": 6,
+                                "conv1d_int8_tb_pooled": 6}.get(case, 0)
     w4, corr = sm.weight_args(g, wq)
     consts = ", ".join(str(v) + ("u" if i == 1 else "") for i, v in enumerate(sm.call_consts(g, out, pool)))
     if out == "pack":

@@ -327,6 +327,89 @@ NRQC_INLINE int32_t nrqc_bits_head_f32(const uint32_t *x, const float *w, const 
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Float conv (groups 1, any stride / padding / dilation), + bias, optional ReLU (NaN kept,
+ * as the model's NaN-propagating ReLU): register-blocked accumulators. Per block of 4
+ * output channels and 2 horizontally adjacent output pixels, 8 float accumulators stay in
+ * FPU registers over the whole reduction (C x KH x KW): per tap 2 input loads, 4 weight loads
+ * (shared by both pixels), 8 VFMA, i.e. 1.75 instructions per MAC before loop overhead.
+ * Border pixels (a tap outside the input horizontally) take the same loop one pixel at a
+ * time with the bounds checked. Rows outside the input are skipped per ky.
+ * X float [N, C, H, W]; W4 float [Co4/4][C][KH][KW][4] (zero past Co); B float [Co4];
+ * Y float [N, Co, HO, WO].
+ * ------------------------------------------------------------------------------------- */
+NRQC_INLINE void nrqc_f32_conv_px(const float *x, const float *w4, int32_t C, int32_t H, int32_t W, int32_t KH,
+                                  int32_t KW, int32_t iy0, int32_t ix0, int32_t DH, int32_t DW, int32_t NPX,
+                                  int32_t SW, int32_t checked, float *acc) {
+  /* NPX (1 or 2) pixels at input columns ix0 and ix0 + SW; acc[4 * p + k] */
+  float a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  float b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
+  for (int32_t c = 0; c < C; c++) {
+    const float *xc = x + c * H * W;
+    const float *wc = w4 + c * KH * KW * 4;
+    for (int32_t ky = 0; ky < KH; ky++) {
+      const int32_t iy = iy0 + ky * DH;
+      if (iy < 0 || iy >= H) continue;
+      const float *xr = xc + iy * W;
+      const float *wr = wc + ky * KW * 4;
+      for (int32_t kx = 0; kx < KW; kx++) {
+        const int32_t ix = ix0 + kx * DW;
+        const float *wk = wr + kx * 4;
+        const float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3];
+        if (!checked || (ix >= 0 && ix < W)) {
+          const float v = xr[ix];
+          a0 += v * w0; a1 += v * w1; a2 += v * w2; a3 += v * w3;
+        }
+        if (NPX == 2) {
+          const float u = xr[ix + SW];
+          b0 += u * w0; b1 += u * w1; b2 += u * w2; b3 += u * w3;
+        }
+      }
+    }
+  }
+  acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+}
+
+NRQC_INLINE int32_t nrqc_f32_conv(const float *x, const float *w4, const float *bias, float *y, int32_t N,
+                                  int32_t C, int32_t H, int32_t W, int32_t Co, int32_t KH, int32_t KW, int32_t SH,
+                                  int32_t SW, int32_t PT, int32_t PL, int32_t DH, int32_t DW, int32_t HO, int32_t WO,
+                                  int32_t relu) {
+  /* output columns whose taps are all inside the input horizontally: [lo, hi) */
+  int32_t lo = 0, hi = WO;
+  while (lo < WO && lo * SW - PL < 0) lo++;
+  while (hi > lo && (hi - 1) * SW - PL + (KW - 1) * DW >= W) hi--;
+  for (int32_t n = 0; n < N; n++) {
+    const float *xn = x + n * C * H * W;
+    for (int32_t ob = 0; ob < Co; ob += 4) {
+      const float *wb = w4 + ob * C * KH * KW;
+      for (int32_t oy = 0; oy < HO; oy++) {
+        const int32_t iy0 = oy * SH - PT;
+        for (int32_t ox = 0; ox < WO;) {
+          const int32_t inner = ox >= lo && ox + 1 < hi;
+          const int32_t npx = inner ? 2 : 1;
+          float acc[8] = {bias[ob], bias[ob + 1], bias[ob + 2], bias[ob + 3],
+                          bias[ob], bias[ob + 1], bias[ob + 2], bias[ob + 3]};
+          if (inner)
+            nrqc_f32_conv_px(xn, wb, C, H, W, KH, KW, iy0, ox * SW - PL, DH, DW, 2, SW, 0, acc);
+          else
+            nrqc_f32_conv_px(xn, wb, C, H, W, KH, KW, iy0, ox * SW - PL, DH, DW, 1, SW, !(ox >= lo && ox < hi), acc);
+          for (int32_t p = 0; p < npx; p++) {
+#pragma GCC unroll 4
+            for (int32_t k = 0; k < 4; k++) {
+              if (ob + k >= Co) break;
+              float v = acc[4 * p + k];
+              if (relu) v = v < 0.0f ? 0.0f : v;  /* a NaN compares false and stays */
+              y[((n * Co + ob + k) * HO + oy) * WO + ox + p] = v;
+            }
+          }
+          ox += npx;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
  * int8 (or uint8, or float quantized on load) input x int8 weights: SMLAD (the all-integer
  * first layer). Per output pixel the receptive field is gathered once into int16 pairs in
  * s8 domain (x_s8 = q, or q - 128 for uint8; padding = pad_s8), then per block of 4 output
@@ -391,12 +474,14 @@ NRQC_INLINE void nrqc_s8_gather(int16_t *rf, const void *x, int32_t src_kind, fl
                                 int32_t q_uns, int32_t pad_s8, int32_t n, int32_t oy, int32_t ox, int32_t C,
                                 int32_t H, int32_t W, int32_t KH, int32_t KW, int32_t SH, int32_t SW, int32_t PT,
                                 int32_t PL, int32_t DH, int32_t DW, int32_t sn, int32_t sc, int32_t sy, int32_t sx,
-                                int32_t R, int32_t R4) {
+                                int32_t Cs, int32_t R, int32_t R4) {
+  /* tap (ky, kx) at rf[(ky * KW + kx) * Cs], Cs >= C (int8 weights: C rounded up to even) */
   for (int32_t ky = 0; ky < KH; ky++) {
     const int32_t iy = oy * SH - PT + ky * DH;
     for (int32_t kx = 0; kx < KW; kx++) {
       const int32_t ix = ox * SW - PL + kx * DW;
-      int16_t *d = rf + (ky * KW + kx) * C;
+      int16_t *d = rf + (ky * KW + kx) * Cs;
+      for (int32_t c = C; c < Cs; c++) d[c] = 0;
       if (iy < 0 || iy >= H || ix < 0 || ix >= W) {
         for (int32_t c = 0; c < C; c++) d[c] = (int16_t)pad_s8;
         continue;
@@ -417,6 +502,106 @@ NRQC_INLINE void nrqc_s8_gather(int16_t *rf, const void *x, int32_t src_kind, fl
   for (int32_t r = R; r < R4; r++) rf[r] = 0;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The same layer for a 1-D conv with stride 1 (KH == H == 1, SW == DW == 1, no pool), with
+ * int8 weights (half the flash of int16 pairs) and TB output pixels per weight load
+ * (register blocking over time): the window of pixel ox + t is the window of pixel ox moved
+ * by Cp int16 values, so TB consecutive windows are one int16 buffer of TB + KW - 1 input
+ * columns (each quantized once), and each weight word, sign-extended once (SXTB16, SXTB16
+ * ROR 8), feeds 2 * TB SMLADs. Per 4 taps of one output channel: LDR + 2 SXTB16 +
+ * TB x (LDRD + 2 SMLAD), i.e. (3 + 3 TB) / (4 TB) per MAC (0.875 at TB 6, + 3 per 4 words
+ * of loop) against 13/16 with int16 pairs; int8 weights without the reuse measured 1.36.
+ * Weights w8 [Co][R16/4] words, R = KW * Cp (Cp = C rounded up to even, so every pixel's
+ * window is word aligned for LDRD; R16 = R rounded up to 16; zero past C and R), bytes
+ * (w[r], w[r+2], w[r+1], w[r+3]): SXTB16 gives the pair (w[r], w[r+1]), ROR 8 (w[r+2],
+ * w[r+3]), matching the input's natural int16 order. TB is a constant in 4..6 with
+ * (TB - 1) * Cp * 2 + 24 <= 1020 (LDRD's immediate; cortex_m_smlad.time_block), or 1 (the
+ * per-pixel path with a fused pool, plain C).
+ * ------------------------------------------------------------------------------------- */
+#define NRQC_TB_MAX 8
+/* One weight word (4 taps) for 4..6 pixels: LDR, SXTB16, SXTB16 ROR 8, then per pixel t an
+ * LDRD of its 4 inputs at t * Cp int16 further and 2 SMLAD. A loop of 4 words per asm
+ * statement (the layout pads R to a multiple of 16): with C around it GCC ran out of the 13
+ * registers (6 accumulators, 2 pointers, counter, 2 inputs, 2 extended weights) and moved
+ * accumulators through the stack every word. */
+#define NRQC_TB_W "ldr %[x0], [%[wp]], #4\n\tsxtb16 %[t0], %[x0]\n\tsxtb16 %[t1], %[x0], ror #8\n\t"
+#define NRQC_TB_S(t, k) "ldrd %[x0], %[x1], [%[xr], #" #t "*%c[cp2]+" #k "*8]\n\tsmlad %[a" #t "], %[x0], %[t0], %[a" #t "]\n\tsmlad %[a" #t "], %[x1], %[t1], %[a" #t "]\n\t"
+#define NRQC_TB4(k) NRQC_TB_W NRQC_TB_S(0, k) NRQC_TB_S(1, k) NRQC_TB_S(2, k) NRQC_TB_S(3, k)
+#define NRQC_TB5(k) NRQC_TB4(k) NRQC_TB_S(4, k)
+#define NRQC_TB6(k) NRQC_TB5(k) NRQC_TB_S(5, k)
+#define NRQC_TB_LOOP(B)                                                                                \
+  __asm__ volatile("1:\n\t" B(0) B(1) B(2) B(3) "adds %[xr], %[xr], #32\n\tsubs %[n], %[n], #1\n\tbne 1b"  \
+                   : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5), \
+                     [xr] "+r"(xr), [wp] "+r"(wp), [n] "+r"(n), [x0] "=&r"(x0), [x1] "=&r"(x1), [t0] "=&r"(t0), \
+                     [t1] "=&r"(t1)                                                                    \
+                   : [cp2] "n"(Cp * 2) : "memory", "cc")
+NRQC_INLINE void nrqc_s8_tb_dot(const int16_t *xb, const uint32_t *wp, int32_t R16, int32_t Cp, int32_t TB,
+                                int32_t *acc) {
+#if defined(NRQC_HAVE_DSP) && (defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__))
+  if (TB >= 4 && TB <= 6) {
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, n = R16 / 16;
+    const int16_t *xr = xb;
+    uint32_t x0, x1, t0, t1;
+    if (TB == 6) NRQC_TB_LOOP(NRQC_TB6); else if (TB == 5) NRQC_TB_LOOP(NRQC_TB5); else NRQC_TB_LOOP(NRQC_TB4);
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3; acc[4] = a4; acc[5] = a5;
+    return;
+  }
+#endif
+  /* any TB (1: one pixel, as with a fused pool), or no DSP */
+  for (int32_t t = 0; t < TB; t++) {
+    int32_t a = 0;
+    for (int32_t i = 0; i < R16 / 4; i++) {
+      const uint32_t q = wp[i];
+      const int16_t *x = xb + t * Cp + 4 * i;
+      a += x[0] * (int8_t)q + x[1] * (int8_t)(q >> 16) + x[2] * (int8_t)(q >> 8) + x[3] * (int8_t)(q >> 24);
+    }
+    acc[t] = a;
+  }
+}
+
+NRQC_INLINE int32_t nrqc_s8_conv1d_tb(const void *x, const uint32_t *w8, const int32_t *corr, const int32_t *sigma,
+                                      const int32_t *thr, const float *scale, void *y, int32_t src_kind,
+                                      float qscale, int32_t zp, int32_t q_uns, int32_t pad_s8, int32_t N,
+                                      int32_t C, int32_t W, int32_t Co, int32_t KW, int32_t PL, int32_t WO,
+                                      int32_t sn, int32_t sc, int32_t sx, int32_t out_float, int32_t TB) {
+  const int32_t Cp = (C + 1) / 2 * 2, R16 = (KW * Cp + 15) / 16 * 16, Wo32 = (Co + 31) / 32, cols = TB + KW - 1;
+  /* TB + KW - 1 columns, plus what a window reads past R up to R16 (their weights are 0) */
+  int16_t xb[(TB + KW) * Cp + 16] __attribute__((aligned(8)));
+  for (int32_t i = cols * Cp; i < (TB + KW) * Cp + 16; i++) xb[i] = 0;
+  for (int32_t n = 0; n < N; n++) {
+    for (int32_t ox0 = 0; ox0 < WO; ox0 += TB) {
+      /* column j holds input column ox0 - PL + j; a block keeps KW - 1 columns of the last */
+      const int32_t keep = ox0 == 0 ? 0 : KW - 1;
+      if (keep) memmove(xb, xb + TB * Cp, (size_t)keep * Cp * sizeof(int16_t));
+      for (int32_t j = keep; j < cols; j++) {
+        int16_t *d = xb + j * Cp;
+        /* a 1x1 "conv" at output column ox0 + j with left padding PL reads input column ox0 + j - PL */
+        nrqc_s8_gather(d, x, src_kind, qscale, zp, q_uns, pad_s8, n, 0, ox0 + j, C, 1, W, 1, 1, 1, 1, 0, PL, 1, 1,
+                       sn, sc, 0, sx, Cp, Cp, Cp);
+      }
+      const int32_t nt = WO - ox0 < TB ? WO - ox0 : TB;
+      uint32_t bits[NRQC_TB_MAX][(Co + 31) / 32];
+      for (int32_t t = 0; t < TB; t++)
+        for (int32_t j = 0; j < Wo32; j++) bits[t][j] = 0;
+      for (int32_t o = 0; o < Co; o++) {
+        int32_t acc[NRQC_TB_MAX];
+        nrqc_s8_tb_dot(xb, w8 + o * (R16 / 4), R16, Cp, TB, acc);
+        for (int32_t t = 0; t < nt; t++) {
+          const int32_t v = acc[t] + corr[o];
+          if (out_float)
+            ((float *)y)[(n * Co + o) * WO + ox0 + t] = (float)v * scale[o];
+          else
+            bits[t][o >> 5] |= (uint32_t)(sigma[o] * v >= thr[o]) << (o & 31);
+        }
+      }
+      if (!out_float)
+        for (int32_t t = 0; t < nt; t++)
+          for (int32_t j = 0; j < Wo32; j++) ((uint32_t *)y)[(n * WO + ox0 + t) * Wo32 + j] = bits[t][j];
+    }
+  }
+  return 0;
+}
+
 NRQC_INLINE int32_t nrqc_s8_conv_smlad(const void *x, const int32_t *w4, const int32_t *corr, const int32_t *sigma,
                                        const int32_t *thr, const float *scale, void *y, int32_t src_kind,
                                        uint32_t qscale_bits, int32_t zp, int32_t q_uns, int32_t pad_s8, int32_t N,
@@ -424,10 +609,15 @@ NRQC_INLINE int32_t nrqc_s8_conv_smlad(const void *x, const int32_t *w4, const i
                                        int32_t SH, int32_t SW, int32_t PT, int32_t PL, int32_t DH, int32_t DW,
                                        int32_t HO, int32_t WO, int32_t sn, int32_t sc, int32_t sy, int32_t sx,
                                        int32_t out_float, int32_t PKH, int32_t PKW, int32_t PSH, int32_t PSW,
-                                       int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO) {
-  const int32_t R = KH * KW * C, R4 = (R + 3) / 4 * 4, Co4 = (Co + 3) / 4 * 4, Wo32 = (Co + 31) / 32;
+                                       int32_t PPT, int32_t PPL, int32_t PHO, int32_t PWO, int32_t TB) {
+  /* TB > 0: int8 weights [Co][R4/4] over taps of Cs = C rounded up to even (nrqc_s8_conv1d_tb) */
+  const int32_t Cs = TB > 0 ? (C + 1) / 2 * 2 : C;
+  const int32_t R = KH * KW * Cs, R4 = TB > 0 ? (R + 15) / 16 * 16 : (R + 3) / 4 * 4, Co4 = (Co + 3) / 4 * 4, Wo32 = (Co + 31) / 32;
   float qscale;  /* passed as its bit pattern: a printed decimal literal could round */
   memcpy(&qscale, &qscale_bits, sizeof qscale);
+  if (TB > 0 && PKH * PKW == 1)  /* int8 weights, time-blocked: a 1-D stride-1 conv (the strategy checked) */
+    return nrqc_s8_conv1d_tb(x, (const uint32_t *)w4, corr, sigma, thr, scale, y, src_kind, qscale, zp, q_uns,
+                             pad_s8, N, C, W, Co, KW, PL, WO, sn, sc, sx, out_float, TB);
   int16_t rf[R4] __attribute__((aligned(8)));
   const int32_t slide = KH == 1 && H == 1 && SW == 1 && DW == 1 && PKH * PKW == 1 && KW > 1;
   for (int32_t n = 0; n < N; n++) {
@@ -446,18 +636,26 @@ NRQC_INLINE int32_t nrqc_s8_conv_smlad(const void *x, const int32_t *w4, const i
               if (ox < 0 || ox >= WO) continue;
               if (PKH * PKW > 1) {  /* pooled: one gather per window pixel and block */
                 nrqc_s8_gather(rf, x, src_kind, qscale, zp, q_uns, pad_s8, n, oy, ox, C, H, W, KH, KW, SH, SW, PT,
-                               PL, DH, DW, sn, sc, sy, sx, R, R4);
+                               PL, DH, DW, sn, sc, sy, sx, Cs, R, R4);
               } else if (ob == 0 && slide && ox > 0) {
                 /* a 1-D conv with stride 1: the window moves by one column, so only the new
                  * column is quantized (the quantize costs ~10 instructions per element) */
-                memmove(rf, rf + C, (size_t)(KW - 1) * C * sizeof(int16_t));
-                nrqc_s8_gather(rf + (KW - 1) * C, x, src_kind, qscale, zp, q_uns, pad_s8, n, oy, ox, C, H, W, 1, 1,
-                               SH, SW, PT, PL - (KW - 1) * DW, DH, DW, sn, sc, sy, sx, C, C);
+                memmove(rf, rf + Cs, (size_t)(KW - 1) * Cs * sizeof(int16_t));
+                nrqc_s8_gather(rf + (KW - 1) * Cs, x, src_kind, qscale, zp, q_uns, pad_s8, n, oy, ox, C, H, W, 1, 1,
+                               SH, SW, PT, PL - (KW - 1) * DW, DH, DW, sn, sc, sy, sx, Cs, Cs, Cs);
               } else if (ob == 0) {  /* one gather per pixel */
                 nrqc_s8_gather(rf, x, src_kind, qscale, zp, q_uns, pad_s8, n, oy, ox, C, H, W, KH, KW, SH, SW, PT,
-                               PL, DH, DW, sn, sc, sy, sx, R, R4);
+                               PL, DH, DW, sn, sc, sy, sx, Cs, R, R4);
               }
-              nrqc_s8_smlad_pixel_block((const uint32_t *)rf, w4 + ob * (R4 / 4) * 2, R4, v);
+              if (TB == 0) {
+                nrqc_s8_smlad_pixel_block((const uint32_t *)rf, w4 + ob * (R4 / 4) * 2, R4, v);
+              } else {  /* int8 weights with a fused pool: one pixel at a time (1.5 per MAC) */
+                for (int32_t k = 0; k < 4; k++) {
+                  int32_t one[NRQC_TB_MAX];
+                  if (ob + k < Co) nrqc_s8_tb_dot(rf, (const uint32_t *)w4 + (ob + k) * (R4 / 4), R4, Cs, 1, one);
+                  v[k] = ob + k < Co ? one[0] : 0;
+                }
+              }
               for (int32_t k = 0; k < 4; k++) {
                 if (first || v[k] > hi[k]) hi[k] = v[k];
                 if (first || v[k] < lo[k]) lo[k] = v[k];
