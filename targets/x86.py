@@ -200,10 +200,10 @@ def describe(mcpu: str | None = None) -> TargetDescription:
 
 
 def _avx2_lut_peak(mcpu: str) -> Figure:
-    # strategies/avx2_lut.py: 2 vpshufb (LO and HI table planes) per 16 pixels x 4 MACs
+    # strategies/avx2_lut.py: 2 vpshufb (LO and HI table planes) per 32 pixels x 4 MACs
     shuffles = 2 if "znver" in mcpu else 1
-    return Figure(32 * shuffles, "int8 MAC/cycle",
-                  "AVX2 vpshufb nibble tables: 2 vpshufb ymm per 64 MACs (lo and hi table planes); "
+    return Figure(64 * shuffles, "int8 MAC/cycle",
+                  "AVX2 vpshufb nibble tables: 2 vpshufb ymm per 128 MACs (lo and hi table planes, a pixel per byte); "
                   + ("2 shuffles per cycle on Zen 2/3/4 (FP1/FP2 pipes)" if shuffles == 2 else
                      "1 shuffle per cycle on Intel cores (port 5 only)") + " (uops.info, VPSHUFB ymm)")
 

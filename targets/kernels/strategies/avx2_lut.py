@@ -5,33 +5,34 @@ matching int8 weights, so one byte lookup does 4 multiply-accumulates, as in the
 ``lut`` strategy (kernels/lut.py), but with AVX2's in-lane 16-entry ``vpshufb``: one
 instruction looks up 32 bytes in the same 16-byte table (repeated in both 128-bit lanes).
 
-A sum S of 4 int8 weights needs 10 bits. The tables come in two byte planes, LO = S & 255
-and HI = S >> 8, and every int16 lane of the accumulator is one output pixel: the index
-vector A holds (nibble, 0x80) in the two bytes of pixel p's lane and B holds (0x80,
-nibble) (vpshufb writes 0 for an index byte with bit 7 set), so
+Every byte of a lookup is a pixel: the index register holds the nibbles of two 16-pixel
+vectors A and B, A's in the even bytes and B's in the odd ones. A sum S of 4 int8 weights
+needs 10 bits, so the tables come in two planes, LO = S & 31 (0..31) and HI = S >> 5
+(-16..15), each summed in bytes for 8 steps (at most 248 and -128..120: no overflow; a
+step is one tap x one nibble):
 
-    vpshufb(LO, A) + vpshufb(HI, B) = (S & 255) + (S >> 8) * 256 = S   as int16, exactly,
+    2 vpshufb + 2 vpaddb per 32 pixels x 4 MACs of one output channel,
 
-with no unpack (and the two lookups fill different bytes of a lane: an OR adds them):
-2 vpshufb + vpor + vpaddw per 16 pixels x 4 MACs of one output channel. The
-index vectors of an input row are made once per row and shared by all output channels.
-|S| <= 512, so the int16 accumulators take at most 63 steps (32256) before they are
-widened into int32 (a step: one tap x one nibble).
+twice the pixels per shuffle of int16 lanes. Every 8 steps the byte sums widen into int16
+accumulators of A and B (LO of the low/high byte + HI x 32, by and/shift), which take 56
+steps (56 x 512 < 2^15) before they are widened into int32.
 
-Haswell issues vpshufb on port 5 only: 2 cycles per 64 MACs, 32 MAC/cycle, twice the
-port-0 vpmaddubsw rate of ``avx2_maddubs``; Zen 2/3/4 have two shuffle pipes.
+Haswell issues vpshufb on port 5 only: 2 cycles per 128 MACs, 64 MAC/cycle, 4x the port-0
+vpmaddubsw rate of ``avx2_maddubs``; Zen 2/3/4 have two shuffle pipes.
 
-The tables (16 int16 sums per 4 weights, two planes, both 128-bit lanes: 16 bytes per
-weight) are built from the stored int8 weights at each call into a scratch that lives
-while the kernel runs (the stored weights stay 1 byte each, the AVX-512 ``lut`` layout).
+The tables (16 sums per 4 weights, two planes, both 128-bit lanes: 16 bytes per weight)
+are built from the stored int8 weights at each call (the stored weights stay 1 byte each,
+the AVX-512 ``lut`` layout), one block of 4 output channels at a time, so a block's tables
+(2 x 32 bytes per step and channel) stay in L1 while the whole map is swept.
 
-Loop order: per (image, pooled output row) the index vectors of the input rows it reads,
-then per block of ``no`` output channels and ``nb`` vectors of 16 pooled columns (8 int16
-accumulators live), the steps; int32 results go to ACC [pool rows, window columns, Co,
-16k], and the epilogue (window extreme, sigma * acc >= t, pack; or acc * scale) runs over
-pooled columns as vector lanes, one output channel at a time. A fused OR-pool uses the
-AVX-512 lut plan's column phases (kernels/lut.py): the index vector of any (tap, window
-column, 16 pooled columns) is one contiguous load.
+Loop order: per image, the nibbles of every input row and from them the interleaved index
+registers of every (row, nibble, kernel column, pair of 16-pixel vectors: one load per
+step); then per block of 4 output channels its tables, and per pooled output row the
+steps of each pair of vectors; int32 results go to ACC [pool rows, window columns, 4,
+16k], and the epilogue (window extreme, sigma * acc >= t, OR-ed into the packed word; or
+acc * scale) runs over pooled columns as vector lanes. A fused OR-pool uses the AVX-512
+lut plan's column phases (kernels/lut.py): a vector (window column, 16 pooled columns) of
+any tap is one contiguous load of nibbles.
 """
 from __future__ import annotations
 
@@ -48,9 +49,12 @@ from nrqc.targets.kernels.binary_ops import WORD, ConvGeom, drop_param
 NAME = "avx2_lut"
 WEIGHTS = "int8"
 
-# int16 accumulation steps before widening: 63 x 512 (the largest |sum of 4 int8|) < 2^15
-STEPS_PER_WIDEN = 63
-LIVE_ACCUMULATORS = 8  # of 16 ymm: + 2 x nb index vectors + 2 tables in the inner step
+# byte sums: 8 steps of LO (0..31) <= 248 and of HI (-16..15) in -128..120
+BYTE_STEPS = 8
+# int16 accumulation steps before widening: 56 x 512 (the largest |sum of 4 int8|) < 2^15,
+# whole byte chunks
+STEPS_PER_WIDEN = 56
+BLOCK_CHANNELS = 4  # output channels per register block: 8 byte-sum ymm + 1 index of 16
 
 
 def available(target) -> bool:
@@ -64,10 +68,10 @@ def supports(g) -> bool:
 
 
 def plan(g: ConvGeom, pool=None) -> lut.LutPlan:
-    """The AVX-512 lut plan (16-lane blocks of pooled columns, column phases), with the
-    output-channel block sized for 8 live int16 accumulators."""
+    """The AVX-512 lut plan (16-lane blocks of pooled columns, column phases), two 16-lane
+    vectors per register, ``BLOCK_CHANNELS`` output channels per register block."""
     p = lut.lut_plan(g, pool)
-    return dataclasses.replace(p, no=LIVE_ACCUMULATORS // p.nb)
+    return dataclasses.replace(p, no=BLOCK_CHANNELS, nb=2)
 
 
 def nibbles(g: ConvGeom) -> int:
@@ -75,14 +79,15 @@ def nibbles(g: ConvGeom) -> int:
 
 
 def cost(g, target) -> float:
-    """2 vpshufb per (16-pixel vector, output channel, tap x nibble), at the target's
-    shuffle rate (``peak_lut_int8_macs_per_cycle``: 64 MACs per 2 shuffles), plus the
-    epilogue (~20 vector ops per channel and 16 pixels) and the tables (~12 per entry row)."""
+    """2 vpshufb per (pair of 16-pixel vectors, output channel, tap x nibble), at the
+    target's shuffle rate (``peak_lut_int8_macs_per_cycle``: 128 MACs per 2 shuffles), plus
+    the epilogue (~20 vector ops per channel and 16 pixels) and the tables (~12 per entry row)."""
     p = plan(g)
-    rate = (target.figure("peak_lut_int8_macs_per_cycle") if target is not None else None) or 32
+    rate = (target.figure("peak_lut_int8_macs_per_cycle") if target is not None else None) or 64
     vectors = g.n * g.ho * p.nkb * p.cop
+    pairs = g.n * g.ho * (p.nkb + 1) // 2 * p.cop
     steps = g.kh * g.kw * nibbles(g)
-    return vectors * steps * 64 / rate + vectors * 20 / 16 + steps * p.cop * 12
+    return pairs * steps * 128 / rate + vectors * 20 / 16 + steps * p.cop * 12
 
 
 def weight_args(g, wq):
@@ -110,106 +115,118 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     dh, dw = g.dilation
     pt, pl = g.pad[0], g.pad[1]
     ho, wo, wout = g.ho, g.wo, pk.n_words(Co)
-    nh, cop, no, nb, nkb, big_p, kn, left = p.nh, p.cop, p.no, p.nb, p.nkb, p.big_p, p.kn, p.left
+    nh, cop, no, nkb, big_p, kn, left = p.nh, p.cop, p.no, p.nkb, p.big_p, p.kn, p.left
     nq = nibbles(g)
     nsteps = kh * kw * nq
     ntaps = kh * kw
-    qchunk = min(STEPS_PER_WIDEN, nq)  # nibbles per int16 chunk
-    nqc = (nq + qchunk - 1) // qchunk
-    tpc = max(1, STEPS_PER_WIDEN // nq)  # whole taps per int16 chunk (1 when nq > 63)
-    ntc = (ntaps + tpc - 1) // tpc
+    # byte chunks: tb whole taps (nq <= 8) or qb nibbles of one tap; int16 chunks: cpw of them
+    qb = min(nq, BYTE_STEPS)
+    nqb = (nq + qb - 1) // qb
+    tb = max(1, BYTE_STEPS // nq)
+    nbc = (ntaps + tb - 1) // tb * nqb
+    cpw = STEPS_PER_WIDEN // BYTE_STEPS
+    n16 = (nbc + cpw - 1) // cpw
     nr, nc = pk_[0], pk_[1]
     nvec = nc * nkb
+    npair = (nvec + 1) // 2
     pw16 = nkb * 16
-    band = (nr - 1) * sh + (kh - 1) * dh + 1
+    band = (nr - 1) * sh + (kh - 1) * dh + 1  # input rows of one pooled output row
+    nrows = (pho - 1) * ps[0] * sh + band  # input rows of the whole map, from row -top
+    top = pp[0] * sh + pt
     lo, hi = -(2 ** 31), 2 ** 31 - 1
     pack = out == "pack"
     ws = (kh * kw * nh, cop, pk.LUT_QUAD)
     y_shape = (N, pho, pwo, wout) if pack else (N, Co, ho, wo)
     y_dtype = "uint32" if pack else "float32"
-    nacc = nb * no * 16
 
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer((N, H, Wd, g.words_in), "uint32"), Wt: T.Buffer(ws, "int8"),
                E0: T.Buffer((Co,), "int32" if pack else "float32"), E1: T.Buffer((Co,), "int32"),
                Y: T.Buffer(y_shape, y_dtype)):
         T.func_attr({"tirx.noalias": True})
-        TAB = T.alloc_buffer((2, nsteps, cop, 32), "int8")
-        NIB = T.alloc_buffer((2, band, nq, big_p, kn), "uint16")
-        ACC = T.alloc_buffer((nr, nc, cop, pw16), "int32")
-        a16 = T.alloc_buffer((nacc,), "int16", scope="local")
-        a32 = T.alloc_buffer((nacc,), "int32", scope="local")
-        ix = T.alloc_buffer((2 * nb * 16,), "uint16", scope="local")  # index vectors A, B
+        TAB = T.alloc_buffer((2, nsteps, no, 32), "int8")
+        NIB = T.alloc_buffer((nrows, nq, big_p, kn), "uint16")
+        ACC = T.alloc_buffer((nr, nc, no, pw16), "int32")
+        a8 = T.alloc_buffer((2 * no * 32,), "uint8", scope="local")    # byte sums: LO planes, then HI
+        a16 = T.alloc_buffer((2 * no * 16,), "int16", scope="local")  # pixel vectors A, B per channel
+        a32 = T.alloc_buffer((2 * no * 16,), "int32", scope="local")
+        IX = T.alloc_buffer((nrows, nq, kw, npair, 16), "uint16")
         mx = T.alloc_buffer((pw16,), "int32", scope="local")
         mn = T.alloc_buffer((pw16,), "int32", scope="local")
         yw = T.alloc_buffer((pw16,), "uint32", scope="local")
-        # the tables: entry e of step (tap, nibble q) for channel o is the sum of the
-        # weights of the bits set in e; LO and HI bytes, repeated in both 128-bit lanes
-        for st in range(nsteps):
-            for o in range(cop):
-                sums = _nibble_sums(Wt, (st // nq) * nh + st % nq // 4, o, st % nq % 4)
-                for half in T.unroll(2):
-                    TAB[0, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", sums)
-                    TAB[1, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", T.shift_right(sums, T.broadcast(T.int16(8), 16)))
         for n in range(N):
-            for py in range(pho):
-                # index vectors of the band of input rows this step reads: A = (nibble, 0x80),
-                # B = (0x80, nibble) per int16 lane (a 0 nibble outside the map: S = 0)
-                for u in range(band):
-                    ih = (py * ps[0] - pp[0]) * sh + u - pt
-                    for q in range(nq):
-                        for ph in range(big_p):
-                            for kk in T.vectorized(kn):
-                                NIB[0, u, q, ph, kk] = T.bitwise_or(T.uint16(0x8000), _nibble(
-                                    X, n, ih, kk * big_p + ph - left - pl, q, H, Wd))
-                                NIB[1, u, q, ph, kk] = T.bitwise_or(T.uint16(0x0080), T.shift_left(_nibble(
-                                    X, n, ih, kk * big_p + ph - left - pl, q, H, Wd), T.uint16(8)))
-                for oc in range(cop // no):
+            # the nibbles of every input row the map reads (0 outside the map): row u is input
+            # row u - top, built once per image
+            for u in range(nrows):
+                for q in range(nq):
+                    for ph in range(big_p):
+                        for kk in T.vectorized(kn):
+                            NIB[u, q, ph, kk] = _nibble(X, n, u - top, kk * big_p + ph - left - pl, q, H, Wd)
+            # the index vectors of every (row, nibble, kernel column, pair of 16-pixel vectors
+            # (window column ss, block kb)): A's nibbles in the low bytes, B's (the next vector,
+            # or A again when none) in the high bytes
+            for u in range(nrows):
+                for q in range(nq):
+                    for s in range(kw):
+                        for vp in range(npair):
+                            IX[u, q, s, vp, T.ramp(0, 1, 16)] = T.bitwise_or(
+                                _nib_vector(NIB, u, s, q, 2 * vp, dw, sw, nkb, big_p),
+                                T.shift_left(_nib_vector(NIB, u, s, q, T.min(2 * vp + 1, nvec - 1), dw, sw, nkb, big_p),
+                                             T.broadcast(T.uint16(8), 16)))
+            # one block of `no` output channels at a time over the whole map, so its tables
+            # (2 x 32 bytes per step and channel) stay in L1 while the map is swept
+            for oc in range(cop // no):
+                # entry e of step (tap, nibble q) for channel o is S, the sum of the weights of
+                # the bits set in e, as LO = S & 31 and HI = S >> 5, in both 128-bit lanes
+                for st in range(nsteps):
+                    for o in range(no):
+                        sums = _nibble_sums(Wt, (st // nq) * nh + st % nq // 4, oc * no + o, st % nq % 4)
+                        for half in T.unroll(2):
+                            TAB[0, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", T.bitwise_and(sums, T.broadcast(T.int16(31), 16)))
+                            TAB[1, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", T.shift_right(sums, T.broadcast(T.int16(5), 16)))
+                for py in range(pho):
                     for rr in range(nr):
                         oh = py * ps[0] + rr - pp[0]
                         if oh >= 0 and oh < ho:
-                            for bp in range(nvec // nb):
-                                for i in T.vectorized(nacc):
-                                    a32[i] = 0
-                                # int16 chunks of whole taps (tpc taps x nq nibbles), or of
-                                # qchunk nibbles of one tap when a tap has more than 63
-                                for tc in range(ntc):
-                                    for qc in range(nqc):
-                                        for i in T.vectorized(nacc):
+                            # a pair of 16-pixel vectors (window column ss, block kb) per register:
+                            # A in the even bytes, B (the next, or A again when none) in the odd
+                                for vp in range(npair):
+                                    for i in T.vectorized(2 * no * 16):
+                                        a32[i] = 0
+                                    for c16 in range(n16):
+                                        for i in T.vectorized(2 * no * 16):
                                             a16[i] = T.int16(0)
-                                        for tt in range(T.min(tpc, ntaps - tc * tpc)):
-                                            for q in range(qc * qchunk, T.min(qc * qchunk + qchunk, nq)):
-                                                for b in T.unroll(nb):
-                                                    # vector v = (window column ss, block kb); its input
-                                                    # column offset c0 = ss*sw + s*dw (+ pool padding)
-                                                    for plane in T.unroll(2):
-                                                        ix[T.ramp((plane * nb + b) * 16, 1, 16)] = NIB.vload(
-                                                            [plane, rr * sh + (tc * tpc + tt) // kw * dh, q,
-                                                             ((bp * nb + b) // nkb * sw + (tc * tpc + tt) % kw * dw) % big_p,
-                                                             (bp * nb + b) % nkb * 16
-                                                             + ((bp * nb + b) // nkb * sw + (tc * tpc + tt) % kw * dw) // big_p],
-                                                            "uint16x16")
-                                                for o in T.unroll(no):
-                                                    for b in T.unroll(nb):
-                                                        # the LO lookup fills the low byte of each lane and
-                                                        # the HI one the high byte: OR is their sum
-                                                        a16[T.ramp((b * no + o) * 16, 1, 16)] = (
-                                                            a16.vload([(b * no + o) * 16], "int16x16") + T.bitwise_or(
-                                                                _lookup(TAB.vload([0, (tc * tpc + tt) * nq + q, oc * no + o, 0],
-                                                                                  "int8x32"), ix.vload([b * 16], "uint16x16")),
-                                                                _lookup(TAB.vload([1, (tc * tpc + tt) * nq + q, oc * no + o, 0],
-                                                                                  "int8x32"), ix.vload([(nb + b) * 16], "uint16x16"))))
-                                        for i in T.vectorized(nacc):
+                                        for c8 in range(T.min(cpw, nbc - c16 * cpw)):
+                                            for i in T.vectorized(2 * no * 32):
+                                                a8[i] = T.uint8(0)
+                                            for tt in range(T.min(tb, ntaps - (c16 * cpw + c8) // nqb * tb)):
+                                                for q in range((c16 * cpw + c8) % nqb * qb, T.min((c16 * cpw + c8) % nqb * qb + qb, nq)):
+                                                    for o in T.unroll(no):
+                                                        for plane in T.unroll(2):
+                                                            a8[T.ramp((plane * no + o) * 32, 1, 32)] = a8.vload(
+                                                                [(plane * no + o) * 32], "uint8x32") + _lookup8(TAB.vload(
+                                                                    [plane, ((c16 * cpw + c8) // nqb * tb + tt) * nq + q, o, 0],
+                                                                    "int8x32"), IX.vload(
+                                                                    [(py * ps[0] + rr) * sh + ((c16 * cpw + c8) // nqb * tb + tt) // kw * dh, q,
+                                                                     ((c16 * cpw + c8) // nqb * tb + tt) % kw, vp, 0], "uint16x16"))
+                                            # bytes -> int16: A's sums in the low bytes, B's in the high bytes,
+                                            # S = LO + 32 HI (LO unsigned, HI signed)
+                                            for o in T.unroll(no):
+                                                a16[T.ramp(o * 16, 1, 16)] = a16.vload([o * 16], "int16x16") + _widen(
+                                                    a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 0)
+                                                a16[T.ramp((no + o) * 16, 1, 16)] = a16.vload([(no + o) * 16], "int16x16") + _widen(
+                                                    a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 1)
+                                        for i in T.vectorized(2 * no * 16):
                                             a32[i] = a32[i] + T.Cast("int32", a16[i])
-                                for o in T.unroll(no):
-                                    for b in T.unroll(nb):
-                                        ACC[rr, (bp * nb + b) // nkb, oc * no + o,
-                                            T.ramp((bp * nb + b) % nkb * 16, 1, 16)] = a32.vload([(b * no + o) * 16], "int32x16")
-                if pack:
-                    for wd in range(wout):
+                                    for o in T.unroll(no):
+                                        ACC[rr, 2 * vp // nkb, o, T.ramp(2 * vp % nkb * 16, 1, 16)] = a32.vload([o * 16], "int32x16")
+                                        ACC[rr, T.min(2 * vp + 1, nvec - 1) // nkb, o,
+                                            T.ramp(T.min(2 * vp + 1, nvec - 1) % nkb * 16, 1, 16)] = a32.vload([(no + o) * 16], "int32x16")
+                    if pack:
                         for k in T.vectorized(pw16):
                             yw[k] = T.uint32(0)
-                        for j in range(T.min(WORD, Co - wd * WORD)):
+                        for o in range(no):
+                            oi = T.min(oc * no + o, Co - 1)
                             for k in T.vectorized(pw16):
                                 mx[k] = lo
                                 mn[k] = hi
@@ -218,19 +235,22 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                                     for k in T.vectorized(pw16):
                                         # (rr, ss) of pooled column k's window inside the conv output
                                         mx[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
-                                                         T.max(mx[k], ACC[rr, ss, wd * WORD + j, k]), mx[k])
+                                                         T.max(mx[k], ACC[rr, ss, o, k]), mx[k])
                                         mn[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
-                                                         T.min(mn[k], ACC[rr, ss, wd * WORD + j, k]), mn[k])
+                                                         T.min(mn[k], ACC[rr, ss, o, k]), mn[k])
                             for k in T.vectorized(pw16):
                                 yw[k] = T.bitwise_or(yw[k], T.Select(
-                                    E0[wd * WORD + j] * T.Select(E0[wd * WORD + j] >= 0, mx[k], mn[k]) >= E1[wd * WORD + j],
-                                    T.shift_left(T.uint32(1), T.Cast("uint32", j)), T.uint32(0)))
+                                    oc * no + o < Co and E0[oi] * T.Select(E0[oi] >= 0, mx[k], mn[k]) >= E1[oi],
+                                    T.shift_left(T.uint32(1), T.Cast("uint32", (oc * no + o) % WORD)), T.uint32(0)))
+                        # the first block of a word writes it, the others add their bits
                         for k in range(pwo):
-                            Y[n, py, k, wd] = yw[k]
-                else:
-                    for o in range(Co):
-                        for x in T.vectorized(wo):
-                            Y[n, o, py, x] = T.Cast("float32", ACC[0, 0, o, x]) * E0[o]
+                            Y[n, py, k, oc * no // WORD] = T.bitwise_or(
+                                T.Select(oc * no % WORD == 0, T.uint32(0), Y[n, py, k, oc * no // WORD]), yw[k])
+                    else:
+                        for o in range(no):
+                            if oc * no + o < Co:
+                                for x in T.vectorized(wo):
+                                    Y[n, T.min(oc * no + o, Co - 1), py, x] = T.Cast("float32", ACC[0, 0, o, x]) * E0[T.min(oc * no + o, Co - 1)]
 
     if not pack:  # float epilogue: (X, W, scale, Y) -- E1 is not a parameter
         kernel = drop_param(kernel, 3)
@@ -261,8 +281,31 @@ def _nibble_sums(Wt, quad, o, j):
     return total
 
 
-def _lookup(table, index):
-    """int16x16: vpshufb of the 32-byte table by the index bytes, read as 16 int16 lanes."""
+def _nib_vector(NIB, row, s, q, v, dw, sw, nkb, big_p):
+    """uint16x16: nibble q of the 16 pixels of input row `row` that kernel column s reads for
+    vector v = (window column v // nkb, block v % nkb): input column offset c0 = ss*sw + s*dw."""
+    c0 = v // nkb * sw + s * dw
+    return NIB.vload([row, q, c0 % big_p, v % nkb * 16 + c0 // big_p], "uint16x16")
+
+
+def _lookup8(table, index):
+    """uint8x32: vpshufb of the 32-byte table by the 32 index bytes (nibbles)."""
     return T.reinterpret(T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"), table,
                                                  T.reinterpret(index, dtype="int8x32"), dtype="int8x32"),
-                         dtype="int16x16")
+                         dtype="uint8x32")
+
+
+def _widen(lo8, hi8, half):
+    """int16x16: LO + 32 HI of the byte sums of vector A (half 0: the low byte of each
+    int16 lane) or B (half 1: the high byte); LO is unsigned, HI signed."""
+    lo16 = T.reinterpret(lo8, dtype="uint16x16")
+    hi16 = T.reinterpret(hi8, dtype="uint16x16")
+    if half == 0:
+        lo16 = T.bitwise_and(lo16, T.broadcast(T.uint16(0xFF), 16))
+        hi16 = T.shift_left(hi16, T.broadcast(T.uint16(8), 16))
+    else:
+        lo16 = T.shift_right(lo16, T.broadcast(T.uint16(8), 16))
+        hi16 = T.bitwise_and(hi16, T.broadcast(T.uint16(0xFF00), 16))
+    # HI in the high byte, as int16, is HI * 256: an arithmetic shift by 3 makes it HI * 32
+    return T.reinterpret(lo16, dtype="int16x16") + T.shift_right(T.reinterpret(hi16, dtype="int16x16"),
+                                                                 T.broadcast(T.int16(3), 16))
