@@ -90,6 +90,9 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     nquad = kh * kw * nh
     lo, hi = -(2 ** 31), 2 ** 31 - 1
     pack = out == "pack"
+    # without a pool window (one row, one column offset per pooled pixel) the epilogue reads
+    # the accumulators in registers: no ACC map of a whole output row per call
+    direct = pack and nr == 1 and nc == 1 and not any(pp)
     ws = lut_weight_shape(g, p)
     y_shape = (N, pho, pwo, wout) if pack else (N, Co, ho, wo)
     y_dtype = "uint32" if pack else "float32"
@@ -101,12 +104,13 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
         T.func_attr({"tirx.noalias": True})
         TAB = T.alloc_buffer((2, nquad, no, 64), "int8")
         NIB = T.alloc_buffer((band, nh, big_p, kn), "uint32")
-        ACC = T.alloc_buffer((nr, nc, no, pw16), "int32")
         acc = T.alloc_buffer((nb * no * 16,), "int32", scope="local")
         iv = T.alloc_buffer((nb * 16,), "uint32", scope="local")
-        mx = T.alloc_buffer((pw16,), "int32", scope="local")
-        mn = T.alloc_buffer((pw16,), "int32", scope="local")
         yw = T.alloc_buffer((pw16,), "uint32", scope="local")
+        if not direct:
+            ACC = T.alloc_buffer((nr, nc, no, pw16), "int32")
+            mx = T.alloc_buffer((pw16,), "int32", scope="local")
+            mn = T.alloc_buffer((pw16,), "int32", scope="local")
         # one block of `no` output channels at a time over the whole map, so only its
         # tables (and accumulators) exist; its bits are OR-ed into their packed word
         for oc in range(cop // no):
@@ -133,6 +137,9 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                                                         T.max(T.min(kk * big_p + ph - left - pl, Wd - 1), 0), h // 2],
                                                       T.Cast("uint32", 16 * (h % 2))),
                                         T.uint32(0))))
+                    if direct:
+                        for k in T.vectorized(pw16):
+                            yw[k] = T.uint32(0)
                     for rr in range(nr):
                         oh = py * ps[0] + rr - pp[0]
                         if oh >= 0 and oh < ho:
@@ -158,11 +165,28 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                                                                     iv.vload([b * 16], "uint32x16")),
                                                         128, TAB.vload([1, (r * kw + s) * nh + h, o, 0], "int8x64"),
                                                         iv.vload([b * 16], "uint32x16"))
-                                for o in T.unroll(no):
-                                    for b in T.unroll(nb):
-                                        ACC[rr, (bp * nb + b) // nkb, o,
-                                            T.ramp((bp * nb + b) % nkb * 16, 1, 16)] = acc.vload([(b * no + o) * 16], "int32x16")
-                    if pack:
+                                if direct:
+                                    # no pool: threshold the accumulators as they are and set
+                                    # each channel's bit in its lanes' words (no ACC round trip)
+                                    for o in T.unroll(no):
+                                        for b in T.unroll(nb):
+                                            for k in T.vectorized(16):
+                                                yw[(bp * nb + b) * 16 + k] = T.bitwise_or(
+                                                    yw[(bp * nb + b) * 16 + k], T.Select(
+                                                        oc * no + o < Co and E0[T.min(oc * no + o, Co - 1)]
+                                                        * acc[(b * no + o) * 16 + k] >= E1[T.min(oc * no + o, Co - 1)],
+                                                        T.shift_left(T.uint32(1), T.Cast("uint32", (oc * no + o) % WORD)),
+                                                        T.uint32(0)))
+                                else:
+                                    for o in T.unroll(no):
+                                        for b in T.unroll(nb):
+                                            ACC[rr, (bp * nb + b) // nkb, o,
+                                                T.ramp((bp * nb + b) % nkb * 16, 1, 16)] = acc.vload([(b * no + o) * 16], "int32x16")
+                    if direct:
+                        for k in range(pwo):
+                            Y[n, py, k, oc * no // WORD] = T.bitwise_or(
+                                T.Select(oc * no % WORD == 0, T.uint32(0), Y[n, py, k, oc * no // WORD]), yw[k])
+                    elif pack:
                         for k in T.vectorized(pw16):
                             yw[k] = T.uint32(0)
                         for o in range(no):
