@@ -154,6 +154,22 @@ def vad_tiny(variant="float", frames=100, bands=80, channels=32, beta=5.0, bn=No
                          output="speech logit per frame [1, frames]"), s.quantize_input)
 
 
+def _conv_gru_vad(arch, variant, frames, bands, channels, hidden, beta, bn, first_layer) -> SeqNet:
+    """3-tap convs over time (bands as channels), a GRU over the frames, a 1×1 head."""
+    s = _Spec(variant, beta, bn, first_layer)
+    in_gate = _band_gate(s, bands)
+    layers, c_in = [], bands
+    for i, c in enumerate(channels):
+        layers.append(s.feature_block("conv1d", c_in, c, i == 0, f"conv{i + 1}"))
+        c_in = c
+    layers += [GRUBlock(c_in, hidden, s.gate("gru", hidden)),
+               s.head_block("conv1d", hidden, 16, "head1"),
+               s.head_block("conv1d", 16, 1, None, last=True)]
+    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
+                  s.meta(task="vad", arch=arch, variant=variant, frames=frames, bands=bands,
+                         output="speech logit per frame [1, frames]"), s.quantize_input)
+
+
 def vad_gru(variant="float", frames=100, bands=80, channels=32, hidden=32, beta=5.0, bn=None,
             first_layer=None) -> SeqNet:
     """Recurrent frame-level VAD: a 3-tap conv over time (bands as channels), a GRU over
@@ -161,15 +177,7 @@ def vad_gru(variant="float", frames=100, bands=80, channels=32, hidden=32, beta=
     in every variant (BAM: it reads the first conv's binary map); the reparameterized
     variants learn the input bands, the conv width and the GRU's hidden size (gated inside
     the recurrence, sliced to a dense GRU at export)."""
-    s = _Spec(variant, beta, bn, first_layer)
-    in_gate = _band_gate(s, bands)
-    layers = [s.feature_block("conv1d", bands, channels, True, "conv1"),
-              GRUBlock(channels, hidden, s.gate("gru", hidden)),
-              s.head_block("conv1d", hidden, 16, "head1"),
-              s.head_block("conv1d", 16, 1, None, last=True)]
-    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
-                  s.meta(task="vad", arch="vad_gru", variant=variant, frames=frames, bands=bands,
-                         output="speech logit per frame [1, frames]"), s.quantize_input)
+    return _conv_gru_vad("vad_gru", variant, frames, bands, (channels,), hidden, beta, bn, first_layer)
 
 
 def vad_crnn(variant="float", frames=100, bands=80, channels=(32, 32), hidden=32, beta=5.0, bn=None,
@@ -181,18 +189,7 @@ def vad_crnn(variant="float", frames=100, bands=80, channels=(32, 32), hidden=32
     a second binary conv, so the GRU reads a binary map computed from a binary map.  The
     reparameterized variants learn the input bands, each conv's width, the GRU's hidden size
     (gated inside the recurrence, sliced to a dense GRU at export) and the head's width."""
-    s = _Spec(variant, beta, bn, first_layer)
-    in_gate = _band_gate(s, bands)
-    layers, c_in = [], bands
-    for i, c in enumerate(channels):
-        layers.append(s.feature_block("conv1d", c_in, c, i == 0, f"conv{i + 1}"))
-        c_in = c
-    layers += [GRUBlock(c_in, hidden, s.gate("gru", hidden)),
-               s.head_block("conv1d", hidden, 16, "head1"),
-               s.head_block("conv1d", 16, 1, None, last=True)]
-    return SeqNet(layers, s.gates, "bands_as_channels", in_gate, True,
-                  s.meta(task="vad", arch="vad_crnn", variant=variant, frames=frames, bands=bands,
-                         output="speech logit per frame [1, frames]"), s.quantize_input)
+    return _conv_gru_vad("vad_crnn", variant, frames, bands, tuple(channels), hidden, beta, bn, first_layer)
 
 
 def antispoof_cnn(variant="float", frames=200, bands=64, channels=(16, 32, 32), head=32, beta=5.0,

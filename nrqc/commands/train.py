@@ -12,7 +12,7 @@ TASKS = ("quality", "vad", "antispoof", "synthetic")
 @click.option("--variant", type=click.Choice(["float", "bam", "reparam", "bam-reparam"]), default="bam",
               show_default=True, help="bam: binary activation maps + int8 weights; reparam: learned widths.")
 @click.option("--arch", default=None,
-              help="Model of the zoo (quality: bam4 [default] or dnsmos; vad: vad_tiny [default] or vad_gru; "
+              help="Model of the zoo (quality: bam4 [default] or dnsmos; vad: vad_tiny [default], vad_gru or vad_crnn; "
                    "antispoof: antispoof_cnn; synthetic: synthetic_mlp).")
 @click.option("--complexity-weight", "alpha", type=float, default=None,
               help="α in task + α·MACs(K)/MACs(full) (reparam variants; default 0.05 for them).")

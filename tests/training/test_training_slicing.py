@@ -40,7 +40,7 @@ def test_slicing_removed_units_carry_no_signal():
         assert torch.equal(net(x), ref)
 
 
-@pytest.mark.parametrize("arch", ["bam4", "vad_tiny", "vad_gru", "antispoof_cnn"])
+@pytest.mark.parametrize("arch", ["bam4", "vad_tiny", "vad_gru", "vad_crnn", "antispoof_cnn"])
 def test_slicing_bam_reparam(arch):
     torch.manual_seed(0)
     net = build(arch, "bam-reparam").eval()
