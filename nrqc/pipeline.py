@@ -234,8 +234,9 @@ def _record_memory_plan(mod, ctx: CompileContext):
         stir.CanonicalizeLoop(), stir.LowerCrossThreadReduction(), stir.LowerInitBlock(),
         stir.PlanAndUpdateBufferAllocationLocation(), stir.ConvertBlocksToOpaque(), stir.CompactBufferAllocation(),
     ])(kernels)
-    scratch = max((_primfunc_scratch_bytes(f) for f in kernels.functions.values()), default=0)
-    ctx.memory_plan = {"planned_storage_bytes": storage, "max_kernel_scratch_bytes": scratch}
+    per_kernel = {gv.name_hint: _primfunc_scratch_bytes(f) for gv, f in kernels.functions.items()}
+    ctx.memory_plan = {"planned_storage_bytes": storage, "max_kernel_scratch_bytes": max(per_kernel.values(), default=0),
+                       "kernel_scratch_bytes": {k: v for k, v in sorted(per_kernel.items()) if v}}
     return mod
 
 
@@ -258,6 +259,7 @@ def _buffer_bytes(buf) -> int:
             n *= int(d)
         except TypeError:
             return 0
-    dt = str(buf.dtype)
-    bits = int("".join(c for c in dt if c.isdigit()) or 32) if dt != "bool" else 8
-    return n * max(bits, 8) // 8
+    import tvm
+
+    dt = tvm.DataType(str(buf.dtype))  # "int32x16": 32 bits x 16 lanes (not the digits "3216")
+    return n * max(int(dt.bits), 8) * int(dt.lanes) // 8
