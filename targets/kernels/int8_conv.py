@@ -33,6 +33,7 @@ from tvm import te, tirx
 
 from nrqc.targets.kernels import binary_ops as bo
 from nrqc.targets.kernels import packing as pk
+from nrqc.targets.kernels import quantize_reciprocal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Int8ConvGeom:
     scale: float = 1.0  # input scale s_in (float32 value)
     zero_point: int = 0
     full_range_weights: bool = False  # some weight is -128 (no |w| <= 127 trick possible)
+    # a float source's x / scale as x * (1/scale) + one fma correction where that is exact for
+    # this scale (quantize_reciprocal.py); strategies on cores with a fused multiply-add set it
+    quantize_by_reciprocal: bool = False
 
     @property
     def pad_s8(self) -> int:
@@ -100,7 +104,11 @@ def quantized_s8(g: Int8ConvGeom, v):
     """The s8-domain value (int8) of one source element v."""
     if g.src_dtype == "float32":
         lo, hi = (-128, 127) if g.q_dtype == "int8" else (0, 255)
-        q = tirx.nearbyint(v / tirx.const(np.float32(g.scale), "float32")) + tirx.const(float(g.zero_point), "float32")
+        if g.quantize_by_reciprocal:
+            d = quantize_reciprocal.divided(v, g.scale, lo - g.zero_point, hi - g.zero_point)
+        else:
+            d = v / tirx.const(np.float32(g.scale), "float32")
+        q = tirx.nearbyint(d) + tirx.const(float(g.zero_point), "float32")
         q = tirx.max(tirx.min(q, tirx.const(float(hi), "float32")), tirx.const(float(lo), "float32")).astype("int32")
         return (q - (128 if g.q_dtype == "uint8" else 0)).astype("int8")
     if g.src_dtype == "uint8":

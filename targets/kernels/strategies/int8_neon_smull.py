@@ -18,10 +18,11 @@ from nrqc.targets.kernels.strategies import int8_neon_sdot, neon_unpacked
 NAME = "int8_neon_smull"
 # Estimated Cortex-A72 cycles per 16x4 update, measured: llvm-mca (-mcpu=cortex-a72) of the
 # executed blocks of this kernel on the zoo vad_tiny BAM's first conv (80 -> 32, 1x3, 100
-# frames, float source quantized in the kernel: 12,000 updates) came to 190,454 cycles, i.e.
-# 15.2 per update after the input rows' share (smull issues on the A72's F0 pipe only,
-# addp/sadalp on F1 only, so 16 instructions take ~8-16 cycles).
-CYCLES_PER_16x4 = 15.2
+# frames, float source quantized in the kernel: 12,000 updates) came to 137,109 cycles, i.e.
+# 10.8 per update after the input rows' share (smull issues on the A72's F0 pipe only,
+# addp/sadalp on F1 only, so 16 instructions take ~8-16 cycles; the inner loop alone is
+# 35 cycles per 4 updates). 190,454 before the quantize lost its fdiv (quantize_reciprocal.py).
+CYCLES_PER_16x4 = 10.8
 weight_args = int8_neon_sdot.weight_args
 
 
