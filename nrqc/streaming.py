@@ -232,7 +232,8 @@ class StreamResult:
 
 
 def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, states: dict[str, np.ndarray],
-               fixed: dict[str, np.ndarray] | None = None, progress=None, every_state: bool = True) -> StreamResult:
+               fixed: dict[str, np.ndarray] | None = None, progress=None, every_state: bool = True,
+               log=lambda m: None) -> StreamResult:
     """Run `frames` ([K, *chunk]) through `session` one call per frame, each call's state
     outputs fed to the next call. `session` has `step(feeds) -> handles` (feeds may hold
     handles) and `numpy(handle)` (nrqc.runtime.ArtifactSession; see Backend.open_session).
@@ -243,7 +244,7 @@ def run_stream(session, manifest: dict, plan: StreamPlan, frames: np.ndarray, st
     A session with `run_frames` (the Cortex-M firmware in QEMU) runs the whole stream at once,
     the state carried inside the device, and counts each frame's instructions."""
     if hasattr(session, "run_frames"):
-        got = session.run_frames(plan, frames, states, dict(fixed or {}), every_state=every_state)
+        got = session.run_frames(plan, frames, states, dict(fixed or {}), every_state=every_state, log=log)
         if progress is not None:
             progress.update(len(frames))
         outs = got["outputs"]

@@ -83,7 +83,8 @@ def _stream(out, manifest, fixed, output, rpc, stream, states, initial, time_axi
                + (f" ({left} trailing step(s) short of a chunk not run)" if left else ""), err=True)
     session = backend_of_manifest(manifest).open_session(out, manifest, rpc)
     with Progress("stream", total=len(frames), quiet=2.0) as p:
-        result = run_stream(session, manifest, plan, frames, state0, fixed, progress=p)
+        result = run_stream(session, manifest, plan, frames, state0, fixed, progress=p,
+                            log=lambda m: click.echo(f"[nrqc run] {m}", err=True))
     per_frame = [n for n in result.outputs if n not in {s.output for s in plan.states}]
     if output:
         first = result.outputs[per_frame[0] if per_frame else manifest["outputs"][0]["name"]]
