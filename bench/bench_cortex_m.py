@@ -7,7 +7,9 @@
    compiled for cortex-m4, run in QEMU mps2-an386 with `-icount shift=0` (nrqc's firmware
    count: SysTick around nrqc_run, calibrated loop); flash, RAM without I/O, instructions.
 2. The same layers one kernel call at a time (nrqc.cortex_m.microbench), beside CMSIS-NN's.
-3. The issue's 48x48 4-layer binary CNN (3x3 convs 1->24->40->56->72, strides 1/2/1/2, global
+3. Float models (the vad_tiny float twin, a 2-D float CNN): every float conv by TVM's C
+   kernel against nrqc's register-blocked nrqc_f32_conv (instructions, flash, RAM).
+4. The issue's 48x48 4-layer binary CNN (3x3 convs 1->24->40->56->72, strides 1/2/1/2, global
    average pool, dense 72->3), written with onnx.helper without node names.
 
 The reference: CMSIS-NN (commit 99f736a, arm_convolve_s8 / arm_convolve_1x1_s8_fast, -O2,
@@ -173,6 +175,39 @@ def smlad_weight_storage(m4) -> dict:
     return out
 
 
+def float_rows(m4, tmp: Path) -> list[tuple]:
+    """Float models, TVM's C kernels for every float conv (knob float_conv.kernel=tvm, through
+    a knob database as `nrqc compile --db` applies it) against nrqc_f32_conv (the default):
+    (model, MACs, before manifest, after manifest)."""
+    import onnx
+    import torch
+
+    from nrqc.models.zoo import build
+    from nrqc.training.onnx_export import to_onnx
+    from nrqc.tuning.cortex_m_db import write_knobs
+    from tests.cortex_m.test_cortex_m_firmware import vad_like_model
+
+    torch.manual_seed(0)
+    m = to_onnx(build("vad_tiny", "float").eval())
+    onnx.save(m[0] if isinstance(m, tuple) else m, str(tmp / "vad_tiny_float.onnx"))
+    rows = []
+    for label, path in (("vad_tiny float twin", tmp / "vad_tiny_float.onnx"),
+                        ("2-D CNN (3 x conv3x3+ReLU+MaxPool, 2 dense; [1,1,40,32])", vad_like_model(tmp / "cnn2d.onnx"))):
+        after = compile_m4(path, tmp / f"{path.stem}_nrqc")
+        keys = {(layer.get("strategy") or {}).get("knob_key") for layer in after["layers"]}
+        config = {k: {"kernel": "tvm"} for k in keys if k and k.startswith("float_conv:")}
+        db = tmp / f"{path.stem}_db"
+        write_knobs(db, m4, config, {"measure": "bench_cortex_m: TVM's C kernels for the float convs"})
+        cmd = [sys.executable, "-m", "nrqc", "compile", str(path), "--target", "cortex-m4", "--db", str(db), "-o",
+               str(tmp / f"{path.stem}_tvm")]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if p.returncode != 0:
+            raise SystemExit(f"compile failed: {p.stderr.strip().splitlines()[-1]}")
+        before = json.loads((tmp / f"{path.stem}_tvm" / "manifest.json").read_text())
+        rows.append((label, after["macs"], before, after))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-cnn", action="store_true", help="skip the 48x48 CNN (the longest run)")
@@ -209,6 +244,16 @@ def main() -> None:
             base = base or instr
             print(f"  {name:<16} {instr:>10,} instructions ({instr / lmacs:.2f} per MAC, {instr - base:+,}), "
                   f"weights {nbytes:,} B flash")
+        print("\nfloat models: every float conv by TVM's C (knob float_conv.kernel=tvm) -> nrqc_f32_conv (default)")
+        for label, macs, before, after in float_rows(m4, tmp):
+            print(f"  {label} ({macs:,} MACs)")
+            for key, name in (("instructions", "instructions"), ("flash_bytes", "flash B"), ("ram_bytes", "RAM B"),
+                              ("stack_bytes", "stack B")):
+                print(f"    {name:<14} {before[key]:>12,} -> {after[key]:>12,}  ({before[key] / after[key]:.2f}x)")
+            print(f"    checks vs onnxruntime: {before['check']['max_abs_error']:.2g} / "
+                  f"{after['check']['max_abs_error']:.2g}")
+            for layer in after["layers"]:
+                print(f"      {layer['name']:<14} {layer['kernel']}")
         if not args.skip_cnn:
             path = cnn48_model(tmp / "cnn48.onnx")
             man = compile_for(path, tmp / "cnn48", fail=False)

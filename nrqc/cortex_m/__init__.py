@@ -33,11 +33,13 @@ def _steps():
     writes the caller), with the memory-first schedule in the target-schedule slot."""
     from nrqc import pipeline
     from nrqc.cortex_m.dsp import hand_kernels_step
+    from nrqc.cortex_m.float_conv import float_conv_step
     from nrqc.cortex_m.schedule import schedule_step_run
 
     return pipeline.build_pipeline(
         through=pipeline.MEMORY_PLAN,
         target_schedule=[pipeline.Step("nrqc.cortex_m.HandKernels", "schedule", hand_kernels_step),
+                         pipeline.Step("nrqc.cortex_m.FloatKernels", "schedule", float_conv_step),
                          pipeline.Step("nrqc.cortex_m.ShrinkTemporaries", "schedule", schedule_step_run)])
 
 

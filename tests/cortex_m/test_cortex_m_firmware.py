@@ -72,6 +72,9 @@ def test_m4_library_layout_and_check(m4_artifact):
     assert manifest["check"]["ran"] and manifest["check"]["passed"], manifest["check"]
     assert manifest["check"]["max_abs_error"] < 1e-4
     assert "numerical check in QEMU (cortex-m4)" in proc.stderr + proc.stdout
+    # the three conv+ReLU layers run nrqc's register-blocked float conv (geometry found by behaviour)
+    convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
+    assert len(convs) == 3 and all(str(layer["kernel"]).startswith("nrqc:nrqc_f32conv") for layer in convs), convs
     for f in ("nrqc_model.h", "nrqc_model.c", "nrqc_kernels.c", "nrqc_weights.c", "nrqc_runtime.c", "report.txt",
               "firmware/firmware.elf"):
         assert (out / f).exists(), f

@@ -240,3 +240,36 @@ def test_smlad_int8_conv_bit_exact(m4, case, out):
         call = f"nrqc_s8_conv_smlad(x, w4, corr, 0, 0, sc, y, {consts})"
         got = _run(m4, call, {"x": x, "w4": w4, "corr": corr, "sc": scale}, {"y": (want.shape, "float32")})
         np.testing.assert_array_equal(got.outputs["y"], want)
+
+
+# float conv (nrqc_f32_conv): x shape, weights (co, kh, kw), stride, pad (t, l, b, r), dilation, relu
+_F32_CASES = {
+    "odd_2d": ((1, 3, 9, 11), (7, 3, 3), (2, 1), (1, 1, 1, 0), (1, 2), 1),
+    "conv1d_k5": ((1, 5, 1, 23), (6, 1, 5), (1, 1), (0, 2, 0, 1), (1, 1), 0),
+    "wide_stride2_n2": ((2, 4, 6, 13), (9, 2, 3), (1, 2), (0, 1, 1, 1), (2, 1), 1),
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=() if c == "odd_2d" else pytest.mark.slow)
+                                  for c in _F32_CASES])
+def test_float_conv_matches_numpy(m4, case):
+    """Float: no bit-exact reference (VFMA rounds once per step); numpy in float64 within
+    float32 accumulation error, on odd channel counts (Co not a multiple of 4), borders on
+    both sides, an odd number of interior pixels, stride, dilation, batch 2, ReLU on/off."""
+    from nrqc.cortex_m import float_conv as fc
+
+    x_shape, (co, kh, kw), stride, pad, dil, relu = _F32_CASES[case]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((co, x_shape[1], kh, kw)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    geo = {"stride": stride, "pad": pad, "dilation": dil, "relu": relu}
+    want = fc.ref_conv(x, w, b, geo)
+    want = np.maximum(want, 0) if relu else want
+    w4 = fc.conv_weights(w)
+    bias = np.zeros(w4.shape[0] * 4, np.float32)
+    bias[:co] = b
+    consts = ", ".join(map(str, fc.call_consts(x_shape, co, kh, kw, want.shape, geo)))
+    got = _run(m4, f"nrqc_f32_conv(x, w4, b, y, {consts})", {"x": x, "w4": w4, "b": bias},
+               {"y": (want.shape, "float32")})
+    np.testing.assert_allclose(got.outputs["y"], want, rtol=1e-5, atol=1e-5)

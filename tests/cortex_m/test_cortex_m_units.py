@@ -103,3 +103,22 @@ def test_per_layer_memory_counts_shared_code_and_weights_once():
         (100, 32 + 16, 40, 40), (0, 0, 40 + 24 + 8, 40), (20, 12, 16, 0)]  # [48, 72) and [64, 80) overlap
     assert rows[0]["layers"] == ["conv_a"] and rows[2]["layers"] == ["Gemm"]
     assert table(rows, 500)["caller_runtime_flash_bytes"] == 500 - 148 - 0 - 32
+
+
+def test_float_conv_geometry_found_by_behaviour():
+    """nrqc.cortex_m.float_conv recovers stride, padding, dilation and ReLU from what a kernel
+    computes (here numpy standing in for the host-built TVM kernel), and refuses a kernel that
+    is not that conv (a conv plus 1)."""
+    from nrqc.cortex_m import float_conv as fc
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    geo = {"stride": (2, 1), "pad": (1, 0, 1, 1), "dilation": (1, 2)}
+    x_shape = (1, 3, 10, 7)
+    y_shape = fc.ref_conv(np.zeros(x_shape, np.float32), w, b, geo).shape
+    got = fc.find_geometry(lambda x: np.maximum(fc.ref_conv(x, w, b, geo), 0), x_shape, w, b, y_shape)
+    assert got == {"stride": (2, 1), "pad": (1, 0, 1, 1), "dilation": (1, 2), "relu": 1}
+    assert fc.find_geometry(lambda x: fc.ref_conv(x, w, b, geo) + 1, x_shape, w, b, y_shape) is None
+    w4 = fc.conv_weights(w)  # [Co4/4, C, KH, KW, 4], zero past Co
+    assert w4.shape == (2, 3, 3, 2, 4) and w4[1, 2, 1, 0, 0] == w[4, 2, 1, 0] and not w4[1, :, :, :, 1:].any()
