@@ -38,9 +38,12 @@ def _measure(g: ic.Int8ConvGeom, s, target, repeat=5) -> float:
     lib["k"](*args)
     ts = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        # CPU time of this thread, as select.py: wall time on a loaded host counts the waits
+        # for a core and let int8_generic win over int8_avx2 (in thread CPU time 1.5x slower
+        # on the DNSMOS-like first layer, haswell build on Zen 4)
+        t0 = time.thread_time()
         lib["k"](*args)
-        ts.append(time.perf_counter() - t0)
+        ts.append(time.thread_time() - t0)
     return float(np.median(ts)) * 1e3
 
 
