@@ -12,7 +12,7 @@ from nrqc.passes.base import Step
 
 def binary_steps() -> list[Step]:
     """Steps that find binary-activation layers and rewrite them to bit-packed operators."""
-    from nrqc.passes import (binary_fuse_pack, binary_int8_entry, binary_int8_input, binary_patterns, binary_rewrite,
+    from nrqc.passes import (binary_fuse_head, binary_fuse_pack, binary_int8_entry, binary_int8_input, binary_patterns, binary_rewrite,
                              binary_thresholds)
 
     return [
@@ -21,6 +21,7 @@ def binary_steps() -> list[Step]:
         Step("nrqc.BinaryThresholds", "binary", binary_thresholds.fold_thresholds),
         Step("nrqc.BinaryRewrite", "binary", binary_rewrite.rewrite),
         Step("nrqc.BinaryFusePack", "binary", binary_fuse_pack.fuse_pack),
+        Step("nrqc.BinaryFuseHead", "binary", binary_fuse_head.fuse_head),
         Step("nrqc.BinaryInt8Entry", "binary", binary_int8_entry.add_int8_entry),
     ]
 
