@@ -104,12 +104,14 @@ def quantized_s8(g: Int8ConvGeom, v):
     """The s8-domain value (int8) of one source element v."""
     if g.src_dtype == "float32":
         lo, hi = (-128, 127) if g.q_dtype == "int8" else (0, 255)
-        if g.quantize_by_reciprocal:
-            d = quantize_reciprocal.divided(v, g.scale, lo - g.zero_point, hi - g.zero_point)
+        zp = tirx.const(float(g.zero_point), "float32")
+        code = quantize_reciprocal.rounded(v, g.scale, lo - g.zero_point, hi - g.zero_point) \
+            if g.quantize_by_reciprocal else None
+        if code is not None:  # already within the codes' range
+            q = (code + zp).astype("int32")
         else:
-            d = v / tirx.const(np.float32(g.scale), "float32")
-        q = tirx.nearbyint(d) + tirx.const(float(g.zero_point), "float32")
-        q = tirx.max(tirx.min(q, tirx.const(float(hi), "float32")), tirx.const(float(lo), "float32")).astype("int32")
+            q = tirx.nearbyint(v / tirx.const(np.float32(g.scale), "float32")) + zp
+            q = tirx.max(tirx.min(q, tirx.const(float(hi), "float32")), tirx.const(float(lo), "float32")).astype("int32")
         return (q - (128 if g.q_dtype == "uint8" else 0)).astype("int8")
     if g.src_dtype == "uint8":
         return (v.astype("int32") - 128).astype("int8")

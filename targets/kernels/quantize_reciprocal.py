@@ -14,9 +14,10 @@ bits where x / s lies within a few ulps of a half-integer k + 0.5: `exact_for(sc
 hi)` checks every float32 x within WINDOW ulps of each such boundary in the range the
 clamp keeps (exact rational arithmetic, the fma's single rounding emulated exactly), so a
 scale is used only when the three steps give the division's integer there, and elsewhere
-q is within ~1 ulp of x / s, too far from a half-integer to round differently. |x| is first
-clamped to BOUND * s, where both forms saturate, so that x * r cannot overflow (an infinite y
-would make e and q NaN, where the division gives +-inf and the clamp saturates).
+q is within ~1 ulp of x / s, too far from a half-integer to round differently. x is first
+clamped to the codes' range [lo * s, hi * s] (`rounded`), where both forms saturate: x * r
+cannot overflow (an infinite y would make e and q NaN, where the division gives +-inf), and
+the code needs no clamp after the rounding (each of the 4 clamps costs a Q-form FP op).
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from tvm import tirx
 from tvm.tirx.op import fma
 
 WINDOW = 16  # float32 neighbours checked on each side of a half-integer boundary's x
-BOUND = 512  # |x| clamped to BOUND * scale before the multiply: beyond any int8/uint8 code
 
 
 def _round32_exact(v: Fraction) -> np.float32:
@@ -64,7 +64,7 @@ def exact_for(scale: float, lo: int, hi: int) -> bool:
     s = np.float32(scale)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         r = np.float32(np.float32(1) / s)
-        if not (np.isfinite(s) and s > 0 and np.isfinite(r) and np.isfinite(s * np.float32(BOUND) * 4)):
+        if not (np.isfinite(s) and s > 0 and np.isfinite(r) and np.isfinite(s * np.float32(max(abs(lo), abs(hi)) + 1) * 4)):
             return False
         centers = (np.arange(lo - 1, hi + 1, dtype=np.float64) + 0.5) * np.float64(s)
         u = centers.astype(np.float32).view(np.uint32).astype(np.int64)
@@ -73,18 +73,23 @@ def exact_for(scale: float, lo: int, hi: int) -> bool:
         mag = (u & 0x7FFFFFFF)[:, None] + np.arange(-WINDOW, WINDOW + 1)[None, :]
         nb = ((u & 0x80000000)[:, None] | mag).astype(np.uint32).view(np.float32).ravel()
         ref = np.rint((nb / s).astype(np.float32))
-        return bool(np.array_equal(ref, np.rint(quotient(nb, s, r))))
+        ends = np.array([lo * float(s), hi * float(s)], np.float32)  # `rounded`'s clamp: lo and hi exactly
+        return bool(np.array_equal(ref, np.rint(quotient(nb, s, r)))
+                    and np.array_equal(np.rint(quotient(ends, s, r)), [lo, hi]))
 
 
-def divided(v, scale: float, lo: int, hi: int):
-    """v / scale as the kernel computes it: the reciprocal form when `exact_for` holds, else
-    the division (tirx float32 expressions)."""
-    s = tirx.const(np.float32(scale), "float32")
-    if not exact_for(float(np.float32(scale)), lo, hi):
-        return v / s
-    r = tirx.const(np.float32(np.float32(1) / np.float32(scale)), "float32")
-    b = tirx.const(np.float32(np.float32(scale) * BOUND), "float32")
-    xc = tirx.max(tirx.min(v, b), -b)
+def rounded(v, scale: float, lo: int, hi: int):
+    """round_half_even(v / scale) clamped to [lo, hi] as the kernel computes it with the
+    reciprocal form (a tirx float32 expression), or None where `exact_for` does not hold.
+    v is clamped to [lo * s, hi * s] first: those ends quotient to lo and hi (within an ulp
+    of an integer), so the code needs no clamp after the rounding, and x * r cannot overflow."""
+    s32 = np.float32(scale)
+    if not exact_for(float(s32), lo, hi):
+        return None
+    s = tirx.const(s32, "float32")
+    r = tirx.const(np.float32(np.float32(1) / s32), "float32")
+    xc = tirx.max(tirx.min(v, tirx.const(np.float32(hi * float(s32)), "float32")),
+                  tirx.const(np.float32(lo * float(s32)), "float32"))
     y = xc * r
     e = fma(-y, s, xc)
-    return fma(e, r, y)
+    return tirx.nearbyint(fma(e, r, y))

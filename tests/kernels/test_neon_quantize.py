@@ -45,4 +45,4 @@ def test_admission_check_refuses_the_plain_reciprocal_multiply(monkeypatch):
 def test_unusable_scales_keep_the_division():
     assert not qr.exact_for(0.0, -128, 127)
     assert not qr.exact_for(float("inf"), -128, 127)
-    assert not qr.exact_for(1e38, -128, 127)  # scale * BOUND would overflow
+    assert not qr.exact_for(1e38, -128, 127)  # the clamp's ends (x 4) would overflow
