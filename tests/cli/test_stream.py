@@ -189,11 +189,11 @@ def test_wav_through_the_recorded_frontend(tmp_path):
     assert p["frame_ms"] == pytest.approx(100.0) and p["stream_check"]["passed"]
 
 
-@pytest.mark.slow  # 34 s here: a cortex-m4 build and its check, then one QEMU run per frame
-def test_cortex_m_firmware_streams_one_run_per_frame(tmp_path):
-    """A back end without a session of its own (the firmware under QEMU) streams through
-    Backend.open_session's default, numpy state in and out each frame: a small RNN cell
-    (h -> h_out by name) equal to onnxruntime's state-carried stream."""
+@pytest.mark.slow  # 34 s here: a cortex-m4 build and its check, then one QEMU run for the stream
+def test_cortex_m_rnn_cell_streams_in_one_qemu_run(tmp_path):
+    """The Cortex-M firmware streams every frame in one QEMU run, the state held by the
+    library's nrqc_step: a small RNN cell (h -> h_out by name) equal to onnxruntime's
+    state-carried stream."""
     from onnx import TensorProto, helper, numpy_helper
 
     from nrqc.reference import ort_session
@@ -217,6 +217,7 @@ def test_cortex_m_firmware_streams_one_run_per_frame(tmp_path):
     np.save(tmp_path / "x.npy", frames)
     proc = run_cli("run", out, "--stream", tmp_path / "x.npy", "-o", tmp_path / "got.npz", timeout=600)
     assert "state: h <- h_out [1, 8]; 4 frame(s)" in proc.stderr, proc.stderr
+    assert "cortex-m stream: 4 frame(s) in one QEMU run, each one nrqc_step call" in proc.stderr, proc.stderr
     got = np.load(tmp_path / "got.npz")
     sess, h = ort_session(path), np.zeros((1, 8), np.float32)
     for k, f in enumerate(frames):
