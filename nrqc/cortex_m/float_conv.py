@@ -7,7 +7,8 @@ keeps 4 output channels x 2 output pixels in FPU registers over the whole reduct
 2 input loads, 4 weight loads, 8 VFMA).
 
 Which fused kernels are convolutions is found by behaviour, not by name: a kernel main calls
-with (float map, constant float weights [Co, C, (KH,) KW][, constant bias of Co values]) is
+with (float map, constant float weights [Co, C, (KH,) KW][, constant bias of Co values]) (or
+a dense layer: x [N, K], weights [K, M] or [M, K], as a 1x1 conv on [N, K, 1, 1]) is
 built for the host and run on random values; the geometry (stride, padding, dilation) and
 the epilogue (bias, ReLU) are the first candidate consistent with the shapes whose numpy
 result it reproduces. Anything else keeps TVM's kernel. The knob `float_conv.kernel`
@@ -154,16 +155,23 @@ def _conv_call(mod, v) -> dict | None:
     w = consts[0]
     rank = len(w.shape)
     x_shape, y_shape = [int(d) for d in x.ty.shape], [int(d) for d in out_ty.shape]
-    if rank not in (3, 4) or len(x_shape) != rank or len(y_shape) != rank or str(x.ty.dtype) != "float32":
+    if rank not in (2, 3, 4) or len(x_shape) != rank or len(y_shape) != rank or str(x.ty.dtype) != "float32":
         return None
-    if x_shape[1] != w.shape[1] or y_shape[1] != w.shape[0]:
-        return None
+    if rank == 2:  # a dense layer (MatMul [K, M] or Gemm with transB [M, K]): a 1x1 conv on [N, K, 1, 1]
+        (n, k), m = x_shape, y_shape[1]
+        cands = ([("dense_km", w.T[:, :, None, None])] if w.shape == (k, m) else []) + \
+                ([("dense_mk", w[:, :, None, None])] if w.shape == (m, k) else [])
+        as4 = lambda s_: (s_[0], s_[1], 1, 1)  # noqa: E731
+    else:
+        if x_shape[1] != w.shape[1] or y_shape[1] != w.shape[0]:
+            return None
+        as4 = (lambda s_: (s_[0], s_[1], 1, s_[2])) if rank == 3 else tuple
+        cands = [("conv", w.reshape(as4(w.shape)))]
     bias = consts[1].reshape(-1) if len(consts) == 2 else None
-    if bias is not None and bias.size != w.shape[0]:
+    if not cands or (bias is not None and bias.size != y_shape[1]):
         return None
-    as4 = (lambda s: (s[0], s[1], 1, s[2])) if rank == 3 else tuple
-    return {"x": x, "consts": consts, "w": w.reshape(as4(w.shape)), "bias": bias, "x4": as4(x_shape),
-            "y4": as4(y_shape), "x_shape": tuple(x_shape), "y_shape": tuple(y_shape)}
+    return {"x": x, "consts": consts, "cands": cands, "bias": bias, "x4": as4(x_shape), "y4": as4(y_shape),
+            "x_shape": tuple(x_shape), "y_shape": tuple(y_shape)}
 
 
 def float_conv_step(mod, ctx):
@@ -193,18 +201,24 @@ def float_conv_step(mod, ctx):
             v = b.value
             form = _conv_call(mod, v) if isinstance(v, relax.Call) and v.op.same_as(call_tir) else None
             if form is not None:
-                x, w, bias, x4, y4 = form["x"], form["w"], form["bias"], form["x4"], form["y4"]
+                x, bias, x4, y4 = form["x"], form["bias"], form["x4"], form["y4"]
                 old = v.args[0].name_hint
-                if old not in probed:
+                if old not in probed:  # (geometry, which weight reading) or None
+                    probed[old] = None
                     try:
                         run = _host_runner(mod[v.args[0]], form["consts"], form["y_shape"])
-                        probed[old] = find_geometry(lambda x_: run(x_.reshape(form["x_shape"])), x4, w, bias, y4)
+                        for tag, w in form["cands"]:
+                            geo = find_geometry(lambda x_: run(x_.reshape(form["x_shape"])), x4, w, bias, y4)
+                            if geo is not None:
+                                probed[old] = (geo, tag)
+                                break
                     except Exception:  # noqa: does not build for the host: keep TVM's kernel
-                        probed[old] = None
-                geo = probed[old]
-                if geo is not None:
+                        pass
+                if probed[old] is not None:
+                    geo, tag = probed[old]
+                    w = dict(form["cands"])[tag]
                     co, c, kh, kw = w.shape
-                    op = {"op": "float_conv", "g": {"x": list(x4), "co": co, "kh": kh, "kw": kw, "y": list(y4),
+                    op = {"op": "float_conv", "form": tag, "g": {"x": list(x4), "co": co, "kh": kh, "kw": kw, "y": list(y4),
                                                     "stride": list(geo["stride"]), "pad": list(geo["pad"]),
                                                     "dilation": list(geo["dilation"])}, "relu": geo["relu"]}
                     config = knobs.for_kernel(op)
@@ -222,8 +236,8 @@ def float_conv_step(mod, ctx):
                         bvec = np.zeros(co4, np.float32)
                         if bias is not None:
                             bvec[:co] = bias
-                        b = relax.VarBinding(b.var, relax.call_tir(made[key], [x, relax.const(w4), relax.const(bvec)],
-                                                                   v.ty_args[0]))
+                        call = relax.call_tir(made[key], [x, relax.const(w4), relax.const(bvec)], v.ty_args[0])
+                        b = relax.VarBinding(b.var, bb.normalize(call))
                         renamed[old] = (made[key].name_hint, op, config)
                     else:
                         renamed.setdefault(old, (None, op, config))
@@ -253,14 +267,17 @@ def _record(ctx, renamed: dict) -> None:
             continue
         name, op, config = renamed[old]
         g = op["g"]
-        shape = f"{g['x'][1]}->{g['co']} {g['kh']}x{g['kw']}" + (" + ReLU" if op["relu"] else "")
+        kind = "dense" if op["form"].startswith("dense") else "conv"
+        shape = f"{kind} {g['x'][1]}->{g['co']}" + (f" {g['kh']}x{g['kw']}" if kind == "conv" else "") + \
+            (" + ReLU" if op["relu"] else "")
         if name is not None:
             layer.kernel = f"nrqc:{name}"
-            what = f"cortex-m float conv {shape}: 4 channels x 2 pixels in FPU registers (nrqc_f32_conv)"
+            block = "4 outputs" if kind == "dense" else "4 channels x 2 pixels"
+            what = f"cortex-m float {shape}: {block} in FPU registers (nrqc_f32_conv)"
         else:
-            what = f"TVM's C kernel (knob float_conv.kernel=tvm), float conv {shape}"
+            what = f"TVM's C kernel (knob float_conv.kernel=tvm), float {shape}"
         layer.strategy = {"strategy": what, "method": "conv geometry and epilogue checked by running the fused "
                                                       "kernel on random values against numpy",
                           "knobs": config, "knob_key": knobs.key(op)}
-    ctx.notes.append("cortex-m: float convs: " + ", ".join(
+    ctx.notes.append("cortex-m: float convs/dense: " + ", ".join(
         f"{old} -> {name or 'kept (TVM)'}" for old, (name, _, _) in renamed.items()))

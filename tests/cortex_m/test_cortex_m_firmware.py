@@ -72,9 +72,10 @@ def test_m4_library_layout_and_check(m4_artifact):
     assert manifest["check"]["ran"] and manifest["check"]["passed"], manifest["check"]
     assert manifest["check"]["max_abs_error"] < 1e-4
     assert "numerical check in QEMU (cortex-m4)" in proc.stderr + proc.stdout
-    # the three conv+ReLU layers run nrqc's register-blocked float conv (geometry found by behaviour)
-    convs = [layer for layer in manifest["layers"] if layer["op"] == "Conv"]
-    assert len(convs) == 3 and all(str(layer["kernel"]).startswith("nrqc:nrqc_f32conv") for layer in convs), convs
+    # the three conv+ReLU layers and the two dense layers run nrqc's register-blocked float conv
+    # (geometry, weight orientation and epilogue found by behaviour); the max pools stay TVM's
+    convs = [layer for layer in manifest["layers"] if layer["op"] in ("Conv", "MatMul")]
+    assert len(convs) == 5 and all(str(layer["kernel"]).startswith("nrqc:nrqc_f32conv") for layer in convs), convs
     for f in ("nrqc_model.h", "nrqc_model.c", "nrqc_kernels.c", "nrqc_weights.c", "nrqc_runtime.c", "report.txt",
               "firmware/firmware.elf"):
         assert (out / f).exists(), f
@@ -85,7 +86,8 @@ def test_m4_library_layout_and_check(m4_artifact):
     # One static arena, const weights, no heap, nothing from libc beyond string.h.
     srcs = "".join((out / f).read_text() for f in manifest["sources"])
     assert not re.search(r"\b(malloc|calloc|free|printf)\s*\(", srcs)
-    assert (out / "nrqc_weights.c").read_text().count("const float nrqc_w") == 9  # 9 initializers
+    # 9 initializers, + a zero bias for the last dense layer (nrqc_f32_conv always adds one)
+    assert (out / "nrqc_weights.c").read_text().count("const float nrqc_w") == 10
     nm = subprocess.run(["arm-none-eabi-nm", "-u", *sorted(map(str, (out / "firmware" / "build").glob("*.o")))],
                         capture_output=True, text=True, check=True).stdout
     undefined = {ln.split()[-1] for ln in nm.splitlines() if ln.strip() and not ln.endswith(":")}
@@ -94,8 +96,9 @@ def test_m4_library_layout_and_check(m4_artifact):
                              capture_output=True, text=True, check=True).stdout
     undefined -= {ln.split()[-1] for ln in defined.splitlines() if len(ln.split()) == 3}
     assert undefined <= {"memcpy", "memset"} | {s for s in undefined if s.startswith("__aeabi")}, undefined
-    # The weights are in flash: 26,464 float parameters.
-    assert manifest["weights_bytes"] == 4 * (72 + 8 + 1152 + 16 + 4608 + 32 + 640 * 32 + 32 + 64)
+    # The weights are in flash: 26,464 float parameters; the 32->2 dense layer's weights padded to
+    # 4 outputs (nrqc_f32_conv's register block) with a zero bias: 32 x 4 + 4 instead of 32 x 2.
+    assert manifest["weights_bytes"] == 4 * (72 + 8 + 1152 + 16 + 4608 + 32 + 640 * 32 + 32 + 32 * 4 + 4)
     assert manifest["flash_bytes"] >= manifest["weights_bytes"]
     assert manifest["ram_bytes"] >= arena
     report = (out / "report.txt").read_text()

@@ -122,3 +122,17 @@ def test_float_conv_geometry_found_by_behaviour():
     assert fc.find_geometry(lambda x: fc.ref_conv(x, w, b, geo) + 1, x_shape, w, b, y_shape) is None
     w4 = fc.conv_weights(w)  # [Co4/4, C, KH, KW, 4], zero past Co
     assert w4.shape == (2, 3, 3, 2, 4) and w4[1, 2, 1, 0, 0] == w[4, 2, 1, 0] and not w4[1, :, :, :, 1:].any()
+
+
+def test_dense_weights_read_both_ways():
+    """A dense kernel's constant is [K, M] (MatMul) or [M, K] (Gemm transB): both readings
+    are offered as 1x1-conv weights, and the behaviour probe keeps the one that matches."""
+    from nrqc.cortex_m import float_conv as fc
+
+    rng = np.random.default_rng(2)
+    wkm = rng.standard_normal((6, 6)).astype(np.float32)  # square: both readings possible
+    b = rng.standard_normal(6).astype(np.float32)
+    run = lambda x: np.maximum(x.reshape(2, 6) @ wkm + b, 0)  # noqa: E731  (MatMul + bias + ReLU)
+    found = [tag for tag, w in (("dense_km", wkm.T[:, :, None, None]), ("dense_mk", wkm[:, :, None, None]))
+             if fc.find_geometry(run, (2, 6, 1, 1), w, b, (2, 6, 1, 1)) is not None]
+    assert found == ["dense_km"]
