@@ -120,7 +120,7 @@ call's state input as the tensor the runtime returned (no copy to numpy between 
 ~/tvm-venv/bin/python ~/{bundle}/{runner} frames.npy out.npz {state_args} --frame-ms MS
 ```
 
-- `frames.npy`: `[K, {shape}]` {dtype}, K frames of `{stream}` (`nrqc run {bundle} --stream
+- `frames.npy`: {frames} (`nrqc run {bundle} --stream
   signal.npy` on the workstation cuts a long signal the same way and runs this same script on
   the emulated board);
 - `--initial-state NAME=FILE.npy`: a state's first value (default zeros);
@@ -200,26 +200,32 @@ def render_deploy_md(manifest: dict, bundle_name: str = "model-bundle") -> str:
 
 
 def stream_pairs(manifest: dict):
-    """The stream plan of a model with state (nrqc.streaming.plan_stream), or None."""
+    """The state pairs of a model with state (nrqc.streaming.pairs_by_name), or []."""
     from nrqc.errors import NrqcError
-    from nrqc.streaming import plan_stream
+    from nrqc.streaming import pairs_by_name
 
     try:
-        plan = plan_stream(manifest)
+        return pairs_by_name(manifest)
     except NrqcError:
-        return None
-    return plan if plan.states else None
+        return []
 
 
 def _stream_section(manifest: dict, bundle_name: str) -> str:
-    plan = stream_pairs(manifest)
-    if plan is None:
+    from nrqc.errors import NrqcError
+    from nrqc.streaming import plan_stream
+
+    pairs = stream_pairs(manifest)
+    if not pairs:
         return ""
+    try:
+        plan = plan_stream(manifest)
+        frames = f"`[K, {', '.join(str(d) for d in plan.shape)}]` {plan.dtype}, K frames of `{plan.stream_input}`"
+    except NrqcError:  # several inputs besides the state: the others are given once with --input
+        frames = "K frames of the streamed input, `[K, *its shape]` (the other inputs: `--input NAME=FILE.npy`)"
     return _STREAM_SECTION.format(
-        pairs_md=", ".join(f"input `{p.input}` {list(p.shape)} -> output `{p.output}`" for p in plan.states),
-        runner=STREAM_RUNNER, bundle=bundle_name, state_args=" ".join(f"--state {p.input}={p.output}"
-                                                                       for p in plan.states),
-        shape=", ".join(str(d) for d in plan.shape), dtype=plan.dtype, stream=plan.stream_input)
+        pairs_md=", ".join(f"input `{p.input}` {list(p.shape)} -> output `{p.output}`" for p in pairs),
+        runner=STREAM_RUNNER, bundle=bundle_name, state_args=" ".join(f"--state {p.input}={p.output}" for p in pairs),
+        frames=frames)
 
 
 def write_deploy_md(out_dir: Path, manifest: dict, bundle_name: str | None = None) -> Path:
@@ -239,6 +245,6 @@ def write_deploy_md(out_dir: Path, manifest: dict, bundle_name: str | None = Non
     tmp = out_dir / f".{DEPLOY_MD}.{os.getpid()}.tmp"
     tmp.write_text(render_deploy_md(manifest, bundle_name))
     os.replace(tmp, path)
-    if stream_pairs(manifest) is not None:  # the runner section 2c names
+    if stream_pairs(manifest):  # the runner section 2c names
         shutil.copyfile(Path(__file__).with_name("bundle_stream_runner.py"), out_dir / STREAM_RUNNER)
     return path

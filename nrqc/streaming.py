@@ -73,6 +73,26 @@ def _same_kind(a: dict, b: dict) -> bool:
     return list(a["shape"]) == list(b["shape"]) and a["dtype"] == b["dtype"]
 
 
+def pairs_by_name(manifest: dict, pairs: list[StatePair] | None = None, skip=frozenset()) -> list[StatePair]:
+    """`pairs` (given with --state) plus the state pairs found by name and shape among the
+    other inputs (not in `skip`); an input with several candidate outputs is refused."""
+    pairs = list(pairs or [])
+    taken = {p.output for p in pairs}
+    for spec in manifest["inputs"]:
+        name = spec["name"]
+        if name in skip or any(p.input == name for p in pairs):
+            continue
+        alike = [o for o in manifest["outputs"] if o["name"] not in taken and _same_kind(o, spec)]
+        named = [o["name"] for o in alike if o["name"] in _state_output_names(name)]
+        if len(named) > 1:
+            raise NrqcError(f"input '{name}' could be carried by several outputs ({', '.join(named)}): "
+                            f"say which with --state {name}=OUTPUT")
+        if named:
+            pairs.append(StatePair(name, named[0], tuple(spec["shape"]), spec["dtype"]))
+            taken.add(named[0])
+    return pairs
+
+
 def plan_stream(manifest: dict, stream_input: str | None = None, explicit: tuple[str, ...] = (),
                 fixed: tuple[str, ...] = (), time_axis: int | None = None) -> StreamPlan:
     """The streaming plan of an artifact (see the module docstring); every refusal is one line."""
@@ -99,19 +119,7 @@ def plan_stream(manifest: dict, stream_input: str | None = None, explicit: tuple
                         f"(inputs: {', '.join(in_names)})")
     if stream_input in [p.input for p in pairs]:
         raise NrqcError(f"--stream {stream_input}=...: '{stream_input}' is also a --state input")
-    taken = {p.output for p in pairs}
-    for spec in inputs:
-        name = spec["name"]
-        if name == stream_input or name in fixed or any(p.input == name for p in pairs):
-            continue
-        alike = [o for o in outputs if o["name"] not in taken and _same_kind(o, spec)]
-        named = [o["name"] for o in alike if o["name"] in _state_output_names(name)]
-        if len(named) > 1:
-            raise NrqcError(f"input '{name}' could be carried by several outputs ({', '.join(named)}): "
-                            f"say which with --state {name}=OUTPUT")
-        if named:
-            pairs.append(StatePair(name, named[0], tuple(spec["shape"]), spec["dtype"]))
-            taken.add(named[0])
+    pairs = pairs_by_name(manifest, pairs, skip={stream_input, *fixed})
     left = [n for n in in_names if n not in fixed and not any(p.input == n for p in pairs)]
     if stream_input is None:
         if len(left) != 1:

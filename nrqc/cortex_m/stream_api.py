@@ -42,16 +42,16 @@ class StateSlot:
 
 def state_slots(inputs, outputs, entries: list[tuple[str, CallerPlan, list]]) -> list[StateSlot]:
     """The model's state pairs (by name and shape, as `nrqc run --stream` finds them), each with
-    whether every entry point may run it in place; [] when the model has none (or they are
-    ambiguous: then `nrqc run --stream --state` still works through nrqc_run)."""
-    from nrqc.streaming import plan_stream
+    whether every entry point may run it in place; [] when the model has none (or an input has
+    several candidate outputs: then `nrqc run --stream --state` still works through nrqc_run)."""
+    from nrqc.streaming import pairs_by_name
 
     def spec(s):
         return {"name": s.name, "shape": [int(d) for d in s.shape], "dtype": s.dtype}
 
     manifest = {"inputs": [spec(s) for s in inputs], "outputs": [spec(s) for s in outputs]}
     try:
-        pairs = plan_stream(manifest).states
+        pairs = pairs_by_name(manifest)  # (whichever input is streamed: others may be fixed)
     except NrqcError:
         return []
     in_names, out_names = [s.name for s in inputs], [s.name for s in outputs]
