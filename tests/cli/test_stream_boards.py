@@ -113,6 +113,36 @@ def test_stream_api_header_and_step():
     assert stream_api([], [("nrqc_run", plan, ins)], outs) == ("", "")
 
 
+def test_stream_api_compiles_and_ping_pongs(tmp_path):
+    """The generated C, with a stand-in nrqc_run (next state = state + x), compiled by the host's
+    C compiler with warnings as errors and run: nrqc_step carries the state through both halves."""
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no host C compiler (cc/gcc) for the generated C API")
+    ins = [TensorSpec("x", (1, 4), "float32"), TensorSpec("state", (1, 4), "float32")]
+    outs = [TensorSpec("y", (1, 1), "float32"), TensorSpec("state_out", (1, 4), "float32")]
+    header, source = stream_api([StateSlot("state", "state_out", 1, 1, 4, "float32", False)],
+                                [("nrqc_run", _plan([]), ins)], outs)
+    (tmp_path / "nrqc_model.h").write_text(header)
+    (tmp_path / "main.c").write_text(
+        "#include <stdio.h>\n#include <string.h>\n#include \"nrqc_model.h\"\n"
+        "int nrqc_run(const float *in0, const float *in1, float *out0, float *out1) {\n"
+        "  out0[0] = 0; for (int i = 0; i < 4; i++) { out1[i] = in1[i] + in0[i]; out0[0] += out1[i]; } return 0; }\n"
+        + source +
+        "int main(void) {\n  float x[4] = {1, 2, 3, 4}, y[1];\n  nrqc_stream_reset();\n"
+        "  ((float *)nrqc_stream_state(0))[0] = 10;\n"
+        "  for (int f = 0; f < 3; f++) { if (nrqc_step(x, y)) return 1; printf(\"%g \", y[0]); }\n"
+        "  printf(\"%g\\n\", ((float *)nrqc_stream_state(0))[0]);\n  return 0; }\n")
+    exe = tmp_path / "step"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Werror", "-I", str(tmp_path), str(tmp_path / "main.c"), "-o", str(exe)],
+                   check=True, capture_output=True, timeout=60)
+    # sums of the state after frames 1..3 (state0 = [10, 0, 0, 0], + x each frame), then state[0]
+    assert subprocess.run([str(exe)], capture_output=True, text=True, timeout=10).stdout.split() == [
+        "20", "30", "40", "13"]
+
+
 def _saved_stream(tmp_path, seed: int, k: int):
     """(rng, k GRU frames saved as frames.npy, a non-zero first state saved as start.npy)."""
     rng = np.random.default_rng(seed)
