@@ -202,6 +202,20 @@ def available(target) -> bool:
     return target is not None and target.caps.scalar and target.caps.has("dsp")
 
 
+def with_new_main(bb, mod, main_gv, blocks, drop=()):
+    """The module with the kernels the BlockBuilder `bb` holds (less those in `drop`) and main's
+    body replaced by `blocks` (its parameters, result, type and attributes kept)."""
+    import tvm
+    from tvm import relax
+
+    main = mod[main_gv]
+    out = tvm.IRModule({gv: f for gv, f in bb.get().functions.items() if gv not in drop and gv != main_gv},
+                       attrs=mod.attrs)
+    out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
+                                  main.attrs)
+    return out
+
+
 def hand_kernels_step(mod, ctx):
     """Pipeline step (target-schedule slot): put nrqc_dsp.h kernels in place of the tagged
     TIR kernels they implement, re-laying out their weights in main's calls."""
@@ -249,12 +263,7 @@ def hand_kernels_step(mod, ctx):
                       else relax.BindingBlock(bindings))
     if not made:
         return mod
-    main = mod[main_gv]
-    added = bb.get()
-    out = tvm.IRModule({gv: f for gv, f in added.functions.items() if gv not in made and gv != main_gv},
-                       attrs=mod.attrs)
-    out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
-                                  main.attrs)
+    out = with_new_main(bb, mod, main_gv, blocks, drop=made)
     _record(ctx, {gv.name_hint: (new_gv.name_hint, what, config, op) for gv, (new_gv, _, what, config, op) in made.items()})
     return out
 
@@ -418,10 +427,7 @@ def fuse_float_head(mod, ctx):
         blocks.append(relax.DataflowBlock(new) if isinstance(block, relax.DataflowBlock) else relax.BindingBlock(new))
     if not fused:
         return mod
-    added = bb.get()
-    out = tvm.IRModule({gv: f for gv, f in added.functions.items() if gv != main_gv}, attrs=mod.attrs)
-    out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
-                                  main.attrs)
+    out = with_new_main(bb, mod, main_gv, blocks)
     for head, tail_kernel, name, o, o2 in fused:
         for layer in ctx.layers:
             kernel = str(layer.kernel or "")

@@ -180,7 +180,7 @@ def float_conv_step(mod, ctx):
     import tvm
     from tvm import relax
 
-    from nrqc.cortex_m.dsp import available
+    from nrqc.cortex_m.dsp import available, with_new_main
     from nrqc.targets.kernels.binary_ops import hand_written
 
     if not available(ctx.target):
@@ -246,10 +246,7 @@ def float_conv_step(mod, ctx):
                       else relax.BindingBlock(bindings))
     if not renamed:
         return mod
-    added = bb.get()
-    out = tvm.IRModule({gv: f for gv, f in added.functions.items() if gv != main_gv}, attrs=mod.attrs)
-    out[main_gv] = relax.Function(main.params, relax.SeqExpr(blocks, main.body.body), main.ret_ty, main.is_pure,
-                                  main.attrs)
+    out = with_new_main(bb, mod, main_gv, blocks)
     _record(ctx, renamed)
     return out
 
