@@ -176,8 +176,9 @@ def smlad_weight_storage(m4) -> dict:
 
 
 def float_rows(m4, tmp: Path) -> list[tuple]:
-    """Float models, TVM's C kernels for every float conv (knob float_conv.kernel=tvm, through
-    a knob database as `nrqc compile --db` applies it) against nrqc_f32_conv (the default):
+    """Float models, TVM's C kernels for every float conv, dense and max pool (knobs
+    float_conv.kernel / float_maxpool.kernel = tvm, through a knob database as `nrqc compile
+    --db` applies it) against nrqc_f32_conv / nrqc_f32_maxpool (the defaults):
     (model, MACs, before manifest, after manifest)."""
     import onnx
     import torch
@@ -195,7 +196,7 @@ def float_rows(m4, tmp: Path) -> list[tuple]:
                         ("2-D CNN (3 x conv3x3+ReLU+MaxPool, 2 dense; [1,1,40,32])", vad_like_model(tmp / "cnn2d.onnx"))):
         after = compile_m4(path, tmp / f"{path.stem}_nrqc")
         keys = {(layer.get("strategy") or {}).get("knob_key") for layer in after["layers"]}
-        config = {k: {"kernel": "tvm"} for k in keys if k and k.startswith("float_conv:")}
+        config = {k: {"kernel": "tvm"} for k in keys if k and k.startswith(("float_conv:", "float_maxpool:"))}
         db = tmp / f"{path.stem}_db"
         write_knobs(db, m4, config, {"measure": "bench_cortex_m: TVM's C kernels for the float convs"})
         cmd = [sys.executable, "-m", "nrqc", "compile", str(path), "--target", "cortex-m4", "--db", str(db), "-o",
@@ -244,7 +245,8 @@ def main() -> None:
             base = base or instr
             print(f"  {name:<16} {instr:>10,} instructions ({instr / lmacs:.2f} per MAC, {instr - base:+,}), "
                   f"weights {nbytes:,} B flash")
-        print("\nfloat models: every float conv by TVM's C (knob float_conv.kernel=tvm) -> nrqc_f32_conv (default)")
+        print("\nfloat models: float convs/dense/max pools by TVM's C (knobs kernel=tvm) -> nrqc_f32_conv / "
+              "nrqc_f32_maxpool (default)")
         for label, macs, before, after in float_rows(m4, tmp):
             print(f"  {label} ({macs:,} MACs)")
             for key, name in (("instructions", "instructions"), ("flash_bytes", "flash B"), ("ram_bytes", "RAM B"),

@@ -11,7 +11,9 @@ with (float map, constant float weights [Co, C, (KH,) KW][, constant bias of Co 
 a dense layer: x [N, K], weights [K, M] or [M, K], as a 1x1 conv on [N, K, 1, 1]) is
 built for the host and run on random values; the geometry (stride, padding, dilation) and
 the epilogue (bias, ReLU) are the first candidate consistent with the shapes whose numpy
-result it reproduces. Anything else keeps TVM's kernel. The knob `float_conv.kernel`
+result it reproduces. A kernel taking one float map and nothing else
+whose result is a max pool of it (window, stride, padding found the same way) becomes
+`nrqc_f32_maxpool`. Anything else keeps TVM's kernel. The knob `float_conv.kernel`
 (nrqc/cortex_m/knobs.py: nrqc | tvm) lets `nrqc tune --target cortex-m4` measure each layer's
 choice against TVM's C by the QEMU instruction count.
 """
@@ -174,6 +176,111 @@ def _conv_call(mod, v) -> dict | None:
             "x_shape": tuple(x_shape), "y_shape": tuple(y_shape)}
 
 
+def ref_maxpool(x: np.ndarray, geo: dict) -> np.ndarray:
+    """numpy max pool of x [N, C, H, W] (padding never wins)."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = geo["kernel"], geo["stride"], geo["pad"]
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=-np.inf)
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    y = np.full(x.shape[:2] + (ho, wo), -np.inf, x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            y = np.maximum(y, xp[:, :, ky: ky + sh * (ho - 1) + 1: sh, kx: kx + sw * (wo - 1) + 1: sw])
+    return y
+
+
+def find_pool_geometry(run, x_shape, y_shape) -> dict | None:
+    """The max-pool window, stride and padding whose numpy result `run(x) -> y` reproduces."""
+    x = np.random.default_rng(8).standard_normal(x_shape).astype(np.float32)
+    try:
+        got = np.asarray(run(x)).reshape(y_shape)
+    except Exception:  # noqa: not a kernel of this form
+        return None
+    axes = [[(k, s, a, b) for k in range(1, min(size, 5) + 1) for d, s, a, b in _dim_candidates(size, k, out)
+             if d == 1 and a < k and b < k] for size, out in ((x_shape[2], y_shape[2]), (x_shape[3], y_shape[3]))]
+    for (kh, sh, pt, pb), (kw, sw, pl, pr) in itertools.product(*axes):
+        if kh * kw == 1:
+            continue
+        geo = {"kernel": (kh, kw), "stride": (sh, sw), "pad": (pt, pl, pb, pr)}
+        if np.array_equal(got, ref_maxpool(x, geo)):
+            return geo
+    return None
+
+
+def _pool_call(mod, v) -> dict | None:
+    """What call_tir `v` passes when it has the form of a float pool: one float map [N, C, H, W]
+    in, [N, C, HO, WO] out, no constants."""
+    from tvm import relax, tirx
+
+    f = mod[v.args[0]]
+    args = list(v.args[1].fields)
+    out_ty = v.ty_args[0]
+    if not isinstance(f, tirx.PrimFunc) or len(args) != 1 or not isinstance(out_ty, relax.TensorType):
+        return None
+    x = args[0]
+    if _const(x) is not None or not isinstance(getattr(x, "ty", None), relax.TensorType) or x.ty.shape is None:
+        return None
+    if str(x.ty.dtype) != "float32" or str(out_ty.dtype) != "float32" or out_ty.shape is None:
+        return None
+    x_shape, y_shape = tuple(int(d) for d in x.ty.shape), tuple(int(d) for d in out_ty.shape)
+    if len(x_shape) != 4 or len(y_shape) != 4 or x_shape[:2] != y_shape[:2] or x_shape == y_shape:
+        return None
+    return {"x": x, "x_shape": x_shape, "y_shape": y_shape}
+
+
+def pool_kernel_func(x_shape, y_shape, consts):
+    """The TIR kernel: one call of nrqc_f32_maxpool with constant shapes."""
+    from tvm import tirx
+    from tvm.script import tirx as T
+
+    args = [tirx.const(int(v), "int32") for v in consts]
+
+    from tvm import s_tir
+
+    @T.prim_func(s_tir=False)
+    def kernel(X: T.Buffer(x_shape, "float32"), Y: T.Buffer(y_shape, "float32")):
+        T.evaluate(T.call_extern("int32", "nrqc_f32_maxpool", X.data, Y.data, *args))
+
+    # a root block: Relax's RewriteDataflowReshape checks every one-input kernel for a reshape
+    # pattern, which needs one
+    root = s_tir.SBlock([], [], [], "root", kernel.body)
+    return kernel.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
+
+
+def _maxpool_replacement(mod, v, bb, probed, made, renamed, hand_written):
+    """The new call for a float max pool kernel (nrqc_f32_maxpool), or None to keep it."""
+    from tvm import relax
+
+    form = _pool_call(mod, v)
+    if form is None:
+        return None
+    old = v.args[0].name_hint
+    if old not in probed:
+        try:
+            probed[old] = find_pool_geometry(_host_runner(mod[v.args[0]], [], form["y_shape"]), form["x_shape"],
+                                             form["y_shape"])
+        except Exception:  # noqa: does not build for the host: keep TVM's kernel
+            probed[old] = None
+    geo = probed[old]
+    if geo is None:
+        return None
+    (n, c, h, w), (_, _, ho, wo) = form["x_shape"], form["y_shape"]
+    op = {"op": "float_maxpool", "x": list(form["x_shape"]), "y": list(form["y_shape"]),
+          "kernel": list(geo["kernel"]), "stride": list(geo["stride"]), "pad": list(geo["pad"])}
+    config = knobs.for_kernel(op)
+    if config["kernel"] != "nrqc":
+        renamed.setdefault(old, (None, op, config))
+        return None
+    key = (old, knobs.key(op))
+    if key not in made:
+        consts = (n * c, h, w, *geo["kernel"], *geo["stride"], geo["pad"][0], geo["pad"][1], ho, wo)
+        name = f"nrqc_f32maxpool_{old}"
+        func = hand_written(pool_kernel_func(form["x_shape"], form["y_shape"], consts)).with_attrs({"global_symbol": name, "op_pattern": 8, "tirx.noalias": True,
+                                                "tirx.is_scheduled": True})
+        made[key] = bb.add_func(func, name)
+    renamed[old] = (made[key].name_hint, op, config)
+    return bb.normalize(relax.call_tir(made[key], [form["x"]], v.ty_args[0]))
+
+
 def float_conv_step(mod, ctx):
     """Pipeline step (target-schedule slot, Cortex-M with DSP): nrqc_f32_conv in place of TVM's
     float conv kernels whose behaviour matches a conv geometry, per the layer's knob."""
@@ -200,6 +307,10 @@ def float_conv_step(mod, ctx):
         for b in block.bindings:
             v = b.value
             form = _conv_call(mod, v) if isinstance(v, relax.Call) and v.op.same_as(call_tir) else None
+            if form is None and isinstance(v, relax.Call) and v.op.same_as(call_tir):
+                pooled = _maxpool_replacement(mod, v, bb, probed, made, renamed, hand_written)
+                if pooled is not None:
+                    b = relax.VarBinding(b.var, pooled)
             if form is not None:
                 x, bias, x4, y4 = form["x"], form["bias"], form["x4"], form["y4"]
                 old = v.args[0].name_hint
@@ -263,6 +374,14 @@ def _record(ctx, renamed: dict) -> None:
         if old not in renamed:
             continue
         name, op, config = renamed[old]
+        if op["op"] == "float_maxpool":
+            shape = f"max pool {op['kernel'][0]}x{op['kernel'][1]} stride {op['stride'][0]}x{op['stride'][1]}"
+            layer.kernel = f"nrqc:{name}" if name else layer.kernel
+            layer.strategy = {"strategy": f"cortex-m float {shape} (nrqc_f32_maxpool, NaN-propagating)" if name else
+                              f"TVM's C kernel (knob float_maxpool.kernel=tvm), float {shape}",
+                              "method": "window, stride and padding checked by running the fused kernel on random "
+                                        "values against numpy", "knobs": config, "knob_key": knobs.key(op)}
+            continue
         g = op["g"]
         kind = "dense" if op["form"].startswith("dense") else "conv"
         shape = f"{kind} {g['x'][1]}->{g['co']}" + (f" {g['kh']}x{g['kw']}" if kind == "conv" else "") + \

@@ -33,6 +33,9 @@ SPACE: dict[str, dict[str, tuple]] = {
         # output; the tuner measures both per layer by the QEMU instruction count
         "kernel": (("nrqc", "tvm"), "nrqc", "nrqc_f32_conv or TVM's C kernel"),
     },
+    "float_maxpool": {
+        "kernel": (("nrqc", "tvm"), "nrqc", "nrqc_f32_maxpool or TVM's C kernel"),
+    },
     "binary_conv1x1_float": {
         "out_block": ((4, 8, 16), 16, "float accumulators kept in registers per bit walk"),
     },

@@ -73,9 +73,11 @@ def test_m4_library_layout_and_check(m4_artifact):
     assert manifest["check"]["max_abs_error"] < 1e-4
     assert "numerical check in QEMU (cortex-m4)" in proc.stderr + proc.stdout
     # the three conv+ReLU layers and the two dense layers run nrqc's register-blocked float conv
-    # (geometry, weight orientation and epilogue found by behaviour); the max pools stay TVM's
+    # (geometry, weight orientation and epilogue found by behaviour), the max pools nrqc_f32_maxpool
     convs = [layer for layer in manifest["layers"] if layer["op"] in ("Conv", "MatMul")]
     assert len(convs) == 5 and all(str(layer["kernel"]).startswith("nrqc:nrqc_f32conv") for layer in convs), convs
+    pools = [layer for layer in manifest["layers"] if layer["op"] == "MaxPool"]
+    assert len(pools) == 3 and all(str(layer["kernel"]).startswith("nrqc:nrqc_f32maxpool") for layer in pools)
     for f in ("nrqc_model.h", "nrqc_model.c", "nrqc_kernels.c", "nrqc_weights.c", "nrqc_runtime.c", "report.txt",
               "firmware/firmware.elf"):
         assert (out / f).exists(), f

@@ -273,3 +273,22 @@ def test_float_conv_matches_numpy(m4, case):
     got = _run(m4, f"nrqc_f32_conv(x, w4, b, y, {consts})", {"x": x, "w4": w4, "b": bias},
                {"y": (want.shape, "float32")})
     np.testing.assert_allclose(got.outputs["y"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("geo", [{"kernel": (3, 2), "stride": (2, 1), "pad": (1, 0, 1, 1)},
+                                 pytest.param({"kernel": (2, 2), "stride": (2, 2), "pad": (0, 0, 1, 1)},
+                                              marks=pytest.mark.slow)])
+def test_float_maxpool_bit_exact_with_nan(m4, geo):
+    """nrqc_f32_maxpool equals numpy's window max exactly, padding never wins, and a NaN in a
+    window gives NaN (the model's NaN-propagating max)."""
+    from nrqc.cortex_m import float_conv as fc
+
+    x = np.random.default_rng(6).standard_normal((1, 3, 7, 9)).astype(np.float32)
+    x[0, 1, 3, 4] = np.nan
+    want = fc.ref_maxpool(np.nan_to_num(x, nan=np.inf), geo)
+    want[np.isinf(want) & (want > 0)] = np.nan  # windows holding the NaN
+    (kh, kw), (sh, sw), pad = geo["kernel"], geo["stride"], geo["pad"]
+    consts = ", ".join(map(str, (3, 7, 9, kh, kw, sh, sw, pad[0], pad[1], want.shape[2], want.shape[3])))
+    got = _run(m4, f"nrqc_f32_maxpool(x, y, {consts})", {"x": x}, {"y": (want.shape, "float32")})
+    np.testing.assert_array_equal(got.outputs["y"], want)
+    assert np.isnan(got.outputs["y"]).any()

@@ -137,3 +137,17 @@ def test_dense_weights_read_both_ways():
     found = [tag for tag, w in (("dense_km", wkm.T[:, :, None, None]), ("dense_mk", wkm[:, :, None, None]))
              if fc.find_geometry(run, (2, 6, 1, 1), w, b, (2, 6, 1, 1)) is not None]
     assert found == ["dense_km"]
+
+
+def test_max_pool_geometry_found_by_behaviour():
+    from nrqc.cortex_m import float_conv as fc
+
+    geo = {"kernel": (3, 2), "stride": (2, 2), "pad": (1, 0, 1, 1)}
+    x_shape = (1, 2, 9, 8)
+    y_shape = fc.ref_maxpool(np.zeros(x_shape, np.float32), geo).shape
+    got = fc.find_pool_geometry(lambda x: fc.ref_maxpool(x, geo), x_shape, y_shape)
+    # a padding no window reaches is not observable: (1, 0, 1, 0) is found, and it is the same pool
+    assert got is not None and got["kernel"] == (3, 2) and got["stride"] == (2, 2)
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    np.testing.assert_array_equal(fc.ref_maxpool(x, got), fc.ref_maxpool(x, geo))
+    assert fc.find_pool_geometry(lambda x: -fc.ref_maxpool(-x, geo), x_shape, y_shape) is None  # a min pool

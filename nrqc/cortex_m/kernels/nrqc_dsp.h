@@ -409,6 +409,34 @@ NRQC_INLINE int32_t nrqc_f32_conv(const float *x, const float *w4, const float *
   return 0;
 }
 
+/* Float max pool, NCHW (channels folded into NC), any window / stride / padding (padding
+ * never wins: it is skipped). NaN-propagating like the model's max: a NaN in the window gives
+ * NaN (once m is NaN, `v > m` is false for every v). Y float [NC, HO, WO]. */
+NRQC_INLINE int32_t nrqc_f32_maxpool(const float *x, float *y, int32_t NC, int32_t H, int32_t W, int32_t KH,
+                                     int32_t KW, int32_t SH, int32_t SW, int32_t PT, int32_t PL, int32_t HO,
+                                     int32_t WO) {
+  for (int32_t i = 0; i < NC; i++) {
+    const float *xc = x + i * H * W;
+    for (int32_t oy = 0; oy < HO; oy++) {
+      const int32_t y0 = oy * SH - PT;
+      const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + KH > H ? H - y0 : KH;
+      for (int32_t ox = 0; ox < WO; ox++) {
+        const int32_t x0 = ox * SW - PL;
+        const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + KW > W ? W - x0 : KW;
+        const float *xp = xc + y0 * W + x0;
+        float m = xp[ky0 * W + kx0];
+        for (int32_t ky = ky0; ky < ky1; ky++)
+          for (int32_t kx = kx0; kx < kx1; kx++) {
+            const float v = xp[ky * W + kx];
+            if (v > m || v != v) m = v;
+          }
+        *y++ = m;
+      }
+    }
+  }
+  return 0;
+}
+
 /* ---------------------------------------------------------------------------------------
  * int8 (or uint8, or float quantized on load) input x int8 weights: SMLAD (the all-integer
  * first layer). Per output pixel the receptive field is gathered once into int16 pairs in
