@@ -249,7 +249,8 @@ def convert_recurrent(op: str, bb, inputs, attr):
         y = bb.emit(relax.TupleGetItem(res, 0))
         ys.append(relax.op.expand_dims(y, 1))  # [T, 1, B, H]
         last = 0 if reverse else steps - 1
-        hs.append(relax.op.strided_slice(y, axes=[0], begin=[last], end=[last + 1]))  # [1, B, H]
+        # [1, B, H]; a one-step sequence is Y itself (no copy kernel per frame when streaming)
+        hs.append(y if steps == 1 else relax.op.strided_slice(y, axes=[0], begin=[last], end=[last + 1]))
         cs.append(relax.op.expand_dims(relax.TupleGetItem(res, 1), 0))
     y = _join(bb, ys, 1, (2, 0, 1, 3) if a.layout else None)
     y_h = _join(bb, hs, 0, (1, 0, 2) if a.layout else None)
@@ -276,7 +277,9 @@ def _initial(bb, inputs, i: int, d: int, layout: int, batch: int, hidden: int, d
     if len(inputs) <= i or inputs[i] is None:
         return relax.const(np.zeros((batch, hidden), dtype))
     axis = 1 if layout else 0
-    part = relax.op.strided_slice(inputs[i], axes=[axis], begin=[d], end=[d + 1])
+    # one direction: the whole tensor, reshaped (a view, no copy kernel)
+    part = inputs[i] if int(inputs[i].ty.shape[axis]) == 1 else \
+        relax.op.strided_slice(inputs[i], axes=[axis], begin=[d], end=[d + 1])
     return bb.emit(relax.op.reshape(part, (batch, hidden)))
 
 

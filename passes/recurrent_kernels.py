@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from nrqc.onnx_recurrent import SPEC_ATTR
+from nrqc.onnx_recurrent import SPEC_ATTR, RecurrentSpec
 from nrqc.passes.base import CompileContext, Step
 
 
@@ -32,13 +32,13 @@ def lower_recurrent(mod, ctx: CompileContext):
 
     caps = ctx.target.caps
     lanes = 1 if caps.scalar else caps.float_lanes
-    bw = rk.block_width(lanes, caps.vector_registers)
     call_tir = tvm.ir.Op.get("relax.call_tir")
     placeholders = {gv for gv, f in mod.functions.items()
                     if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and SPEC_ATTR in f.attrs}
     if not placeholders:
         return mod
     count = 0
+    widths = set()
 
     @relax.expr_functor.mutator
     class Lower(relax.PyExprMutator):
@@ -47,7 +47,9 @@ def lower_recurrent(mod, ctx: CompileContext):
             call = self.visit_expr_post_order(call)
             if not (call.op.same_as(call_tir) and call.args[0] in placeholders):
                 return call
-            spec = rk.RecurrentSpec.from_json(json.loads(str(mod[call.args[0]].attrs[SPEC_ATTR])))
+            spec = RecurrentSpec.from_json(json.loads(str(mod[call.args[0]].attrs[SPEC_ATTR])))
+            bw = rk.block_width(spec, lanes, caps.vector_registers)
+            widths.add(bw)
             x, w, ws, wz, bias, r, rs, rz, rbh, p, h0, c0 = call.args[1].fields
             mats = rk.kernel_matrices(spec, rk.QuantMatrix(_const(w), _const(ws), _const(wz)),
                                       rk.QuantMatrix(_const(r), _const(rs), _const(rz)))
@@ -73,7 +75,7 @@ def lower_recurrent(mod, ctx: CompileContext):
     built = lower.builder_.get()
     names = {gv.name_hint for gv in placeholders}
     mod_out = tvm.IRModule({g: f for g, f in built.functions.items() if g.name_hint not in names}, attrs=built.attrs)
-    ctx.notes.append(f"recurrent kernels: x{count} (GEMV blocks of {bw} columns)")
+    ctx.notes.append(f"recurrent kernels: x{count} (GEMV blocks of {'/'.join(map(str, sorted(widths)))} columns)")
     return mod_out
 
 

@@ -27,11 +27,13 @@ import numpy as np
 
 from nrqc.onnx_recurrent import GATES, RecurrentSpec
 
-def block_width(lanes: int, registers: int) -> int:
-    """Output columns one GEMV block accumulates in registers."""
-    if lanes <= 1:
-        return 4
-    return lanes * (8 if registers >= 32 else 4)
+def block_width(spec: RecurrentSpec, lanes: int, registers: int) -> int:
+    """Output columns one GEMV block accumulates in registers: 8 vectors where the target
+    has 32 SIMD registers, 4 where it has 16, 4 scalars on a scalar target; no wider than
+    the layer's G*H columns rounded up to whole vectors (a small layer pads little)."""
+    widest = lanes * (8 if registers >= 32 else 4) if lanes > 1 else 4
+    need = -(-GATES[spec.op] * spec.hidden // max(lanes, 1)) * max(lanes, 1)
+    return min(widest, need)
 
 
 @dataclasses.dataclass
@@ -44,16 +46,8 @@ class QuantMatrix:
     scale: np.ndarray
     zero: np.ndarray
 
-    @classmethod
-    def of_float(cls, m: np.ndarray) -> "QuantMatrix":
-        n = m.shape[1]
-        return cls(np.ascontiguousarray(m, dtype=np.float32), np.ones(n, np.float32), np.zeros(n, np.float32))
-
     def columns(self, lo: int, hi: int) -> "QuantMatrix":
         return QuantMatrix(self.values[:, lo:hi], self.scale[lo:hi], self.zero[lo:hi])
-
-    def dequantized(self) -> np.ndarray:
-        return (self.values.astype(np.float32) - self.zero) * self.scale
 
 
 def pack_weights(m: QuantMatrix, bw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,16 +72,38 @@ def kernel_matrices(spec: RecurrentSpec, w: QuantMatrix, r: QuantMatrix) -> list
     return [w, r, dummy]
 
 
-def _activation(name: str, clip, dtype: str):
+def exp_poly(x):
+    """exp(x) for float32 x without a libm call, so a gate loop vectorizes: x = n ln2 + r
+    (Cody-Waite split of ln2, |r| <= ln2/2), e^r by its Taylor series to r^7 (truncation
+    below 6e-9 relative), times 2^n built in the exponent bits. x is clamped to
+    [-87.3, 88.3], where 2^n stays a normal float (exp saturates there anyway)."""
     from tvm import tirx
+
+    f32 = "float32"
+    x = tirx.max(tirx.min(x, tirx.const(88.3, f32)), tirx.const(-87.3, f32))
+    n = tirx.floor(x * tirx.const(1.4426950408889634, f32) + tirx.const(0.5, f32))
+    r = x - n * tirx.const(0.693145751953125, f32) - n * tirx.const(1.428606765330187e-06, f32)
+    p = tirx.const(1.0 / 5040, f32)
+    for k in (720, 120, 24, 6, 2, 1, 1):
+        p = p * r + tirx.const(1.0 / k, f32)
+    scale = tirx.reinterpret(f32, tirx.shift_left(tirx.Cast("int32", n) + 127, tirx.const(23, "int32")))
+    return p * scale
+
+
+def _activation(name: str, clip, dtype: str):
+    """The gate activation as an expression: sigmoid 1 / (1 + e^-x), tanh 1 - 2 / (e^2x + 1)
+    (absolute error ~1e-7 near 0, where tanh(x) ~ x), ReLU; clip first when the node has it."""
+    from tvm import tirx
+
+    one = tirx.const(1, dtype)
 
     def f(x, clipped=True):
         if clip is not None and clipped:
             x = tirx.max(tirx.min(x, tirx.const(clip, dtype)), tirx.const(-clip, dtype))
         if name == "Sigmoid":
-            return tirx.sigmoid(x)
+            return one / (one + exp_poly(-x))
         if name == "Tanh":
-            return tirx.tanh(x)
+            return one - tirx.const(2, dtype) / (exp_poly(x * tirx.const(2, dtype)) + one)
         return tirx.max(x, tirx.const(0, dtype))
 
     return f
@@ -104,8 +120,11 @@ def recurrent_kernel(spec: RecurrentSpec, lanes: int, registers: int):
     dtype = "float32"
     g = GATES[op]
     gh = g * H
-    bw = block_width(lanes, registers)
+    bw = block_width(spec, lanes, registers)
     lane_loop = T.vectorized if lanes > 1 else T.unroll
+    # the gate loops run in vectors of the target's lanes when H splits into them
+    gl = lanes if lanes > 1 and H % lanes == 0 else 1
+    gate_loop = T.vectorized if gl > 1 else T.serial
     f = _activation(spec.acts[0], spec.clip, dtype)
     gg = _activation(spec.acts[1], spec.clip, dtype) if len(spec.acts) > 1 else None
     hh = _activation(spec.acts[2], spec.clip, dtype) if len(spec.acts) > 2 else None
@@ -162,28 +181,43 @@ def recurrent_kernel(spec: RecurrentSpec, lanes: int, registers: int):
 
     @T.macro
     def lstm_gates(XW, row, a, P, Y, CL, rh, Rbh, b, t):
-        for j in range(H):  # gate order i, o, f, c; peepholes i, o, f
-            i_g = f(XW[row, j] + a[j] + P[j] * CL[b, j])
-            f_g = forget(i_g, XW[row, 2 * H + j] + a[2 * H + j] + P[2 * H + j] * CL[b, j])
-            c_new = f_g * CL[b, j] + i_g * gg(XW[row, 3 * H + j] + a[3 * H + j])
-            CL[b, j] = c_new
-            Y[t, b, j] = f(XW[row, H + j] + a[H + j] + P[H + j] * c_new) * hh(c_new, False)
+        # two passes without let-bound temporaries (the vectorizer got those wrong): the
+        # cell state, then h from it; gate order i, o, f, c; peepholes i, o, f
+        for jo in range(H // gl):
+            for ji in gate_loop(gl):
+                CL[b, jo * gl + ji] = (
+                    forget(f(XW[row, jo * gl + ji] + a[jo * gl + ji] + P[jo * gl + ji] * CL[b, jo * gl + ji]),
+                           XW[row, 2 * H + jo * gl + ji] + a[2 * H + jo * gl + ji]
+                           + P[2 * H + jo * gl + ji] * CL[b, jo * gl + ji]) * CL[b, jo * gl + ji]
+                    + f(XW[row, jo * gl + ji] + a[jo * gl + ji] + P[jo * gl + ji] * CL[b, jo * gl + ji])
+                    * gg(XW[row, 3 * H + jo * gl + ji] + a[3 * H + jo * gl + ji]))
+        for jo in range(H // gl):
+            for ji in gate_loop(gl):
+                Y[t, b, jo * gl + ji] = (f(XW[row, H + jo * gl + ji] + a[H + jo * gl + ji]
+                                           + P[H + jo * gl + ji] * CL[b, jo * gl + ji])
+                                         * hh(CL[b, jo * gl + ji], False))
 
     @T.macro
-    def gru_gates(XW, row, a, P, Y, CL, rh, Rbh, b, t, hp, Mh, Sh, Zh, ah, acc, vs):
-        for j in range(H):
-            rh[j] = reset_times(f(XW[row, H + j] + a[H + j]), a[2 * H + j], Rbh[j], hp[j])
+    def gru_gates(XW, row, a, P, Y, CL, rh, Rbh, b, t, hp, Mh, Sh, Zh, ah, acc, vs, zb):
+        for jo in range(H // gl):
+            for ji in gate_loop(gl):
+                rh[jo * gl + ji] = reset_times(f(XW[row, H + jo * gl + ji] + a[H + jo * gl + ji]),
+                                               a[2 * H + jo * gl + ji], Rbh[jo * gl + ji], hp[jo * gl + ji])
+                zb[jo * gl + ji] = f(XW[row, jo * gl + ji] + a[jo * gl + ji])
         if gru_split:
             rec_h(rh, Mh, Sh, Zh, ah, acc, vs)
-        for j in range(H):
-            z = f(XW[row, j] + a[j])
-            cand = gg(XW[row, 2 * H + j] + candidate_in(rh[j], ah[j]))
-            Y[t, b, j] = (one - z) * cand + z * hp[j]
+        for jo in range(H // gl):
+            for ji in gate_loop(gl):
+                Y[t, b, jo * gl + ji] = ((one - zb[jo * gl + ji])
+                                         * gg(XW[row, 2 * H + jo * gl + ji]
+                                              + candidate_in(rh[jo * gl + ji], ah[jo * gl + ji]))
+                                         + zb[jo * gl + ji] * hp[jo * gl + ji])
 
     @T.macro
     def rnn_gates(XW, row, a, Y, b, t):
-        for j in range(H):
-            Y[t, b, j] = f(XW[row, j] + a[j])
+        for jo in range(H // gl):
+            for ji in gate_loop(gl):
+                Y[t, b, jo * gl + ji] = f(XW[row, jo * gl + ji] + a[jo * gl + ji])
 
     @T.prim_func(s_tir=False)
     def kernel(X: T.Buffer((steps, batch, I), dtype),
@@ -203,6 +237,7 @@ def recurrent_kernel(spec: RecurrentSpec, lanes: int, registers: int):
         v = T.alloc_buffer((width,), dtype)
         hp = T.alloc_buffer((H,), dtype)
         rh = T.alloc_buffer((H,), dtype)
+        zb = T.alloc_buffer((H,), dtype)
         acc = T.alloc_buffer((bw,), dtype, scope="local")
         vs = T.alloc_buffer((1,), dtype, scope="local")
         # the input projection of every step, hoisted out of the recurrence
@@ -223,7 +258,7 @@ def recurrent_kernel(spec: RecurrentSpec, lanes: int, registers: int):
                     lstm_gates(XW, time(s) * batch + b, a, P, Y, CL, rh, Rbh, b, time(s))
                 elif op == "GRU":
                     gru_gates(XW, time(s) * batch + b, a, P, Y, CL, rh, Rbh, b, time(s), hp, Rh, Rhs, Rhz, ah,
-                              acc, vs)
+                              acc, vs, zb)
                 else:
                     rnn_gates(XW, time(s) * batch + b, a, Y, b, time(s))
                 for j in range(H):
