@@ -19,14 +19,17 @@ def _fmt(d: dict) -> str:
               help="Where to write the ONNX model.")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime-vs-PyTorch parity check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def command(checkpoint: str, out: str, no_check: bool, as_json: bool):
+@click.option("--frames", type=int, default=None,
+              help="Input window in frames (frame-level VADs: every layer runs along time, so the same weights "
+                   "serve any window; a shorter one needs less RAM). Default: the training window.")
+def command(checkpoint: str, out: str, no_check: bool, as_json: bool, frames: int | None):
     """Slice a trained checkpoint to its learned widths, fold BatchNorm into thresholds,
     and write ONNX (opset 17) with Heaviside as Greater+Cast, int8 weights as
     DequantizeLinear and, for an all-integer first layer, the input as
     QuantizeLinear+DequantizeLinear (docs/bam-onnx-contract.md)."""
     from nrqc.training.onnx_export import export_checkpoint
 
-    s = export_checkpoint(checkpoint, out, check=not no_check)
+    s = export_checkpoint(checkpoint, out, check=not no_check, frames=frames)
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return

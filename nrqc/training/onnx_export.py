@@ -289,8 +289,26 @@ def parity(net: SeqNet, model, trials: int = 4, seed: int = 0) -> dict:
     return {"trials": trials, "max_abs_diff": worst, "agree_fraction": agree / total}
 
 
-def export_checkpoint(checkpoint: str, out: str, check: bool = True) -> dict:
-    """Slice, fold and write `out` atomically; returns the before/after summary."""
+def with_window(net: SeqNet, frames: int, source: str) -> SeqNet:
+    """`net` exported for windows of `frames` frames.  Only frame-level models over time
+    (layout bands_as_channels: convs with 'same' padding, GRU, 1×1 head, one output per
+    frame) run unchanged on another window length; the weights are the same, and a shorter
+    window needs proportionally less working memory (e.g. a recurrent layer's projections
+    of every step)."""
+    from nrqc.errors import NrqcError
+
+    if net.layout != "bands_as_channels":
+        raise NrqcError(f"{source}: --frames needs a frame-level model over time (layout bands_as_channels), "
+                        f"not a {net.meta.get('arch')} model (layout {net.layout})")
+    if frames < 1:
+        raise NrqcError(f"--frames must be >= 1, not {frames}")
+    net.meta["frames"] = int(frames)
+    return net
+
+
+def export_checkpoint(checkpoint: str, out: str, check: bool = True, frames: int | None = None) -> dict:
+    """Slice, fold and write `out` atomically; returns the before/after summary.  `frames`:
+    export for another window length (see :func:`with_window`)."""
     import os
     from pathlib import Path
 
@@ -301,6 +319,8 @@ def export_checkpoint(checkpoint: str, out: str, check: bool = True) -> dict:
 
     state = load_checkpoint(checkpoint)
     net = model_from_checkpoint(state)
+    if frames is not None:
+        net = with_window(net, frames, str(checkpoint))
     model, small = to_onnx(net)
     summary = {"checkpoint": str(checkpoint), "onnx": str(out), "task": net.meta.get("task"),
                "variant": net.meta.get("variant"), "opset": OPSET,
