@@ -23,7 +23,8 @@ def layer_name(i: int, block: Block) -> str:
 @torch.no_grad()
 def binary_unit_stats(net: SeqNet, x: torch.Tensor, batch: int = 64) -> dict:
     """{layer: {channels, firing_rate, always_on, always_off[, pooled_always_on]}} for
-    every top-level binary block, fractions of its channels over the examples in x."""
+    every top-level binary block, fractions of its channels over the examples in x (with a
+    learned width: of the ⌈K⌉ channels export keeps, not of the gated-off ones)."""
     binary = {i: m for i, m in enumerate(net.layers) if isinstance(m, Block) and m.binary is not None}
     pooled = pooled_binary_layers(net)
     fired = {i: [] for i in binary}  # per batch: [B, C, positions] bits
@@ -44,6 +45,9 @@ def binary_unit_stats(net: SeqNet, x: torch.Tensor, batch: int = 64) -> dict:
     out = {}
     for i, m in binary.items():
         bits = torch.cat(fired[i])  # [N, C, P]
+        kept = net.kept(m.gate)
+        if kept is not None:  # units beyond ⌈K⌉ are zeroed by the gate and removed at export
+            bits = bits[:, :kept]
         per_channel = bits.float().mean(dim=(0, 2))
         r = {"channels": int(bits.shape[1]), "firing_rate": round(float(per_channel.mean()), 4),
              "always_on": round(float((per_channel == 1).float().mean()), 4),
