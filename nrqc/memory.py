@@ -10,7 +10,8 @@ not 4. This module counts that:
 
     weights      manifest `weights_bytes` (as the chosen kernels store them)
     activations  the static memory plan + the largest kernel scratch + the outputs
-                 (manifest `memory_plan`: what the compiled artifact allocates)
+                 (manifest `memory_plan`: what the compiled artifact allocates; the
+                 `main_int8` entry point's when the input is counted quantized)
     input        every input's elements x its real width (1 byte when quantized to int8)
     total        weights + activations + input
 
@@ -71,9 +72,15 @@ def _nbytes(spec: dict, dtype: str | None = None) -> int:
 
 
 def model_memory(manifest: dict) -> dict:
-    """weights / activations / input (real width) / total bytes of a compiled model."""
+    """weights / activations / input (real width) / total bytes of a compiled model. When an
+    input is counted at its quantized width, the activations are those of the entry point
+    that takes it quantized (`main_int8`'s plan and kernels, as such a device runs it)."""
     plan = manifest.get("memory_plan") or {}
     quant = quantized_inputs(manifest)
+    int8_entry = (manifest.get("int8_input") or {}).get("entry_point", "main_int8")
+    entry = "main"
+    if quant and int8_entry in (plan.get("entry_points") or {}):
+        plan, entry = plan["entry_points"][int8_entry], int8_entry
     inputs = []
     for spec in manifest["inputs"]:
         q = (quant or {}).get(spec["name"])
@@ -85,7 +92,7 @@ def model_memory(manifest: dict) -> dict:
     input_bytes = sum(i["bytes"] for i in inputs)
     out = {"weights_bytes": int(manifest["weights_bytes"]), "activation_bytes": activations,
            "input_bytes": int(input_bytes), "total_bytes": int(manifest["weights_bytes"]) + activations + input_bytes,
-           "inputs": inputs}
+           "inputs": inputs, "entry_point": entry}
     if quant is None:
         out["input_note"] = "source model not found: inputs counted at the width the artifact takes"
     return out

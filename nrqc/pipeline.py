@@ -181,15 +181,15 @@ class _IrDump:
         (self.dir / f"{self.count:0{self.width}d}-{step_name}.py").write_text(mod.script())
 
 
-def _main_calls(mod):
-    """(callee name, call) for each kernel call of main, in order: `call_tir` before
+def _main_calls(mod, entry: str = "main"):
+    """(callee name, call) for each kernel call of `entry` (main), in order: `call_tir` before
     CallTIRRewrite, a direct call of the PrimFunc's GlobalVar after it."""
     import tvm
     from tvm import relax
 
     out = []
     call_tir = tvm.ir.Op.get("relax.call_tir")
-    for block in mod["main"].body.blocks:
+    for block in mod[entry].body.blocks:
         for b in block.bindings:
             v = b.value
             if not isinstance(v, relax.Call):
@@ -207,8 +207,24 @@ def _record_kernels(mod, ctx: CompileContext):
 
 
 def _record_memory_plan(mod, ctx: CompileContext):
-    """Sum the storage blocks StaticPlanBlockMemory allocated, and the largest kernel
-    scratch buffer (kernels run one at a time, so scratch never adds up)."""
+    """Per entry point (main, and main_int8 when the model quantizes its input): the storage
+    blocks StaticPlanBlockMemory allocated, and the scratch of each kernel it calls (kernels
+    run one at a time, so scratch never adds up: the largest counts). The top-level figures
+    are main's; `entry_points` has each one's."""
+    from nrqc.passes.binary_int8_entry import INT8_FUNC
+
+    entries = {}
+    for gv in mod.functions:
+        if gv.name_hint in ("main", INT8_FUNC):
+            entries[gv.name_hint] = _entry_memory_plan(mod, gv.name_hint)
+    plan = dict(entries.get("main", {"planned_storage_bytes": 0, "max_kernel_scratch_bytes": 0}))
+    if len(entries) > 1:
+        plan["entry_points"] = entries
+    ctx.memory_plan = plan
+    return mod
+
+
+def _entry_memory_plan(mod, entry: str) -> dict:
     import tvm
     from tvm import relax, tirx
 
@@ -218,14 +234,13 @@ def _record_memory_plan(mod, ctx: CompileContext):
     def visit(expr):
         nonlocal storage
         if isinstance(expr, relax.Call) and expr.op.same_as(alloc_storage):
-            size = expr.args[0]
-            dims = [int(v) for v in size.values]
+            dims = [int(v) for v in expr.args[0].values]
             storage += int(dims[0]) if dims else 0
 
-    relax.analysis.post_order_visit(mod["main"], visit)
+    relax.analysis.post_order_visit(mod[entry], visit)
     from tvm.s_tir import transform as stir
 
-    called = {name for name, _ in _main_calls(mod)}
+    called = {name for name, _ in _main_calls(mod, entry)}
     kernels = tvm.IRModule({gv: f for gv, f in mod.functions.items()
                             if isinstance(f, tirx.PrimFunc) and gv.name_hint in called})
     # Buffers shrink to what a schedule's compute_at actually keeps alive only after
@@ -235,9 +250,8 @@ def _record_memory_plan(mod, ctx: CompileContext):
         stir.PlanAndUpdateBufferAllocationLocation(), stir.ConvertBlocksToOpaque(), stir.CompactBufferAllocation(),
     ])(kernels)
     per_kernel = {gv.name_hint: _primfunc_scratch_bytes(f) for gv, f in kernels.functions.items()}
-    ctx.memory_plan = {"planned_storage_bytes": storage, "max_kernel_scratch_bytes": max(per_kernel.values(), default=0),
-                       "kernel_scratch_bytes": {k: v for k, v in sorted(per_kernel.items()) if v}}
-    return mod
+    return {"planned_storage_bytes": storage, "max_kernel_scratch_bytes": max(per_kernel.values(), default=0),
+            "kernel_scratch_bytes": {k: v for k, v in sorted(per_kernel.items()) if v}}
 
 
 def _primfunc_scratch_bytes(func) -> int:
