@@ -135,8 +135,9 @@ def _check_variants(tmp_path, specs, target="x86", T=5, B=2, I=3, H=4):
 
 
 def test_recurrent_sample_x86(tmp_path):
-    # H = 16: the gate loops run in vectors (16 float lanes on AVX-512, 2 x 8 on AVX2)
-    _check_variants(tmp_path, SAMPLE, H=16)
+    """The float sample and the int8-weight sample in one model (one compile): H = 16, so
+    the gate loops run in vectors (16 float lanes on AVX-512, 2 x 8 on AVX2)."""
+    _check_int8(tmp_path, "x86", H=16, float_specs=SAMPLE)
 
 
 @pytest.mark.slow
@@ -223,6 +224,8 @@ def quantize_weights(model, forms):
     inits = {i.name: i for i in model.graph.initializer}
     nodes = []
     for k, node in enumerate(model.graph.node):
+        if forms[k] is None:  # left float
+            continue
         dtype, gran = forms[k]
         for slot in (1, 2):
             w = numpy_helper.to_array(inits[node.input[slot]])
@@ -254,27 +257,24 @@ INT8_SAMPLE = [({"op": "LSTM", "direction": "bidirectional", "init": True, "peep
                ({"op": "GRU", "direction": "bidirectional", "lbr": 1}, ("int8", "direction"))]
 
 
-def _check_int8(tmp_path, target, T=5, B=2, I=3, H=4):
+def _check_int8(tmp_path, target, T=5, B=2, I=3, H=4, float_specs=()):
     """int8 / uint8 weights through DequantizeLinear (per row, per tensor with a zero point,
-    per direction): the artifact, from disk or on the board, matches onnxruntime on the same
-    file within TOL, and its recurrent weights stay 8-bit (the float kernel's weights would
-    be 4x the bytes)."""
-    model = quantize_weights(recurrent_model([{**s, "H": H} for s, _ in INT8_SAMPLE], T=T, B=B, I=I),
-                             [f for _, f in INT8_SAMPLE])
+    per direction), beside float nodes `float_specs`: the artifact, from disk or on the board,
+    matches onnxruntime on the same file within TOL, each node is one recurrence kernel per
+    direction, and the recurrent weights stay 8-bit: the report's weights hold every W and
+    R value of the int8 nodes in 8 bits (DequantizeLinear was not folded into floats)."""
+    specs = list(float_specs) + [s for s, _ in INT8_SAMPLE]
+    forms = [None] * len(float_specs) + [f for _, f in INT8_SAMPLE]
+    model = quantize_weights(recurrent_model([{**s, "H": H} for s in specs], T=T, B=B, I=I), forms)
     onnx.checker.check_model(model)
     out, manifest = _compile(tmp_path, model, target)
     check = manifest["check"]
     assert check["ran"] and check["passed"] and check["max_abs_error"] < TOL, check["summary"]
-    ops = [layer["op"] for layer in manifest["layers"]]
-    assert ops.count("LSTM") == 1 and ops.count("GRU") == 2, ops
-    return out, manifest
-
-
-def test_int8_weights_x86(tmp_path):
-    H, I = 16, 3
-    out, manifest = _check_int8(tmp_path, "x86", H=H, I=I)
-    # the report's weights hold every W and R value of the three nodes in 8 bits (packing
-    # pads columns to a block): DequantizeLinear was not folded into float weights
+    assert len(check["outputs"]) == len(model.graph.output)
+    kernels = [(layer["op"], layer["kernel"] or "") for layer in manifest["layers"]]
+    assert [op for op, _ in kernels] == [s["op"] for s in specs]
+    if target == "x86":
+        assert all(k.startswith(f"tvm:{op.lower()}_scan") for op, k in kernels), kernels
     n8 = sum(GATES[s["op"]] * H * (I + H) * (2 if s["direction"] == "bidirectional" else 1) for s, _ in INT8_SAMPLE)
     line = next(ln for ln in (out / "report.txt").read_text().splitlines() if ln.strip().startswith("weights:"))
     kib = {d: float(v) for d, v in re.findall(r"\b(u?int8|float32) ([0-9.]+) KiB", line)}
