@@ -101,6 +101,14 @@ def test_packed_output_with_fused_pool_exact_on_haswell_build(pi, tmp_path):
     _check_packed(bo.ConvGeom(1, 37, 9, 21, 40, 3, 3, (1, 1), (1, 1, 1, 1)), POOLS[pi], pi, tmp_path)
 
 
+@pytest.mark.parametrize("pi", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_packed_narrow_map_rows_share_a_register(pi, tmp_path):
+    """A map of at most 16 columns: two output rows share each index register (A: row 2i,
+    B: row 2i + 1); 11 rows, so the last register has no B, and with a 2x2 pool the last
+    conv row is in no window."""
+    _check_packed(bo.ConvGeom(1, 13, 11, 14, 20, 3, 3, (1, 1), (1, 1, 1, 1)), POOLS[pi], 30 + pi, tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pi", range(len(POOLS)))
 def test_packed_output_strided_dilated_batch(pi, tmp_path):

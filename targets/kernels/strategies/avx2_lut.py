@@ -115,7 +115,11 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     dh, dw = g.dilation
     pt, pl = g.pad[0], g.pad[1]
     ho, wo, wout = g.ho, g.wo, pk.n_words(Co)
-    nh, cop, no, nkb, big_p, kn, left = p.nh, p.cop, p.no, p.nkb, p.big_p, p.kn, p.left
+    nh, cop, no = p.nh, p.cop, p.no
+    lanes = lane_plan(g)
+    nkb, rowpair, npair, du, nog = lanes.nkb, lanes.rowpair, lanes.npair, lanes.du, lanes.groups
+    big_p = sw  # column phases of the conv stride: a 16-column vector of any tap is contiguous
+    kn = nkb * 16 + (kw - 1) * dw // big_p + 1
     nq = nibbles(g)
     nsteps = kh * kw * nq
     ntaps = kh * kw
@@ -127,12 +131,13 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
     cpw = STEPS_PER_WIDEN // BYTE_STEPS
     n16 = (nbc + cpw - 1) // cpw
     nr, nc = pk_[0], pk_[1]
-    nvec = nc * nkb
-    npair = (nvec + 1) // 2
-    pw16 = nkb * 16
-    band = (nr - 1) * sh + (kh - 1) * dh + 1  # input rows of one pooled output row
-    nrows = (pho - 1) * ps[0] * sh + band  # input rows of the whole map, from row -top
-    top = pp[0] * sh + pt
+    pw16 = (pwo + 15) // 16 * 16
+    rows_a = (ho - 1) * sh + (kh - 1) * dh + 1  # input rows vector A reads, from row -pt
+    # conv results per output-channel block, columns split by the pool's column phase
+    # (column ow + pp1 at phase (ow + pp1) % ps1, index (ow + pp1) // ps1), so the epilogue
+    # reads each window column of 16 pooled columns as one contiguous vector
+    ps1, pp1 = ps[1], pp[1]
+    jx = max((nkb * 16 + pp1 + ps1 - 1) // ps1, pw16 + (nc - 1) // ps1 + 1)
     lo, hi = -(2 ** 31), 2 ** 31 - 1
     pack = out == "pack"
     ws = (kh * kw * nh, cop, pk.LUT_QUAD)
@@ -145,33 +150,33 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                Y: T.Buffer(y_shape, y_dtype)):
         T.func_attr({"tirx.noalias": True})
         TAB = T.alloc_buffer((2, nsteps, no, 32), "int8")
-        NIB = T.alloc_buffer((nrows, nq, big_p, kn), "uint16")
-        ACC = T.alloc_buffer((nr, nc, no, pw16), "int32")
+        NIB = T.alloc_buffer((rows_a + du, nq, big_p, kn), "uint16")
+        IX = T.alloc_buffer((rows_a, nq, kw, npair, 16), "uint16")
+        ACC = T.alloc_buffer((no, ho, ps1, jx), "int32")
         a8 = T.alloc_buffer((2 * no * 32,), "uint8", scope="local")    # byte sums: LO planes, then HI
         a16 = T.alloc_buffer((2 * no * 16,), "int16", scope="local")  # pixel vectors A, B per channel
         a32 = T.alloc_buffer((2 * no * 16,), "int32", scope="local")
-        IX = T.alloc_buffer((nrows, nq, kw, npair, 16), "uint16")
         mx = T.alloc_buffer((pw16,), "int32", scope="local")
         mn = T.alloc_buffer((pw16,), "int32", scope="local")
         yw = T.alloc_buffer((pw16,), "uint32", scope="local")
         for n in range(N):
             # the nibbles of every input row the map reads (0 outside the map): row u is input
-            # row u - top, built once per image
-            for u in range(nrows):
+            # row u - pt, columns by phase of the conv stride; built once per image
+            for u in range(rows_a + du):
                 for q in range(nq):
                     for ph in range(big_p):
                         for kk in T.vectorized(kn):
-                            NIB[u, q, ph, kk] = _nibble(X, n, u - top, kk * big_p + ph - left - pl, q, H, Wd)
-            # the index vectors of every (row, nibble, kernel column, pair of 16-pixel vectors
-            # (window column ss, block kb)): A's nibbles in the low bytes, B's (the next vector,
-            # or A again when none) in the high bytes
-            for u in range(nrows):
+                            NIB[u, q, ph, kk] = _nibble(X, n, u - pt, kk * big_p + ph - pl, q, H, Wd)
+            # the index registers of every (input row, nibble, kernel column, pair): A's 16
+            # nibbles in the low bytes, B's in the high bytes (B: the next 16 columns of the
+            # row, or with a row of at most 16 columns the same columns of the next output row)
+            for u in range(rows_a):
                 for q in range(nq):
                     for s in range(kw):
                         for vp in range(npair):
                             IX[u, q, s, vp, T.ramp(0, 1, 16)] = T.bitwise_or(
-                                _nib_vector(NIB, u, s, q, 2 * vp, dw, sw, nkb, big_p),
-                                T.shift_left(_nib_vector(NIB, u, s, q, T.min(2 * vp + 1, nvec - 1), dw, sw, nkb, big_p),
+                                _nib_vector(NIB, u, q, s * dw, lanes.vector_a(vp), big_p),
+                                T.shift_left(_nib_vector(NIB, u + du, q, s * dw, lanes.vector_b(vp), big_p),
                                              T.broadcast(T.uint16(8), 16)))
             # one block of `no` output channels at a time over the whole map, so its tables
             # (2 x 32 bytes per step and channel) stay in L1 while the map is swept
@@ -184,44 +189,47 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                         for half in T.unroll(2):
                             TAB[0, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", T.bitwise_and(sums, T.broadcast(T.int16(31), 16)))
                             TAB[1, st, o, T.ramp(16 * half, 1, 16)] = T.Cast("int8x16", T.shift_right(sums, T.broadcast(T.int16(5), 16)))
+                for og in range(nog):
+                    for vp in range(npair):
+                        for i in T.vectorized(2 * no * 16):
+                            a32[i] = 0
+                        for c16 in range(n16):
+                            for i in T.vectorized(2 * no * 16):
+                                a16[i] = T.int16(0)
+                            for c8 in range(T.min(cpw, nbc - c16 * cpw)):
+                                for i in T.vectorized(2 * no * 32):
+                                    a8[i] = T.uint8(0)
+                                for tt in range(T.min(tb, ntaps - (c16 * cpw + c8) // nqb * tb)):
+                                    for q in range((c16 * cpw + c8) % nqb * qb, T.min((c16 * cpw + c8) % nqb * qb + qb, nq)):
+                                        for o in T.unroll(no):
+                                            for plane in T.unroll(2):
+                                                a8[T.ramp((plane * no + o) * 32, 1, 32)] = a8.vload(
+                                                    [(plane * no + o) * 32], "uint8x32") + _lookup8(TAB.vload(
+                                                        [plane, ((c16 * cpw + c8) // nqb * tb + tt) * nq + q, o, 0],
+                                                        "int8x32"), IX.vload(
+                                                        [lanes.row(og) * sh + ((c16 * cpw + c8) // nqb * tb + tt) // kw * dh, q,
+                                                         ((c16 * cpw + c8) // nqb * tb + tt) % kw, vp, 0], "uint16x16"))
+                                # bytes -> int16: A's sums in the low bytes, B's in the high bytes,
+                                # S = LO + 32 HI (LO unsigned, HI signed)
+                                for o in T.unroll(no):
+                                    a16[T.ramp(o * 16, 1, 16)] = a16.vload([o * 16], "int16x16") + _widen(
+                                        a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 0)
+                                    a16[T.ramp((no + o) * 16, 1, 16)] = a16.vload([(no + o) * 16], "int16x16") + _widen(
+                                        a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 1)
+                            for i in T.vectorized(2 * no * 16):
+                                a32[i] = a32[i] + T.Cast("int32", a16[i])
+                        # A's and B's conv results into ACC (B only where it exists)
+                        for ab in T.unroll(2):
+                            if lanes.stored(og, vp, ab, ho):
+                                for o in T.unroll(no):
+                                    if ps1 == 1:
+                                        ACC[o, lanes.row(og) + ab * lanes.b_row_step, 0,
+                                            T.ramp(lanes.vector(vp, ab) * 16 + pp1, 1, 16)] = a32.vload([(ab * no + o) * 16], "int32x16")
+                                    else:
+                                        for l in T.unroll(16):
+                                            ACC[o, lanes.row(og) + ab * lanes.b_row_step, (lanes.vector(vp, ab) * 16 + l + pp1) % ps1,
+                                                (lanes.vector(vp, ab) * 16 + l + pp1) // ps1] = a32[(ab * no + o) * 16 + l]
                 for py in range(pho):
-                    for rr in range(nr):
-                        oh = py * ps[0] + rr - pp[0]
-                        if oh >= 0 and oh < ho:
-                            # a pair of 16-pixel vectors (window column ss, block kb) per register:
-                            # A in the even bytes, B (the next, or A again when none) in the odd
-                                for vp in range(npair):
-                                    for i in T.vectorized(2 * no * 16):
-                                        a32[i] = 0
-                                    for c16 in range(n16):
-                                        for i in T.vectorized(2 * no * 16):
-                                            a16[i] = T.int16(0)
-                                        for c8 in range(T.min(cpw, nbc - c16 * cpw)):
-                                            for i in T.vectorized(2 * no * 32):
-                                                a8[i] = T.uint8(0)
-                                            for tt in range(T.min(tb, ntaps - (c16 * cpw + c8) // nqb * tb)):
-                                                for q in range((c16 * cpw + c8) % nqb * qb, T.min((c16 * cpw + c8) % nqb * qb + qb, nq)):
-                                                    for o in T.unroll(no):
-                                                        for plane in T.unroll(2):
-                                                            a8[T.ramp((plane * no + o) * 32, 1, 32)] = a8.vload(
-                                                                [(plane * no + o) * 32], "uint8x32") + _lookup8(TAB.vload(
-                                                                    [plane, ((c16 * cpw + c8) // nqb * tb + tt) * nq + q, o, 0],
-                                                                    "int8x32"), IX.vload(
-                                                                    [(py * ps[0] + rr) * sh + ((c16 * cpw + c8) // nqb * tb + tt) // kw * dh, q,
-                                                                     ((c16 * cpw + c8) // nqb * tb + tt) % kw, vp, 0], "uint16x16"))
-                                            # bytes -> int16: A's sums in the low bytes, B's in the high bytes,
-                                            # S = LO + 32 HI (LO unsigned, HI signed)
-                                            for o in T.unroll(no):
-                                                a16[T.ramp(o * 16, 1, 16)] = a16.vload([o * 16], "int16x16") + _widen(
-                                                    a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 0)
-                                                a16[T.ramp((no + o) * 16, 1, 16)] = a16.vload([(no + o) * 16], "int16x16") + _widen(
-                                                    a8.vload([o * 32], "uint8x32"), a8.vload([(no + o) * 32], "uint8x32"), 1)
-                                        for i in T.vectorized(2 * no * 16):
-                                            a32[i] = a32[i] + T.Cast("int32", a16[i])
-                                    for o in T.unroll(no):
-                                        ACC[rr, 2 * vp // nkb, o, T.ramp(2 * vp % nkb * 16, 1, 16)] = a32.vload([o * 16], "int32x16")
-                                        ACC[rr, T.min(2 * vp + 1, nvec - 1) // nkb, o,
-                                            T.ramp(T.min(2 * vp + 1, nvec - 1) % nkb * 16, 1, 16)] = a32.vload([(no + o) * 16], "int32x16")
                     if pack:
                         for k in T.vectorized(pw16):
                             yw[k] = T.uint32(0)
@@ -234,10 +242,12 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                                 for ss in T.unroll(nc):
                                     for k in T.vectorized(pw16):
                                         # (rr, ss) of pooled column k's window inside the conv output
-                                        mx[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
-                                                         T.max(mx[k], ACC[rr, ss, o, k]), mx[k])
-                                        mn[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps[1] + ss - pp[1], ho, wo),
-                                                         T.min(mn[k], ACC[rr, ss, o, k]), mn[k])
+                                        mx[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps1 + ss - pp1, ho, wo),
+                                                         T.max(mx[k], ACC[o, T.max(T.min(py * ps[0] + rr - pp[0], ho - 1), 0),
+                                                                          ss % ps1, k + ss // ps1]), mx[k])
+                                        mn[k] = T.Select(_in_map(py * ps[0] + rr - pp[0], k * ps1 + ss - pp1, ho, wo),
+                                                         T.min(mn[k], ACC[o, T.max(T.min(py * ps[0] + rr - pp[0], ho - 1), 0),
+                                                                          ss % ps1, k + ss // ps1]), mn[k])
                             for k in T.vectorized(pw16):
                                 yw[k] = T.bitwise_or(yw[k], T.Select(
                                     oc * no + o < Co and E0[oi] * T.Select(E0[oi] >= 0, mx[k], mn[k]) >= E1[oi],
@@ -250,11 +260,49 @@ def lut_conv(g: ConvGeom, out: str, pool=None):
                         for o in range(no):
                             if oc * no + o < Co:
                                 for x in T.vectorized(wo):
-                                    Y[n, T.min(oc * no + o, Co - 1), py, x] = T.Cast("float32", ACC[0, 0, o, x]) * E0[T.min(oc * no + o, Co - 1)]
+                                    Y[n, T.min(oc * no + o, Co - 1), py, x] = T.Cast("float32", ACC[o, py, 0, x]) * E0[T.min(oc * no + o, Co - 1)]
 
     if not pack:  # float epilogue: (X, W, scale, Y) -- E1 is not a parameter
         kernel = drop_param(kernel, 3)
     return kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class LanePlan:
+    """Which conv output pixels share an index register: 16 output columns per vector
+    (nkb vectors per row); two vectors of one row (A = 2vp, B = 2vp + 1, or A again when
+    none), or, when a row has one vector (at most 16 columns), the same vector of two
+    output rows (A: row 2 og, B: row 2 og + 1), so no byte lane idles on narrow maps."""
+    nkb: int      # 16-column vectors per output row
+    rowpair: bool  # A and B on consecutive output rows
+    npair: int    # registers per row group
+    du: int       # B's input rows below A's (the conv stride when rowpair)
+    groups: int   # row groups (output rows, or pairs of them)
+    b_row_step: int  # B's output row after A's (1 when rowpair, else 0)
+
+    def row(self, og):
+        return og * 2 if self.rowpair else og
+
+    def vector_a(self, vp):
+        return 0 if self.rowpair else 2 * vp
+
+    def vector_b(self, vp):
+        return 0 if self.rowpair else T.min(2 * vp + 1, self.nkb - 1)
+
+    def vector(self, vp, ab):
+        """vector_a (ab 0) or vector_b (ab 1), ab a loop variable"""
+        return 0 if self.rowpair else T.min(2 * vp + ab, self.nkb - 1)
+
+    def stored(self, og, vp, ab, ho):
+        """A's results always exist; B's unless its row or vector is past the map"""
+        return tirx.Or(ab == 0, og * 2 + 1 < ho if self.rowpair else 2 * vp + 1 < self.nkb)
+
+
+def lane_plan(g: ConvGeom) -> LanePlan:
+    nkb = (g.wo + 15) // 16
+    if nkb == 1:
+        return LanePlan(1, True, 1, g.stride[0], (g.ho + 1) // 2, 1)
+    return LanePlan(nkb, False, (nkb + 1) // 2, 0, g.ho, 0)
 
 
 def _in_map(y, x, h, w):
@@ -281,11 +329,10 @@ def _nibble_sums(Wt, quad, o, j):
     return total
 
 
-def _nib_vector(NIB, row, s, q, v, dw, sw, nkb, big_p):
-    """uint16x16: nibble q of the 16 pixels of input row `row` that kernel column s reads for
-    vector v = (window column v // nkb, block v % nkb): input column offset c0 = ss*sw + s*dw."""
-    c0 = v // nkb * sw + s * dw
-    return NIB.vload([row, q, c0 % big_p, v % nkb * 16 + c0 // big_p], "uint16x16")
+def _nib_vector(NIB, row, q, c0, v, big_p):
+    """uint16x16: nibble q of the 16 pixels of input row `row` at column offset c0 (the
+    kernel column's s * dw) for the output columns of vector v (16 v .. 16 v + 15)."""
+    return NIB.vload([row, q, c0 % big_p, v * 16 + c0 // big_p], "uint16x16")
 
 
 def _lookup8(table, index):
